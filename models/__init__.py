@@ -1,0 +1,10 @@
+"""The PixelFolder generator, the residual discriminator and the paper's baselines, on pixelfolder_ops."""
+from .cips import CIPS
+from .discriminator import Discriminator
+from .generator import StyleGenerator
+from .official import load_official
+from .pixelfolder import VARIANTS, PixelFolder
+from .stylegan2 import StyleGAN2Generator
+
+__all__ = ["CIPS", "Discriminator", "PixelFolder", "StyleGAN2Generator", "StyleGenerator", "VARIANTS",
+           "load_official"]

@@ -1,0 +1,208 @@
+"""Building blocks of the StyleGAN2 family, on pixelfolder_ops. Module and parameter names follow
+the official implementations, so their state dicts load with no key mapping.
+
+Equalized learning rate everywhere: weights are stored N(0, 1) (divided by lr_mul for linear
+layers) and scaled at run time by lr_mul / sqrt(fan_in); biases are scaled by lr_mul.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pixelfolder_ops as ops
+
+BLUR_KERNEL = (1, 3, 3, 1)
+
+
+class PixelNorm(nn.Module):
+    def forward(self, input):
+        return input * torch.rsqrt(torch.mean(input ** 2, dim=1, keepdim=True) + 1e-8)
+
+
+class EqualLinear(nn.Module):
+    def __init__(self, in_dim, out_dim, bias=True, bias_init=0.0, lr_mul=1.0, activation=None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim).div_(lr_mul))
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init))) if bias else None
+        self.activation = activation
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+
+    def forward(self, input):
+        bias = None if self.bias is None else self.bias * self.lr_mul
+        if self.activation:
+            return ops.fused_leaky_relu(F.linear(input, self.weight * self.scale), bias)
+        return F.linear(input, self.weight * self.scale, bias)
+
+    def extra_repr(self):
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}, activation={self.activation}"
+
+
+class EqualConv2d(nn.Module):
+    def __init__(self, in_channel, out_channel, kernel_size, stride=1, padding=0, bias=True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channel, in_channel, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channel)) if bias else None
+        self.scale = 1 / math.sqrt(in_channel * kernel_size ** 2)
+        self.stride = stride
+        self.padding = padding
+
+    def forward(self, input):
+        return F.conv2d(input, self.weight * self.scale, self.bias, stride=self.stride, padding=self.padding)
+
+    def extra_repr(self):
+        w = self.weight.shape
+        return f"{w[1]}, {w[0]}, {w[2]}, stride={self.stride}, padding={self.padding}"
+
+
+class Blur(nn.Module):
+    """upfirdn2d with a fixed FIR kernel (a buffer, as in official checkpoints)."""
+
+    def __init__(self, kernel, pad, up=1, down=1):
+        super().__init__()
+        self.register_buffer("kernel", ops.make_resample_kernel(kernel) * up ** 2)
+        self.pad, self.up, self.down = tuple(pad), up, down
+
+    def forward(self, input):
+        return ops.upfirdn2d(input, self.kernel.to(input.dtype), up=self.up, down=self.down, pad=self.pad)
+
+
+def upsample_blur(kernel=BLUR_KERNEL, factor=2):
+    """x2 up-sampling by upfirdn2d (the RGB skip's), pads (2, 1) for a 4-tap kernel."""
+    p = len(kernel) - factor
+    return Blur(kernel, ((p + 1) // 2 + factor - 1, p // 2), up=factor)
+
+
+def downsample_blur_pad(kernel_size, kernel=BLUR_KERNEL, factor=2):
+    """The blur pads that precede a stride-2 conv of ``kernel_size``."""
+    p = len(kernel) - factor + kernel_size - 1
+    return (p + 1) // 2, p // 2
+
+
+class ConvLayer(nn.Sequential):
+    """[Blur] -> EqualConv2d (no bias) -> FusedLeakyReLU, or the bias-free linear version."""
+
+    def __init__(self, in_channel, out_channel, kernel_size, downsample=False, bias=True, activate=True,
+                 blur_kernel=BLUR_KERNEL):
+        layers = []
+        if downsample:
+            layers.append(Blur(blur_kernel, downsample_blur_pad(kernel_size, blur_kernel)))
+            stride, padding = 2, 0
+        else:
+            stride, padding = 1, kernel_size // 2
+        layers.append(EqualConv2d(in_channel, out_channel, kernel_size, stride=stride, padding=padding,
+                                  bias=bias and not activate))
+        if activate:
+            layers.append(ops.FusedLeakyReLU(out_channel, bias=bias))
+        super().__init__(*layers)
+
+
+class ModulatedConv2d(nn.Module):
+    """Modulated (and optionally demodulated) conv; style s = affine(w), the affine's bias
+    initialised to 1. ``upsample``/``downsample`` give StyleGAN2's resampling variants."""
+
+    def __init__(self, in_channel, out_channel, kernel_size, style_dim, demodulate=True, upsample=False,
+                 downsample=False, blur_kernel=BLUR_KERNEL):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
+        self.modulation = EqualLinear(style_dim, in_channel, bias_init=1)
+        self.scale = 1 / math.sqrt(in_channel * kernel_size ** 2)
+        self.demodulate = demodulate
+        self.up = 2 if upsample else 1
+        self.down = 2 if downsample else 1
+        self.blur_kernel = tuple(blur_kernel)
+
+    def forward(self, input, style):
+        return ops.modulated_conv2d(input, self.weight[0] * self.scale, self.modulation(style),
+                                    demodulate=self.demodulate, up=self.up, down=self.down,
+                                    resample_kernel=self.blur_kernel)
+
+    def extra_repr(self):
+        _, out_c, in_c, k, _ = self.weight.shape
+        return f"{in_c}, {out_c}, {k}, demodulate={self.demodulate}, up={self.up}, down={self.down}"
+
+
+class NoiseInjection(nn.Module):
+    """image + strength * noise, noise N(0, 1) of shape (B, 1, H, W) unless given."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, image, noise=None):
+        if noise is None:
+            batch, _, height, width = image.shape
+            noise = image.new_empty(batch, 1, height, width).normal_()
+        return image + self.weight * noise
+
+
+class StyledConv(nn.Module):
+    """Modulated conv -> noise injection -> fused bias + leaky ReLU."""
+
+    def __init__(self, in_channel, out_channel, kernel_size, style_dim, upsample=False, demodulate=True,
+                 blur_kernel=BLUR_KERNEL):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim, demodulate=demodulate,
+                                    upsample=upsample, blur_kernel=blur_kernel)
+        self.noise = NoiseInjection()
+        self.activate = ops.FusedLeakyReLU(out_channel)
+
+    def forward(self, input, style, noise=None):
+        return self.activate(self.noise(self.conv(input, style), noise=noise))
+
+
+class ToRGB(nn.Module):
+    """Modulated 1x1 conv to RGB (not demodulated) + bias, plus the x2-upsampled previous RGB."""
+
+    def __init__(self, in_channel, style_dim, upsample=True, blur_kernel=BLUR_KERNEL):
+        super().__init__()
+        self.upsample = upsample_blur(blur_kernel) if upsample else None
+        self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+
+    def forward(self, input, style, skip=None):
+        out = self.conv(input, style) + self.bias
+        if skip is not None:
+            out = out + (self.upsample(skip) if self.upsample is not None else skip)
+        return out
+
+
+class ConstantInput(nn.Module):
+    def __init__(self, channel, size=4):
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, channel, size, size))
+
+    def forward(self, batch):
+        return self.input.expand(batch, -1, -1, -1)
+
+
+class FourierCoordinateLayer(nn.Module):
+    """Fourier features of the coordinate grid, sin(B [x, y] + b). The frequencies B (C x 2) start
+    uniform in +-sqrt(9 / 2); the phases b take PyTorch's conv-bias init. Stored as ``ffm.conv``, a
+    1x1 conv of 2 inputs, as official checkpoints hold it."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.ffm = nn.Module()
+        self.ffm.conv = nn.Conv2d(2, channels, 1)
+        nn.init.uniform_(self.ffm.conv.weight, -math.sqrt(9 / 2), math.sqrt(9 / 2))
+
+    def forward(self, height, width):
+        conv = self.ffm.conv
+        return ops.fourier_embedding(conv.weight[:, :, 0, 0], conv.bias, height, width)
+
+
+class MappingNetwork(nn.Sequential):
+    """z -> pixel norm -> n_mlp x [EqualLinear, lr_mul 0.01, fused leaky ReLU] -> w."""
+
+    def __init__(self, style_dim=512, n_mlp=8, lr_mlp=0.01):
+        super().__init__(PixelNorm(), *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu")
+                                        for _ in range(n_mlp)])
+
+
+def channel_table(channel_multiplier=2, width=1.0):
+    """Channels per resolution, c(r); ``width`` scales every entry (small models for tests)."""
+    base = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * channel_multiplier, 128: 128 * channel_multiplier,
+            256: 64 * channel_multiplier, 512: 32 * channel_multiplier, 1024: 16 * channel_multiplier}
+    return {r: max(16, int(round(c * width / 16)) * 16) for r, c in base.items()}

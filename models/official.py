@@ -1,0 +1,48 @@
+"""Load checkpoints written by the official PixelFolder implementation (top-level "g", "g_ema",
+"d", plus optimizer states). Our modules keep the official parameter names and shapes, so a
+checkpoint maps onto them key for key."""
+import os
+
+import torch
+
+from .discriminator import Discriminator
+from .pixelfolder import PixelFolder
+
+
+def _load_exact(model, state_dict, what):
+    """load_state_dict that names every missing, unexpected or mis-shaped key when they don't fit."""
+    state_dict = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    misshaped = sorted(f"{k}: checkpoint {tuple(v.shape)}, model {tuple(expected[k].shape)}"
+                       for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape)
+    if missing or unexpected or misshaped:
+        lines = [f"load_official: the checkpoint's '{what}' does not fit {type(model).__name__}(size={model.size})"]
+        for title, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", misshaped)):
+            if keys:
+                lines.append(f"  {title} ({len(keys)}): " + ", ".join(keys))
+        raise ValueError("\n".join(lines))
+    model.load_state_dict(state_dict)
+    return model
+
+
+def load_official(path_or_dict, size=256, map_location="cpu"):
+    """(g, g_ema, d) from an official PixelFolder checkpoint: a path (read with
+    ``torch.load(..., weights_only=True)``) or the loaded dict. ``g_ema`` is returned in eval mode."""
+    if isinstance(path_or_dict, (str, os.PathLike)):
+        try:
+            checkpoint = torch.load(path_or_dict, map_location=map_location, weights_only=True)
+        except Exception as error:  # a truncated or foreign file: say which file and why
+            raise ValueError(f"load_official: cannot read {os.fspath(path_or_dict)!r} as a PyTorch checkpoint "
+                             f"({type(error).__name__}: {error})") from error
+    else:
+        checkpoint = path_or_dict
+    if not isinstance(checkpoint, dict) or not {"g", "g_ema", "d"} <= set(checkpoint):
+        found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ValueError(f"load_official: expected an official PixelFolder checkpoint with top-level keys "
+                         f"'g', 'g_ema' and 'd', got {found}")
+    g = _load_exact(PixelFolder(size), checkpoint["g"], "g")
+    g_ema = _load_exact(PixelFolder(size), checkpoint["g_ema"], "g_ema").eval()
+    d = _load_exact(Discriminator(size), checkpoint["d"], "d")
+    return g, g_ema, d

@@ -1,0 +1,49 @@
+"""The StyleGAN2 generator (config-f channels), the paper's main convolutional baseline."""
+import math
+
+from torch import nn
+
+from .generator import StyleGenerator
+from .layers import BLUR_KERNEL, ConstantInput, StyledConv, ToRGB, channel_table
+
+
+class StyleGAN2Generator(StyleGenerator):
+    """A learned 4x4 constant, a StyledConv and a ToRGB at 4x4, then per resolution an up-sampling
+    StyledConv (transposed conv + blur), a StyledConv and a ToRGB whose skip is upsampled x2."""
+
+    def __init__(self, size=256, style_dim=512, n_mlp=8, channel_multiplier=2, lr_mlp=0.01, width=1.0,
+                 blur_kernel=BLUR_KERNEL):
+        super().__init__(style_dim, n_mlp, lr_mlp)
+        log_size = int(math.log2(size))
+        if 2 ** log_size != size or log_size < 3:
+            raise ValueError(f"StyleGAN2Generator: argument 'size' must be a power of two >= 8, got {size}")
+        self.size = size
+        self.channels = channel_table(channel_multiplier, width)
+        self.resolutions = [2 ** i for i in range(3, log_size + 1)]
+        self.n_latent = 2 * log_size - 2
+        self.input = ConstantInput(self.channels[4], size=4)
+        self.conv1 = StyledConv(self.channels[4], self.channels[4], 3, style_dim, blur_kernel=blur_kernel)
+        self.to_rgb1 = ToRGB(self.channels[4], style_dim, upsample=False)
+        self.convs = nn.ModuleList()
+        self.to_rgbs = nn.ModuleList()
+        in_channel = self.channels[4]
+        for resolution in self.resolutions:
+            out_channel = self.channels[resolution]
+            self.convs.append(StyledConv(in_channel, out_channel, 3, style_dim, upsample=True, blur_kernel=blur_kernel))
+            self.convs.append(StyledConv(out_channel, out_channel, 3, style_dim, blur_kernel=blur_kernel))
+            self.to_rgbs.append(ToRGB(out_channel, style_dim, blur_kernel=blur_kernel))
+            in_channel = out_channel
+
+    def noise_shapes(self, batch):
+        return [(batch, 1, 4, 4)] + [(batch, 1, r, r) for r in self.resolutions for _ in range(2)]
+
+    def synthesis(self, latent, noise):
+        out = self.conv1(self.input(latent.shape[0]), latent[:, 0], noise[0])
+        skip = self.to_rgb1(out, latent[:, 1])
+        stage_images = [skip]
+        for j, to_rgb in enumerate(self.to_rgbs):
+            out = self.convs[2 * j](out, latent[:, 2 * j + 1], noise[2 * j + 1])
+            out = self.convs[2 * j + 1](out, latent[:, 2 * j + 2], noise[2 * j + 2])
+            skip = to_rgb(out, latent[:, 2 * j + 3], skip)
+            stage_images.append(skip)
+        return skip, stage_images

@@ -1,0 +1,83 @@
+"""Backend choice for every op: per call (``backend=``), per context (``use_backend``), or by the
+environment variable ``PIXELFOLDER_OPS_BACKEND``; the default is ``auto``.
+
+A backend is a module that defines one function per op, with the op's name. Asking by name for a
+backend that is unknown or not available on this install is an error, never a silent fallback.
+"""
+import contextlib
+import importlib
+import os
+import threading
+
+ENV_VAR = "PIXELFOLDER_OPS_BACKEND"
+
+# Every backend name the package knows, with the module that implements it. The compiled and Triton
+# backends are planned (csrc/, pixelfolder_ops/triton); until they are built they are reported as
+# unavailable, with the reason.
+KNOWN_BACKENDS = ("reference", "cpu", "cuda", "triton")
+_MODULES = {"reference": "pixelfolder_ops.reference"}
+# What "auto" tries first, by device type.
+_AUTO_PREFERENCE = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
+
+_state = threading.local()
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend was asked for by name but cannot run on this install."""
+
+
+def _unavailable_reason(name):
+    if name not in _MODULES:
+        return (f"the '{name}' backend is not part of this build of pixelfolder_ops "
+                f"(available: {', '.join(available_backends())})")
+    return None
+
+
+def available_backends():
+    """Names of the backends that can run here, 'auto' excluded."""
+    return tuple(name for name in KNOWN_BACKENDS if name in _MODULES)
+
+
+def _check_name(name):
+    if not isinstance(name, str) or (name != "auto" and name not in KNOWN_BACKENDS):
+        raise ValueError(f"pixelfolder_ops: unknown backend {name!r}; expected one of "
+                         f"{', '.join(('auto',) + KNOWN_BACKENDS)}")
+    if name != "auto":
+        reason = _unavailable_reason(name)
+        if reason is not None:
+            raise BackendUnavailableError(f"pixelfolder_ops: backend '{name}' is unavailable: {reason}")
+    return name
+
+
+def get_backend():
+    """The backend name in force in this thread: the innermost ``use_backend``, else
+    ``set_backend``'s, else the environment variable, else 'auto'."""
+    name = getattr(_state, "name", None)
+    if name is None:
+        name = os.environ.get(ENV_VAR, "auto")
+    return name
+
+
+def set_backend(name):
+    """Choose the backend for this thread from now on (None: back to the environment default)."""
+    _state.name = None if name is None else _check_name(name)
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Run the block with the named backend, then restore the previous choice."""
+    previous = getattr(_state, "name", None)
+    _state.name = _check_name(name)
+    try:
+        yield
+    finally:
+        _state.name = previous
+
+
+def resolve(name, device):
+    """The backend module for an op call on ``device`` (a torch.device)."""
+    name = _check_name(get_backend() if name is None else name)
+    if name == "auto":
+        preference = _AUTO_PREFERENCE.get(device.type, ("reference",))
+        name = next(n for n in preference if _unavailable_reason(n) is None)
+    return importlib.import_module(_MODULES[name])

@@ -1,0 +1,49 @@
+"""Modulated convolution (StyleGAN2): per-image weights W * s[b], optionally demodulated, with the
+StyleGAN2 up-sampling (transposed conv + blur) and down-sampling (blur + strided conv) variants."""
+import torch
+
+from . import _checks
+from .backend import resolve
+
+
+def make_resample_kernel(kernel, dtype=torch.float32, device=None):
+    """A 1-D FIR (e.g. [1, 3, 3, 1]) as the separable 2-D kernel outer(k, k), normalised to sum 1;
+    a 2-D kernel is only normalised."""
+    kernel = torch.as_tensor(kernel, dtype=dtype, device=device)
+    if kernel.dim() == 1:
+        kernel = kernel[:, None] * kernel[None, :]
+    return kernel / kernel.sum()
+
+
+def modulated_conv2d(input, weight, styles, demodulate=True, up=1, down=1, resample_kernel=(1, 3, 3, 1),
+                     eps=1e-8, *, backend=None):
+    """conv(input[b], W'[b]) with W'[b, o, i] = weight[o, i] * styles[b, i], and when ``demodulate``
+    W'[b, o] scaled by rsqrt(sum_{i, kh, kw} W'[b, o, i, kh, kw]^2 + eps).
+
+    input (B, C_in, H, W); weight (C_out, C_in, k, k), already carrying any equalised-lr scale;
+    styles (B, C_in). Padding k // 2. ``up=2``: a stride-2 transposed conv then a blur with
+    ``resample_kernel`` (times 4); ``down=2``: a blur then a stride-2 conv. The output is
+    (B, C_out, H, W), (B, C_out, 2H, 2W) or (B, C_out, H/2, W/2).
+    """
+    op = "modulated_conv2d"
+    _checks.tensor(op, "input", input, ndim=4)
+    _checks.tensor(op, "weight", weight, ndim=4)
+    _checks.tensor(op, "styles", styles, ndim=2)
+    _checks.same_dtype_device(op, "input", input, weight=weight, styles=styles)
+    batch, in_channels = input.shape[:2]
+    if weight.shape[1] != in_channels:
+        _checks.fail(op, "weight", f"of shape (C_out, {in_channels}, k, k) to match input's channels",
+                      f"shape {tuple(weight.shape)}")
+    _checks.size(op, "styles", tuple(styles.shape), (batch, in_channels))
+    if up not in (1, 2) or down not in (1, 2) or up * down == 4:
+        _checks.fail(op, "up/down", "1 or 2, and not both 2", f"up={up!r}, down={down!r}")
+    kernel_size = weight.shape[-1]
+    if weight.shape[-2] != kernel_size or kernel_size % 2 == 0:
+        _checks.fail(op, "weight", "a square kernel of odd size", f"shape {tuple(weight.shape)}")
+    if down == 2 and (input.shape[-1] % 2 or input.shape[-2] % 2):
+        _checks.fail(op, "input", "of even height and width for down=2", f"shape {tuple(input.shape)}")
+    kernel = None
+    if up == 2 or down == 2:
+        kernel = make_resample_kernel(resample_kernel, input.dtype, input.device)
+    return resolve(backend, input.device).modulated_conv2d(input, weight, styles, bool(demodulate), up, down,
+                                                           kernel, float(eps))

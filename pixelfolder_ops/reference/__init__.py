@@ -1,0 +1,7 @@
+"""The reference backend: plain PyTorch with the official data flow. It is the oracle every other
+backend is tested against, and the baseline every benchmark compares with."""
+from .fold import fold, unfold
+from .fourier_embedding import fourier_embedding
+from .fused_leaky_relu import fused_leaky_relu
+from .modulated_conv2d import modulated_conv2d
+from .upfirdn2d import upfirdn2d

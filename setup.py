@@ -1,0 +1,53 @@
+"""Build and install pixelfolder_ops.
+
+The Python package installs alone. The compiled extension ``pixelfolder_ops._C`` is built from csrc/
+when its sources are present: the C++ CPU kernels always, the CUDA kernels too when nvcc and a CUDA
+build of PyTorch are found (PIXELFOLDER_CUDA=1 forces them, =0 skips them; TORCH_CUDA_ARCH_LIST picks
+the architectures). Building it needs the PyTorch you will run with, so install with
+``pip install --no-build-isolation .``.
+
+Only pixelfolder_ops goes into site-packages: models/, benchmarks/ and training/ run from the clone.
+"""
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def extension_modules():
+    cpp_sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    if not cpp_sources:
+        return [], {}
+    import torch
+    from torch.utils import cpp_extension
+
+    cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+    want_cuda = os.environ.get("PIXELFOLDER_CUDA")
+    cuda_found = cpp_extension.CUDA_HOME is not None and torch.version.cuda is not None
+    build_cuda = bool(cuda_sources) and (want_cuda == "1" or (want_cuda is None and cuda_found))
+    if build_cuda and "TORCH_CUDA_ARCH_LIST" not in os.environ:
+        # The GPU found here, else Ampere and Hopper.
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability()
+            os.environ["TORCH_CUDA_ARCH_LIST"] = f"{major}.{minor}"
+        else:
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+    extension = cpp_extension.CUDAExtension if build_cuda else cpp_extension.CppExtension
+    sources = cpp_sources + (cuda_sources if build_cuda else [])
+    module = extension(
+        "pixelfolder_ops._C", sources,
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        define_macros=[("PIXELFOLDER_WITH_CUDA", None)] if build_cuda else [],
+        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--use_fast_math"]},
+    )
+    return [module], {"build_ext": cpp_extension.BuildExtension}
+
+
+ext_modules, cmdclass = extension_modules()
+setup(
+    packages=find_packages(include=["pixelfolder_ops", "pixelfolder_ops.*"]),
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)

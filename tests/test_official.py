@@ -1,0 +1,176 @@
+"""Official PixelFolder checkpoints: keys and shapes, loading, errors, and the same images as the
+official data flow (written here from the design, directly on the state dict)."""
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import models
+
+KEY_LIST = os.path.join(os.path.dirname(__file__), "data", "official_pixelfolder256_state_dict.txt")
+
+
+def official_shapes():
+    """{"g": {key: shape}, "d": {...}} from the official implementation's key list."""
+    shapes, current = {"g": {}, "d": {}}, None
+    for line in open(KEY_LIST):
+        if line.startswith("#"):
+            current = "g" if "generator" in line else "d" if "Discriminator" in line else current
+            continue
+        key, shape = line.split(" ", 1)
+        shapes[current][key] = tuple(int(n) for n in shape.strip("()\n ").split(",") if n.strip())
+    return shapes
+
+
+def test_state_dicts_have_the_official_keys_and_shapes():
+    shapes = official_shapes()
+    with torch.device("meta"):
+        ours = {"g": models.PixelFolder(256).state_dict(), "d": models.Discriminator(256).state_dict()}
+    for part in ("g", "d"):
+        assert {k: tuple(v.shape) for k, v in ours[part].items()} == shapes[part]
+
+
+def random_checkpoint(size, seed=0):
+    torch.manual_seed(seed)
+    g, g_ema, d = models.PixelFolder(size), models.PixelFolder(size), models.Discriminator(size)
+    for module in g_ema.modules():  # non-zero noise strengths, so noise matters
+        if isinstance(module, models.layers.NoiseInjection):
+            module.weight.data.normal_()
+    return {"g": g.state_dict(), "g_ema": g_ema.state_dict(), "d": d.state_dict(), "g_optim": {}, "d_optim": {}}
+
+
+def test_load_official_round_trip(tmp_path):
+    checkpoint = random_checkpoint(64)
+    checkpoint["d"] = {"module." + k: v for k, v in checkpoint["d"].items()}  # saved from DDP
+    path = tmp_path / "official.pt"
+    torch.save(checkpoint, path)
+    g, g_ema, d = models.load_official(str(path), size=64)
+    assert not g_ema.training
+    for model, part in ((g, "g"), (g_ema, "g_ema")):
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, checkpoint[part][key])
+    assert torch.equal(d.state_dict()["final_linear.1.weight"], checkpoint["d"]["module.final_linear.1.weight"])
+
+
+# ----------------------------------------------------------------- the official data flow, by hand
+
+SQRT2 = math.sqrt(2)
+
+
+def lrelu(x, bias):
+    return F.leaky_relu(x + bias.view(1, -1, *[1] * (x.dim() - 2)), 0.2) * SQRT2
+
+
+def fold_by_slices(x):
+    return torch.cat([x[:, :, dy::2, dx::2] for dy in range(2) for dx in range(2)], dim=1)
+
+
+def unfold_by_slices(x):
+    c = x.shape[1] // 4
+    out = x.new_zeros(x.shape[0], c, 2 * x.shape[2], 2 * x.shape[3])
+    for dy in range(2):
+        for dx in range(2):
+            out[:, :, dy::2, dx::2] = x[:, (dy * 2 + dx) * c:(dy * 2 + dx + 1) * c]
+    return out
+
+
+def upsample_rgb(x):
+    """x2 up-sampling: zeros between pixels, pad (2, 1), the [1, 3, 3, 1] kernel normalised, times 4."""
+    k = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    k = torch.outer(k, k) / 64
+    up = x.new_zeros(x.shape[0], x.shape[1], 2 * x.shape[2], 2 * x.shape[3])
+    up[:, :, ::2, ::2] = x
+    up = F.pad(up, (2, 1, 2, 1))
+    return F.conv2d(up, k.flip(0, 1).expand(x.shape[1], 1, 4, 4) * 4, groups=x.shape[1])
+
+
+def official_forward(sd, z, noises, size):
+    w = z * torch.rsqrt(z.square().mean(1, keepdim=True) + 1e-8)
+    for i in range(1, 9):
+        w = lrelu(F.linear(w, sd[f"style.{i}.weight"] * 0.01 / math.sqrt(512)), sd[f"style.{i}.bias"] * 0.01)
+
+    def modconv(x, prefix, demodulate):
+        weight = sd[prefix + ".weight"][0]
+        c_in, k = weight.shape[1], weight.shape[-1]
+        styles = F.linear(w, sd[prefix + ".modulation.weight"] / math.sqrt(512), sd[prefix + ".modulation.bias"])
+        out = []
+        for b in range(x.shape[0]):
+            wb = weight / math.sqrt(c_in * k * k) * styles[b].view(1, -1, 1, 1)
+            if demodulate:
+                wb = wb * torch.rsqrt(wb.square().sum((1, 2, 3), keepdim=True) + 1e-8)
+            out.append(F.conv2d(x[b:b + 1], wb, padding=k // 2))
+        return torch.cat(out)
+
+    def styled(x, index, noise):
+        out = modconv(x, f"convs.{index}.conv", True) + sd[f"convs.{index}.noise.weight"] * noise
+        return lrelu(out, sd[f"convs.{index}.activate.bias"])
+
+    def conv_layer(x, prefix):
+        weight = sd[prefix + ".0.weight"]
+        return lrelu(F.conv2d(x, weight / math.sqrt(weight.shape[1])), sd[prefix + ".1.bias"])
+
+    batch, stages = z.shape[0], int(math.log2(size)) // 2 - 1
+    out = skip = None
+    for i in range(stages):
+        res = size // 4 ** (stages - 1 - i)
+        weight, bias = sd[f"lffs.{i}.ffm.conv.weight"], sd[f"lffs.{i}.ffm.conv.bias"]
+        xs = torch.linspace(-1, 1, res).view(1, 1, 1, res).expand(batch, 1, res, res)
+        ys = torch.linspace(-1, 1, res).view(1, 1, res, 1).expand(batch, 1, res, res)
+        emb = torch.sin(F.conv2d(torch.cat([xs, ys], 1), weight, bias))
+        if i == 0:
+            emb = conv_layer(torch.cat([emb, sd["input.input"].expand(batch, -1, -1, -1)], 1), "posfolders.0.conv0")
+        pos = fold_by_slices(fold_by_slices(conv_layer(emb, f"posfolders.{i}.conv1")))
+        out = pos if i == 0 else conv_layer(torch.cat([pos, out], 1), f"posfolders.{i}.conv_merge")
+        for f in range(2):
+            k = 4 * i + 2 * f
+            out = styled(unfold_by_slices(styled(out, k, noises[k])), k + 1, noises[k + 1])
+            rgb = modconv(out, f"to_rgbs.{2 * i + f}.conv", False) + sd[f"to_rgbs.{2 * i + f}.bias"]
+            skip = rgb if skip is None else rgb + upsample_rgb(skip)
+    return skip
+
+
+def test_loaded_generator_gives_the_official_images():
+    checkpoint = random_checkpoint(64, seed=1)
+    _, g_ema, _ = models.load_official(checkpoint, size=64)
+    torch.manual_seed(2)
+    z = torch.randn(2, 512)
+    noise = g_ema.make_noise(2)
+    with torch.no_grad():
+        ours = g_ema(z, noise=noise)
+        official = official_forward(checkpoint["g_ema"], z, noise, 64)
+    assert ours.shape == official.shape == (2, 3, 64, 64)
+    torch.testing.assert_close(ours, official, rtol=1e-4, atol=1e-4)
+
+
+def test_mismatched_checkpoint_lists_every_bad_key():
+    checkpoint = random_checkpoint(64)
+    del checkpoint["g"]["convs.3.noise.weight"]
+    checkpoint["g"]["extra.weight"] = torch.zeros(1)
+    checkpoint["g"]["to_rgbs.0.bias"] = torch.zeros(3)
+    with pytest.raises(ValueError) as error:
+        models.load_official(checkpoint, size=64)
+    message = str(error.value)
+    assert "'g' does not fit PixelFolder(size=64)" in message
+    assert "missing keys (1): convs.3.noise.weight" in message
+    assert "unexpected keys (1): extra.weight" in message
+    assert "to_rgbs.0.bias: checkpoint (3,), model (1, 3, 1, 1)" in message
+
+
+def test_wrong_size_is_reported_as_shape_mismatches():
+    with pytest.raises(ValueError, match="does not fit PixelFolder\\(size=256\\)"):
+        models.load_official(random_checkpoint(64), size=256)
+
+
+def test_truncated_and_foreign_files_are_clear_errors(tmp_path):
+    path = tmp_path / "official.pt"
+    torch.save(random_checkpoint(64), path)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="cannot read .*truncated.pt.* as a PyTorch checkpoint"):
+        models.load_official(str(truncated), size=64)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": {}}, foreign)
+    with pytest.raises(ValueError, match="top-level keys 'g', 'g_ema' and 'd', got \\['model'\\]"):
+        models.load_official(str(foreign), size=64)
