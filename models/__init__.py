@@ -2,9 +2,10 @@
 from .cips import CIPS
 from .discriminator import Discriminator
 from .generator import StyleGenerator
+from .inrgan import INRGAN
 from .official import load_official
 from .pixelfolder import VARIANTS, PixelFolder
 from .stylegan2 import StyleGAN2Generator
 
-__all__ = ["CIPS", "Discriminator", "PixelFolder", "StyleGAN2Generator", "StyleGenerator", "VARIANTS",
+__all__ = ["CIPS", "Discriminator", "INRGAN", "PixelFolder", "StyleGAN2Generator", "StyleGenerator", "VARIANTS",
            "load_official"]

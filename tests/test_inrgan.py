@@ -1,0 +1,102 @@
+"""INR-GAN: the parameter count of the authors' configuration, shapes, determinism, gradients and the
+base-class call options."""
+import pytest
+import torch
+
+from benchmarks.complexity import count_gmacs
+from models.inrgan import INRGAN, FMMLinear
+
+PARAMS_256 = 74_012_509  # the authors' released configuration; the paper's Table 1 says 107.03 M
+MAPPING_PARAMS = 2_101_248
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    return INRGAN(128, width=0.0625)
+
+
+def test_parameter_count_and_breakdown_at_256():
+    with torch.device("meta"):
+        model = INRGAN()
+    assert count(model) == PARAMS_256
+    assert count(model.style) == MAPPING_PARAMS
+    fmm = [m for m in model.modules() if isinstance(m, FMMLinear)]
+    assert len(fmm) == 15 and model.n_latent == 16
+    assert sum(count(m.affine) for m in fmm) == 513 * 10 * 12_052
+    constants = [model.input.constant] + [e.constant for e in model.embeddings.values()]
+    assert sum(c.numel() for c in constants) == 128 * 32 ** 2 + 128 * 64 ** 2 + 64 * 128 ** 2 + 64 * 256 ** 2
+
+
+def test_layer_shapes_follow_the_authors_config():
+    with torch.device("meta"):
+        model = INRGAN()
+    assert model.block_resolutions == [32, 32, 32, 32, 64, 128, 256]
+    assert [e.channels for e in (model.input, *model.embeddings.values())] == [168, 176, 156, 160]
+    shapes = [[tuple(layer.weight.shape) for layer in block] for block in model.blocks]
+    assert shapes == [[(512, 168)], *[[(512, 512)] * 2] * 3, [(512, 688), (512, 512)],
+                      [(256, 668), (256, 256), (256, 256)], [(128, 416), (128, 128), (128, 128)]]
+
+
+def test_wider_variant_matching_the_papers_compute():
+    with torch.device("meta"):
+        model = INRGAN(channel_multiplier=4)
+    assert count(model) == 86_155_997
+    assert [model.channels[r] for r in (64, 128, 256)] == [512, 512, 256]
+
+
+def test_rejects_a_size_that_is_not_a_power_of_two():
+    with pytest.raises(ValueError, match="power of two"):
+        INRGAN(96)
+
+
+def test_output_shape_stages_and_determinism(small):
+    z = torch.randn(2, 512)
+    with torch.no_grad():
+        image, stages = small(z, return_stages=True)
+        again = small(z)
+        other = small(torch.randn(2, 512))
+    assert image.shape == (2, 3, 128, 128) and torch.isfinite(image).all()
+    assert [s.shape[-1] for s in stages] == [32, 32, 32, 32, 64, 128] and stages[-1] is image
+    assert small.noise_shapes(2) == []
+    torch.testing.assert_close(again, image)  # no noise inputs: the same z gives the same image
+    assert not torch.allclose(image[0], image[1]) and not torch.allclose(other, image)
+
+
+def test_gradients_reach_every_parameter(small):
+    small.zero_grad()
+    small(torch.randn(2, 512)).square().mean().backward()
+    missing = [name for name, p in small.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_truncation_and_input_is_latent(small):
+    z = torch.randn(2, 512)
+    with torch.no_grad():
+        w = small.style(z)
+        torch.testing.assert_close(small(w, input_is_latent=True), small(z))
+        mean = small.mean_latent(256)
+        torch.testing.assert_close(small(z, truncation=0, truncation_latent=mean),
+                                   small(mean.expand(2, -1), input_is_latent=True))
+        half = small(z, truncation=0.5, truncation_latent=mean)
+    assert torch.isfinite(half).all()
+
+
+def test_style_mixing_switches_styles_at_the_index(small):
+    z1, z2 = torch.randn(1, 512), torch.randn(1, 512)
+    with torch.no_grad():
+        latent = small.latents([z1, z2], inject_index=5)
+        mixed = small([z1, z2], inject_index=5)
+    assert latent.shape == (1, small.n_latent, 512)
+    torch.testing.assert_close(latent[:, 4], small.style(z1))
+    torch.testing.assert_close(latent[:, 5], small.style(z2))
+    assert mixed.shape == (1, 3, 128, 128)
+
+
+def test_fvcore_gmacs_at_256():
+    torch.manual_seed(0)
+    assert count_gmacs(INRGAN()) == pytest.approx(14.99, abs=0.005)
