@@ -47,7 +47,7 @@ class CIPS(StyleGenerator):
         batch, w = latent.shape[0], latent[:, 0]
         features = self.lff(self.size, self.size).expand(batch, -1, -1, -1)
         x = self.conv1(torch.cat([features, self.emb(batch)], dim=1), w, noise[0])
-        rgb, stage_images = 0, []
+        rgb, stage_images = None, []
         for block, to_rgb in enumerate(self.to_rgbs):
             x = self.linears[2 * block](x, w, noise[1 + 2 * block])
             x = self.linears[2 * block + 1](x, w, noise[2 + 2 * block])

@@ -124,21 +124,16 @@ class ModulatedConv2d(nn.Module):
 
 
 class NoiseInjection(nn.Module):
-    """image + strength * noise, noise N(0, 1) of shape (B, 1, H, W) unless given."""
+    """The learned strength (initialised 0) of a StyledConv's noise, which ``styled_conv2d`` adds."""
 
     def __init__(self):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
 
-    def forward(self, image, noise=None):
-        if noise is None:
-            batch, _, height, width = image.shape
-            noise = image.new_empty(batch, 1, height, width).normal_()
-        return image + self.weight * noise
-
 
 class StyledConv(nn.Module):
-    """Modulated conv -> noise injection -> fused bias + leaky ReLU."""
+    """Modulated conv -> noise injection -> fused bias + leaky ReLU, run as one ``styled_conv2d``;
+    the submodules hold the parameters under their official names."""
 
     def __init__(self, in_channel, out_channel, kernel_size, style_dim, upsample=False, demodulate=True,
                  blur_kernel=BLUR_KERNEL):
@@ -148,12 +143,21 @@ class StyledConv(nn.Module):
         self.noise = NoiseInjection()
         self.activate = ops.FusedLeakyReLU(out_channel)
 
-    def forward(self, input, style, noise=None):
-        return self.activate(self.noise(self.conv(input, style), noise=noise))
+    def forward(self, input, style, noise=None, unfold_output=False):
+        """``noise`` (B, 1, H_out, W_out), else fresh N(0, 1); ``unfold_output`` unfolds the result."""
+        conv = self.conv
+        if noise is None:
+            batch, _, height, width = input.shape
+            noise = input.new_empty(batch, 1, height * conv.up, width * conv.up).normal_()
+        return ops.styled_conv2d(input, conv.weight[0] * conv.scale, conv.modulation(style), noise,
+                                 self.noise.weight, self.activate.bias, demodulate=conv.demodulate, up=conv.up,
+                                 resample_kernel=conv.blur_kernel, negative_slope=self.activate.negative_slope,
+                                 gain=self.activate.scale, unfold_output=unfold_output)
 
 
 class ToRGB(nn.Module):
-    """Modulated 1x1 conv to RGB (not demodulated) + bias, plus the x2-upsampled previous RGB."""
+    """Modulated 1x1 conv to RGB (not demodulated) + bias, plus the previous RGB (x2-upsampled when
+    ``upsample``), run as one ``to_rgb``."""
 
     def __init__(self, in_channel, style_dim, upsample=True, blur_kernel=BLUR_KERNEL):
         super().__init__()
@@ -162,10 +166,9 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, input, style, skip=None):
-        out = self.conv(input, style) + self.bias
-        if skip is not None:
-            out = out + (self.upsample(skip) if self.upsample is not None else skip)
-        return out
+        skip_kernel = None if self.upsample is None else self.upsample.kernel.to(input.dtype)
+        return ops.to_rgb(input, self.conv.weight[0] * self.conv.scale, self.conv.modulation(style),
+                          self.bias.view(-1), skip, skip_kernel)
 
 
 class ConstantInput(nn.Module):

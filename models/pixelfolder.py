@@ -3,6 +3,7 @@ ablation variants of the paper's Tables 3 and 4 as options."""
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import pixelfolder_ops as ops
@@ -43,14 +44,21 @@ class PositionalFolding(nn.Module):
         self.conv_merge = ConvLayer(2 * folded_channels, folded_channels, 1)
 
     def forward(self, embedding, constant=None, previous=None):
+        """``embedding`` and ``constant`` may hold one image for the whole batch of ``previous``."""
         if constant is not None:
             embedding = self.conv0(torch.cat([embedding, constant], dim=1))
         out = self.conv1(embedding)
         for _ in range(self.folds):
             out = ops.fold(out) if self.downsampler == "fold" else self.blur(out)
-        if previous is not None:
-            out = self.conv_merge(torch.cat([out, previous], dim=1))
-        return out
+        if previous is None:
+            return out
+        if out.shape[0] == previous.shape[0]:
+            return self.conv_merge(torch.cat([out, previous], dim=1))
+        # conv_merge(concat[pos, h]) = W_pos * pos + W_h * h: the W_pos half is computed once.
+        conv, activate = self.conv_merge
+        weight = conv.weight * conv.scale
+        positional = F.conv2d(out, weight[:, :out.shape[1]])
+        return activate(F.conv2d(previous, weight[:, out.shape[1]:]) + positional)
 
 
 class PixelFolder(StyleGenerator):
@@ -61,11 +69,15 @@ class PixelFolder(StyleGenerator):
     up-sampling StyledConv per fold step); ``positional_downsampler`` "fold" or "blur";
     ``coordinate_embedding`` (stage 0's learned constant and its merge conv); ``multistage_connection``
     (False feeds zeros instead of the previous stage's output to conv_merge).
+
+    The positional branch does not depend on z: it is computed once per call and broadcast over the
+    batch (the same images). ``official_data_flow=True`` computes it once per image, as the official
+    code does (the baseline of the speed benchmarks).
     """
 
     def __init__(self, size=256, style_dim=512, n_mlp=8, channel_multiplier=2, lr_mlp=0.01, width=1.0,
                  upsampler="unfold", positional_downsampler="fold", coordinate_embedding=True,
-                 multistage_connection=True, blur_kernel=BLUR_KERNEL):
+                 multistage_connection=True, official_data_flow=False, blur_kernel=BLUR_KERNEL):
         super().__init__(style_dim, n_mlp, lr_mlp)
         log_size = int(math.log2(size))
         if 2 ** log_size != size or log_size < 4:
@@ -77,6 +89,7 @@ class PixelFolder(StyleGenerator):
         self.upsampler = upsampler
         self.coordinate_embedding = coordinate_embedding
         self.multistage_connection = multistage_connection
+        self.official_data_flow = official_data_flow
         self.channels = channel_table(channel_multiplier, width)
         num_stages = log_size // FOLDS_PER_STAGE - 1
         self.stage_resolutions = [2 ** (log_size - FOLDS_PER_STAGE * (num_stages - 1 - i)) for i in range(num_stages)]
@@ -122,21 +135,19 @@ class PixelFolder(StyleGenerator):
 
     def synthesis(self, latent, noise):
         batch = latent.shape[0]
+        positional_batch = batch if self.official_data_flow else 1
         out, skip, stage_images = None, None, []
         for stage, resolution in enumerate(self.stage_resolutions):
-            # The official data flow embeds the coordinates once per image.
-            embedding = self.lffs[stage](resolution, resolution).expand(batch, -1, -1, -1)
+            embedding = self.lffs[stage](resolution, resolution).expand(positional_batch, -1, -1, -1)
             if stage == 0:
-                constant = self.input(batch) if self.coordinate_embedding else None
-                out = self.posfolders[0](embedding, constant=constant)
+                constant = self.input(positional_batch) if self.coordinate_embedding else None
+                out = self.posfolders[0](embedding, constant=constant).expand(batch, -1, -1, -1)
             else:
                 previous = out if self.multistage_connection else torch.zeros_like(out)
                 out = self.posfolders[stage](embedding, previous=previous)
             for fold in range(FOLDS_PER_STAGE):
                 k = 2 * (FOLDS_PER_STAGE * stage + fold)
-                out = self.convs[k](out, latent[:, k], noise[k])
-                if self.upsampler == "unfold":
-                    out = ops.unfold(out)
+                out = self.convs[k](out, latent[:, k], noise[k], unfold_output=self.upsampler == "unfold")
                 out = self.convs[k + 1](out, latent[:, k + 1], noise[k + 1])
                 skip = self.to_rgbs[FOLDS_PER_STAGE * stage + fold](out, latent[:, k + 2], skip)
             stage_images.append(skip)

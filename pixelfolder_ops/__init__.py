@@ -10,6 +10,8 @@ from .fold import fold, unfold
 from .fourier_embedding import fourier_embedding
 from .fused_leaky_relu import FusedLeakyReLU, fused_leaky_relu
 from .modulated_conv2d import make_resample_kernel, modulated_conv2d
+from .styled_conv2d import styled_conv2d
+from .to_rgb import to_rgb
 from .upfirdn2d import upfirdn2d
 
 __version__ = "0.1.0"
@@ -17,5 +19,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailableError", "FusedLeakyReLU", "available_backends", "fold", "fourier_embedding",
     "fused_leaky_relu", "get_backend", "make_resample_kernel", "modulated_conv2d", "set_backend",
-    "unfold", "upfirdn2d", "use_backend",
+    "styled_conv2d", "to_rgb", "unfold", "upfirdn2d", "use_backend",
 ]

@@ -5,17 +5,20 @@ A backend is a module that defines one function per op, with the op's name. Aski
 backend that is unknown or not available on this install is an error, never a silent fallback.
 """
 import contextlib
+import functools
 import importlib
 import os
 import threading
 
 ENV_VAR = "PIXELFOLDER_OPS_BACKEND"
 
-# Every backend name the package knows, with the module that implements it. The compiled and Triton
-# backends are planned (csrc/, pixelfolder_ops/triton); until they are built they are reported as
-# unavailable, with the reason.
-KNOWN_BACKENDS = ("reference", "cpu", "cuda", "triton")
-_MODULES = {"reference": "pixelfolder_ops.reference"}
+# Every backend the package knows, and the module that implements it. A backend module defines one
+# function per op, with the op's name, and ``unavailable_reason(name)``: None when the backend can run
+# on this install, else a sentence saying what is missing. "cpu" and "cuda" share the compiled
+# extension's module; each reports for its own device.
+_MODULES = {"reference": "pixelfolder_ops.reference", "cpu": "pixelfolder_ops.extension",
+            "cuda": "pixelfolder_ops.extension", "triton": "pixelfolder_ops.triton"}
+KNOWN_BACKENDS = tuple(_MODULES)
 # What "auto" tries first, by device type.
 _AUTO_PREFERENCE = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
 
@@ -26,16 +29,25 @@ class BackendUnavailableError(RuntimeError):
     """A backend was asked for by name but cannot run on this install."""
 
 
+def _backend_module(name):
+    try:
+        return importlib.import_module(_MODULES[name])
+    except ImportError as error:
+        return error
+
+
+@functools.lru_cache(maxsize=None)
 def _unavailable_reason(name):
-    if name not in _MODULES:
-        return (f"the '{name}' backend is not part of this build of pixelfolder_ops "
-                f"(available: {', '.join(available_backends())})")
-    return None
+    """None when backend ``name`` can run here, else why not (found once per process)."""
+    module = _backend_module(name)
+    if isinstance(module, ImportError):
+        return f"its module {_MODULES[name]} cannot be imported ({module})"
+    return module.unavailable_reason(name)
 
 
 def available_backends():
     """Names of the backends that can run here, 'auto' excluded."""
-    return tuple(name for name in KNOWN_BACKENDS if name in _MODULES)
+    return tuple(name for name in KNOWN_BACKENDS if _unavailable_reason(name) is None)
 
 
 def _check_name(name):
@@ -80,4 +92,4 @@ def resolve(name, device):
     if name == "auto":
         preference = _AUTO_PREFERENCE.get(device.type, ("reference",))
         name = next(n for n in preference if _unavailable_reason(n) is None)
-    return importlib.import_module(_MODULES[name])
+    return _backend_module(name)

@@ -15,6 +15,29 @@ def make_resample_kernel(kernel, dtype=torch.float32, device=None):
     return kernel / kernel.sum()
 
 
+def check_modulated_conv2d(op, input, weight, styles, up, down, resample_kernel):
+    """The checks every modulated-conv op shares; returns the 2-D resample kernel when resampling."""
+    _checks.tensor(op, "input", input, ndim=4)
+    _checks.tensor(op, "weight", weight, ndim=4)
+    _checks.tensor(op, "styles", styles, ndim=2)
+    _checks.same_dtype_device(op, "input", input, weight=weight, styles=styles)
+    batch, in_channels = input.shape[:2]
+    if weight.shape[1] != in_channels:
+        _checks.fail(op, "weight", f"of shape (C_out, {in_channels}, k, k) to match input's channels",
+                     f"shape {tuple(weight.shape)}")
+    _checks.size(op, "styles", tuple(styles.shape), (batch, in_channels))
+    if up not in (1, 2) or down not in (1, 2) or up * down == 4:
+        _checks.fail(op, "up/down", "1 or 2, and not both 2", f"up={up!r}, down={down!r}")
+    kernel_size = weight.shape[-1]
+    if weight.shape[-2] != kernel_size or kernel_size % 2 == 0:
+        _checks.fail(op, "weight", "a square kernel of odd size", f"shape {tuple(weight.shape)}")
+    if down == 2 and (input.shape[-1] % 2 or input.shape[-2] % 2):
+        _checks.fail(op, "input", "of even height and width for down=2", f"shape {tuple(input.shape)}")
+    if up == 2 or down == 2:
+        return make_resample_kernel(resample_kernel, input.dtype, input.device)
+    return None
+
+
 def modulated_conv2d(input, weight, styles, demodulate=True, up=1, down=1, resample_kernel=(1, 3, 3, 1),
                      eps=1e-8, *, backend=None):
     """conv(input[b], W'[b]) with W'[b, o, i] = weight[o, i] * styles[b, i], and when ``demodulate``
@@ -25,25 +48,6 @@ def modulated_conv2d(input, weight, styles, demodulate=True, up=1, down=1, resam
     ``resample_kernel`` (times 4); ``down=2``: a blur then a stride-2 conv. The output is
     (B, C_out, H, W), (B, C_out, 2H, 2W) or (B, C_out, H/2, W/2).
     """
-    op = "modulated_conv2d"
-    _checks.tensor(op, "input", input, ndim=4)
-    _checks.tensor(op, "weight", weight, ndim=4)
-    _checks.tensor(op, "styles", styles, ndim=2)
-    _checks.same_dtype_device(op, "input", input, weight=weight, styles=styles)
-    batch, in_channels = input.shape[:2]
-    if weight.shape[1] != in_channels:
-        _checks.fail(op, "weight", f"of shape (C_out, {in_channels}, k, k) to match input's channels",
-                      f"shape {tuple(weight.shape)}")
-    _checks.size(op, "styles", tuple(styles.shape), (batch, in_channels))
-    if up not in (1, 2) or down not in (1, 2) or up * down == 4:
-        _checks.fail(op, "up/down", "1 or 2, and not both 2", f"up={up!r}, down={down!r}")
-    kernel_size = weight.shape[-1]
-    if weight.shape[-2] != kernel_size or kernel_size % 2 == 0:
-        _checks.fail(op, "weight", "a square kernel of odd size", f"shape {tuple(weight.shape)}")
-    if down == 2 and (input.shape[-1] % 2 or input.shape[-2] % 2):
-        _checks.fail(op, "input", "of even height and width for down=2", f"shape {tuple(input.shape)}")
-    kernel = None
-    if up == 2 or down == 2:
-        kernel = make_resample_kernel(resample_kernel, input.dtype, input.device)
+    kernel = check_modulated_conv2d("modulated_conv2d", input, weight, styles, up, down, resample_kernel)
     return resolve(backend, input.device).modulated_conv2d(input, weight, styles, bool(demodulate), up, down,
                                                            kernel, float(eps))

@@ -59,9 +59,9 @@ def test_pixelfolder_every_layer_resolution():
         conv.register_forward_hook(lambda module, inputs, out, i=i: seen.append((i, tuple(out.shape[1:]))))
     g(torch.randn(1, 512))
     c = models.layers.channel_table(2, 0.125)
-    # Stage 0 at 16 (input 4x4), stage 1 at 64 (input 16x16): A at r, unfold, B at 2r.
-    expected = [(c[8], 4, 4), (c[8], 8, 8), (c[16], 8, 8), (c[16], 16, 16),
-                (c[32], 16, 16), (c[32], 32, 32), (c[64], 32, 32), (c[64], 64, 64)]
+    # Stage 0 at 16 (input 4x4), stage 1 at 64 (input 16x16): A at r, its output unfolded to 2r, B at 2r.
+    expected = [(c[8] // 4, 8, 8), (c[8], 8, 8), (c[16] // 4, 16, 16), (c[16], 16, 16),
+                (c[32] // 4, 32, 32), (c[32], 32, 32), (c[64] // 4, 64, 64), (c[64], 64, 64)]
     assert [shape for _, shape in seen] == expected
 
 
@@ -101,6 +101,17 @@ def test_generator_call_options(factory):
     unused = {"posfolders.0.conv_merge.0.weight", "posfolders.0.conv_merge.1.bias"}
     missing = [n for n, p in g.named_parameters() if p.grad is None and n not in unused]
     assert not missing
+
+
+@pytest.mark.parametrize("variant", ["PixelFolder", "w/o coordinate embeddings", "w/o multi-stage connection"])
+def test_positional_branch_once_per_call_gives_the_official_images(variant):
+    torch.manual_seed(0)
+    fast = models.PixelFolder.variant(variant, size=64, width=0.125)
+    official = models.PixelFolder.variant(variant, size=64, width=0.125, official_data_flow=True)
+    official.load_state_dict(fast.state_dict())
+    z = torch.randn(3, 512)
+    noise = fast.make_noise(3)
+    torch.testing.assert_close(fast(z, noise=noise), official(z, noise=noise), rtol=1e-5, atol=1e-5)
 
 
 def test_style_mixing_switches_styles_at_the_crossover():

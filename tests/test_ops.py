@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import pixelfolder_ops as ops
+from pixelfolder_ops import backend
 
 
 def randn(*shape, dtype=torch.float64, seed=0):
@@ -162,6 +163,46 @@ def test_modulated_conv2d_resampling_matches_per_image_weights(up, down):
     torch.testing.assert_close(out, modulated_conv2d_per_image(x, weight, styles, True, up, down))
 
 
+# ----------------------------------------------------------------------- styled_conv2d, to_rgb
+
+def unfold_by_slices(x):
+    c = x.shape[1] // 4
+    out = x.new_zeros(x.shape[0], c, 2 * x.shape[2], 2 * x.shape[3])
+    for dy, dx in itertools.product(range(2), range(2)):
+        out[:, :, dy::2, dx::2] = x[:, (dy * 2 + dx) * c:(dy * 2 + dx + 1) * c]
+    return out
+
+
+@pytest.mark.parametrize("kernel_size,unfold_output,noise_batch", [(3, False, 3), (3, True, 1), (1, True, 3)])
+def test_styled_conv2d_matches_its_parts(kernel_size, unfold_output, noise_batch):
+    x, styles, weight = randn(3, 5, 6, 4), randn(3, 5, seed=1), randn(8, 5, kernel_size, kernel_size, seed=2)
+    noise, strength, bias = randn(noise_batch, 1, 6, 4, seed=3), randn(1, seed=4), randn(8, seed=5)
+    out = ops.styled_conv2d(x, weight, styles, noise, strength, bias, unfold_output=unfold_output)
+    expected = modulated_conv2d_per_image(x, weight, styles, True) + strength * noise
+    expected = F.leaky_relu(expected + bias.view(1, -1, 1, 1), 0.2) * math.sqrt(2)
+    torch.testing.assert_close(out, unfold_by_slices(expected) if unfold_output else expected)
+
+
+def test_styled_conv2d_upsampling_without_noise_or_bias():
+    x, styles, weight = randn(2, 3, 4, 4), randn(2, 3, seed=1), randn(4, 3, 3, 3, seed=2)
+    out = ops.styled_conv2d(x, weight, styles, up=2, negative_slope=0.1, gain=1.5)
+    expected = F.leaky_relu(modulated_conv2d_per_image(x, weight, styles, True, up=2), 0.1) * 1.5
+    torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("upsample_skip", [True, False])
+def test_to_rgb_matches_its_parts(upsample_skip):
+    x, styles, weight, bias = randn(2, 6, 8, 8), randn(2, 6, seed=1), randn(3, 6, 1, 1, seed=2), randn(3, seed=3)
+    blur = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=torch.float64)
+    kernel = torch.outer(blur, blur) / 64 * 4 if upsample_skip else None
+    skip = randn(2, 3, 4, 4, seed=4) if upsample_skip else randn(2, 3, 8, 8, seed=4)
+    expected = modulated_conv2d_per_image(x, weight, styles, False) + bias.view(1, 3, 1, 1)
+    expected = expected + (upfirdn2d_direct(skip, kernel, (2, 2), (1, 1), (2, 1, 2, 1)) if upsample_skip else skip)
+    torch.testing.assert_close(ops.to_rgb(x, weight, styles, bias, skip, kernel), expected)
+    torch.testing.assert_close(ops.to_rgb(x, weight, styles, bias),
+                               modulated_conv2d_per_image(x, weight, styles, False) + bias.view(1, 3, 1, 1))
+
+
 # ---------------------------------------------------------------------------- fourier_embedding
 
 def test_fourier_embedding_matches_its_formula():
@@ -190,6 +231,13 @@ GRADCHECK_CASES = {
                                                         randn(2, 3, seed=2))),
     "modulated_conv2d_up": lambda: (lambda x, w, s: ops.modulated_conv2d(x, w, s, up=2),
                                     (randn(1, 2, 3, 3), randn(3, 2, 3, 3, seed=1), randn(1, 2, seed=2))),
+    "styled_conv2d": lambda: (lambda x, w, s, n, k, b: ops.styled_conv2d(x, w, s, n, k, b, unfold_output=True),
+                              (randn(2, 3, 3, 4), randn(4, 3, 3, 3, seed=1), randn(2, 3, seed=2),
+                               randn(2, 1, 3, 4, seed=3), randn(1, seed=4), randn(4, seed=5))),
+    "to_rgb": lambda: (lambda x, w, s, b, skip: ops.to_rgb(x, w, s, b, skip, torch.full((4, 4), 0.25,
+                                                                                        dtype=torch.float64)),
+                       (randn(2, 4, 4, 4), randn(3, 4, 1, 1, seed=1), randn(2, 4, seed=2), randn(3, seed=3),
+                        randn(2, 3, 2, 2, seed=4))),
     "modulated_conv2d_no_demod_1x1": lambda: (lambda x, w, s: ops.modulated_conv2d(x, w, s, demodulate=False),
                                               (randn(2, 3, 4, 4), randn(3, 3, 1, 1, seed=1), randn(2, 3, seed=2))),
 }
@@ -242,6 +290,18 @@ BAD_INPUTS = [
      "modulated_conv2d: argument 'weight' must be a square kernel of odd size"),
     (lambda: ops.modulated_conv2d(randn(2, 3, 4), randn(5, 3, 3, 3), randn(2, 3)),
      "modulated_conv2d: argument 'input' must be a 4-D tensor"),
+    (lambda: ops.styled_conv2d(randn(2, 3, 4, 4), randn(4, 3, 3, 3), randn(2, 3), randn(2, 1, 8, 8), randn(1)),
+     "styled_conv2d: argument 'noise' must be of shape (2 or 1, 1, 4, 4), got shape (2, 1, 8, 8)"),
+    (lambda: ops.styled_conv2d(randn(2, 3, 4, 4), randn(4, 3, 3, 3), randn(2, 3), randn(2, 1, 4, 4)),
+     "styled_conv2d: argument 'noise_strength' must be given exactly when 'noise' is"),
+    (lambda: ops.styled_conv2d(randn(2, 3, 4, 4), randn(6, 3, 3, 3), randn(2, 3), unfold_output=True),
+     "styled_conv2d: argument 'weight' must be a C_out divisible by 4 for unfold_output"),
+    (lambda: ops.styled_conv2d(randn(2, 3, 4, 4), randn(4, 3, 3, 3), randn(2, 3), bias=randn(3)),
+     "styled_conv2d: argument 'bias' must be (4,), got (3,)"),
+    (lambda: ops.to_rgb(randn(2, 3, 4, 4), randn(3, 3, 3, 3), randn(2, 3), randn(3)),
+     "to_rgb: argument 'weight' must be a 1x1 kernel"),
+    (lambda: ops.to_rgb(randn(2, 3, 4, 4), randn(3, 3, 1, 1), randn(2, 3), randn(3), randn(2, 3, 4, 4), randn(4, 4)),
+     "to_rgb: argument 'skip' must be (2, 3, 2, 2), got (2, 3, 4, 4)"),
     (lambda: ops.upfirdn2d(randn(1, 1, 4, 4), randn(4)), "upfirdn2d: argument 'kernel' must be a 2-D tensor"),
     (lambda: ops.upfirdn2d(randn(1, 1, 4, 4), randn(3, 3), up=0), "upfirdn2d: argument 'up' must be at least 1"),
     (lambda: ops.upfirdn2d(randn(1, 1, 4, 4), randn(3, 3), pad=(1, 2, 3)),
@@ -266,10 +326,11 @@ def test_bad_input_names_op_argument_and_expectation(call, message):
 
 def test_backend_switch_per_call_context_and_environment(monkeypatch):
     x = randn(1, 2, 4, 4)
-    assert ops.available_backends() == ("reference",)
+    assert "reference" in ops.available_backends()
     assert torch.equal(ops.fold(x, backend="reference"), ops.fold(x, backend="auto"))
     with ops.use_backend("reference"):
         assert ops.get_backend() == "reference"
+    assert ops.get_backend() == "auto"
     monkeypatch.setenv("PIXELFOLDER_OPS_BACKEND", "reference")
     assert ops.get_backend() == "reference"
     monkeypatch.setenv("PIXELFOLDER_OPS_BACKEND", "nonsense")
@@ -278,12 +339,16 @@ def test_backend_switch_per_call_context_and_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["cpu", "cuda", "triton"])
-def test_unavailable_backend_by_name_is_an_error_not_a_fallback(name):
-    with pytest.raises(ops.BackendUnavailableError, match=f"backend '{name}' is unavailable"):
+def test_unavailable_backend_by_name_is_an_error_not_a_fallback(name, monkeypatch):
+    monkeypatch.setattr(backend, "_unavailable_reason", lambda n: None if n == "reference" else "not built")
+    with pytest.raises(ops.BackendUnavailableError, match=f"backend '{name}' is unavailable: not built"):
         ops.fold(randn(1, 2, 4, 4), backend=name)
     with pytest.raises(ops.BackendUnavailableError):
         with ops.use_backend(name):
             pass
+    assert ops.available_backends() == ("reference",)
+    # auto falls back to what is available: it was not asked for by name.
+    assert torch.equal(ops.fold(randn(1, 2, 4, 4), backend="auto"), ops.fold(randn(1, 2, 4, 4), backend="reference"))
 
 
 def test_unknown_backend_is_an_error():
