@@ -8,8 +8,6 @@ paper: the convention behind the paper's StyleGAN2 figure (83.77): each transpos
 conv counts as a 3x3 conv at its output resolution (4x fvcore's count) and FIR filters count 0.
 """
 import torch
-from fvcore.nn import FlopCountAnalysis
-from fvcore.nn.jit_handles import conv_flop_jit, get_shape
 
 
 def count_params(model):
@@ -17,6 +15,8 @@ def count_params(model):
 
 
 def _is_fir_filter(inputs):
+    from fvcore.nn.jit_handles import get_shape
+
     # The reference upfirdn2d filters every channel as its own image with a (1, 1, kh, kw) weight;
     # no other convolution in these models has one input and one output channel.
     weight_shape = get_shape(inputs[1])
@@ -24,6 +24,7 @@ def _is_fir_filter(inputs):
 
 
 def _paper_conv_macs(inputs, outputs):
+    from fvcore.nn.jit_handles import conv_flop_jit
     if _is_fir_filter(inputs):
         return 0
     macs = conv_flop_jit(inputs, outputs)  # a Counter keyed by operator
@@ -37,6 +38,7 @@ def count_gmacs(model, style_dim=512, convention="fvcore"):
     """GMACs of one image (batch 1, float32, on the CPU) through ``model(z)``."""
     if convention not in ("fvcore", "paper"):
         raise ValueError(f"count_gmacs: argument 'convention' must be 'fvcore' or 'paper', got {convention!r}")
+    from fvcore.nn import FlopCountAnalysis  # imported here: the GPU machines may lack fvcore
     param = next(model.parameters())
     was_training = model.training
     model.eval()

@@ -5,57 +5,27 @@ images/s of every generator at 256x256, beside the paper's figures.
                                 [--models PixelFolder,CIPS,...] [--json PATH] [--markdown PATH]
 """
 import argparse
-import datetime
 import json
 import os
-import platform
-import statistics
-import time
 
 import torch
 from tqdm import tqdm
 
-import models
 import pixelfolder_ops
 from benchmarks.complexity import count_gmacs, count_params
+from benchmarks.generators import GENERATOR_NAMES, build_generator
+from benchmarks.timing import environment, median_seconds
 
 PAPER = json.load(open(os.path.join(os.path.dirname(__file__), "paper_table1.json")))["models"]
 
-GENERATORS = {
-    "PixelFolder": lambda: models.PixelFolder(256),
-    "StyleGAN2": lambda: models.StyleGAN2Generator(256),
-    "CIPS": lambda: models.CIPS(256),
-    "INR-GAN": lambda: models.INRGAN(256),
-    **{name: (lambda name=name: models.PixelFolder.variant(name)) for name in models.VARIANTS if name != "PixelFolder"},
-}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @torch.inference_mode()
 def images_per_second(generator, batch, device, dtype, warmup, repeats):
-    """Median over ``repeats`` synchronized forward passes of a fixed batch, after ``warmup``."""
+    """Images per second of synchronized forward passes of a fixed batch (median of ``repeats``)."""
     z = torch.randn(batch, generator.style_dim, device=device, dtype=dtype)
-    for _ in range(warmup):
-        generator(z)
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        generator(z)
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return batch / statistics.median(times)
-
-
-def device_name(device):
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return batch / median_seconds(lambda: generator(z), device, warmup, repeats)
 
 
 def measure(names, device, batch, dtype, warmup, repeats, progress):
@@ -63,7 +33,7 @@ def measure(names, device, batch, dtype, warmup, repeats, progress):
     for name in names:
         progress.set_postfix_str(name)
         torch.manual_seed(0)
-        generator = GENERATORS[name]()
+        generator = build_generator(name)
         row = {"params": count_params(generator),
                "gmacs": round(count_gmacs(generator), 4),
                "gmacs_paper_convention": round(count_gmacs(generator, convention="paper"), 4)}
@@ -99,9 +69,9 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=None, help="images per forward (default: 32 on CUDA, 1 on CPU)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32")
-    parser.add_argument("--backend", default="auto", help="pixelfolder_ops backend (default: auto)")
-    parser.add_argument("--models", default=",".join(GENERATORS),
-                        help=f"comma-separated subset of: {', '.join(GENERATORS)}")
+    parser.add_argument("--backend", help="pixelfolder_ops backend (default: $PIXELFOLDER_OPS_BACKEND, else auto)")
+    parser.add_argument("--models", default=",".join(GENERATOR_NAMES),
+                        help=f"comma-separated subset of: {', '.join(GENERATOR_NAMES)}")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="write the results as JSON here")
@@ -109,20 +79,21 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
-    unknown = [n for n in names if n not in GENERATORS]
+    unknown = [n for n in names if n not in GENERATOR_NAMES]
     if unknown:
-        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(GENERATORS)}")
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(GENERATOR_NAMES)}")
     device = torch.device(args.device)
     batch = args.batch or (32 if device.type == "cuda" else 1)
     dtype = DTYPES[args.dtype]
-    pixelfolder_ops.set_backend(args.backend)
-    print(f"Table 1 at 256x256 on {device_name(device)}: batch {batch}, {args.dtype}, backend {args.backend}, "
+    if args.backend:
+        pixelfolder_ops.set_backend(args.backend)
+    backend = pixelfolder_ops.get_backend()
+    print(f"Table 1 at 256x256 on {environment(device)['device']}: batch {batch}, {args.dtype}, backend {backend}, "
           f"median of {args.repeats} after {args.warmup} warm-up")
     with tqdm(total=2 * len(names), unit="step", desc="Table 1") as progress:
         results = measure(names, device, batch, dtype, args.warmup, args.repeats, progress)
-    report = {"device": device_name(device), "batch": batch, "dtype": args.dtype, "backend": args.backend,
-              "torch": torch.__version__, "python": platform.python_version(),
-              "date": datetime.date.today().isoformat(), "models": results}
+    report = {**environment(device), "batch": batch, "dtype": args.dtype, "backend": backend,
+              "models": results}
     table = markdown_table(report)
     print(table)
     print("\nGMACs per image at batch 1. fvcore counts every conv and linear as traced, FIR filters included; the\n"

@@ -42,6 +42,8 @@ def _unavailable_reason(name):
     module = _backend_module(name)
     if isinstance(module, ImportError):
         return f"its module {_MODULES[name]} cannot be imported ({module})"
+    if not hasattr(module, "unavailable_reason"):
+        return f"its module {_MODULES[name]} is incomplete (it defines no unavailable_reason)"
     return module.unavailable_reason(name)
 
 

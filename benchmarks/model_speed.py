@@ -1,0 +1,182 @@
+"""Whole-generator inference speed and memory: the reference (the official data flow, eager), its
+torch.compile, the fused backends, and the fused backend under CUDA graphs, in one run.
+
+    python -m benchmarks.model_speed --out DIR [--device cuda] [--models PixelFolder,StyleGAN2,...]
+        [--batches 1,32,128] [--dtypes float32,bfloat16] [--modes reference,compile,cuda,triton,auto,cudagraphs]
+
+Writes model_speed.json and model_speed.md (and model_speed.png where matplotlib is installed) to
+DIR. A configuration that cannot run here (a backend not built, out of memory) is reported with its
+error instead of a figure.
+"""
+import argparse
+import json
+import os
+
+import torch
+
+import pixelfolder_ops
+from benchmarks.complexity import count_gmacs
+from benchmarks.generators import GENERATOR_NAMES, build_generator
+from benchmarks.timing import environment, median_seconds
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MODES = ("reference", "compile", "cuda", "triton", "auto", "cudagraphs")
+FUSED_BACKENDS = ("cuda", "triton", "auto")
+
+
+def dtype_name(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+def matmul_tflops(device, dtype, size=8192, repeats=10):
+    """The device's measured dense matmul rate, the ceiling the generators are compared with."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    seconds = median_seconds(lambda: a @ b, device, warmup=2, repeats=repeats)
+    return 2 * size ** 3 / seconds / 1e12
+
+
+def forward_for(mode, name, batch, device, dtype):
+    """A no-argument callable running one batch through the generator in ``mode``."""
+    generator = build_generator(name, official_data_flow=mode in ("reference", "compile"))
+    generator = generator.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    z = torch.randn(batch, generator.style_dim, device=device, dtype=dtype)
+    backend = "reference" if mode in ("reference", "compile") else "auto" if mode == "cudagraphs" else mode
+    pixelfolder_ops.set_backend(backend)  # raises BackendUnavailableError for a backend not built here
+    if mode == "compile":
+        compiled = torch.compile(generator, mode="max-autotune")
+        return lambda: compiled(z)
+    if mode != "cudagraphs":
+        return lambda: generator(z)
+    if device.type != "cuda":
+        raise RuntimeError("CUDA graphs need a CUDA device")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm up outside the graph: allocator and autotuning settle
+        for _ in range(3):
+            generator(z)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        generator(z)
+    return graph.replay
+
+
+def measure(name, mode, batch, device, dtype, warmup, repeats):
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        with torch.inference_mode():
+            forward = forward_for(mode, name, batch, device, dtype)
+            seconds = median_seconds(forward, device, warmup, repeats)
+    except (RuntimeError, pixelfolder_ops.BackendUnavailableError) as error:  # includes out-of-memory
+        return {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
+    finally:
+        pixelfolder_ops.set_backend(None)
+    row = {"im_per_s": batch / seconds}
+    if device.type == "cuda":
+        row["peak_mib_per_image"] = torch.cuda.max_memory_allocated(device) / 2 ** 20 / batch
+    return row
+
+
+def markdown(report):
+    lines = [f"{report['device']}; torch {report['torch']}; Triton {report['triton']}; {report['date']}",
+             "Measured dense matmul (TFLOP/s): " + ", ".join(f"{d} {r:.3g}" for d, r in report["matmul_tflops"].items()),
+             "",
+             "| model | dtype | batch | mode | im/s | vs reference | TFLOP/s | of matmul | peak MiB/image |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+    for row in report["results"]:
+        if "error" in row:
+            lines.append(f"| {row['model']} | {row['dtype']} | {row['batch']} | {row['mode']} | "
+                         f"{row['error']} | | | | |")
+            continue
+        memory = f"{row['peak_mib_per_image']:.1f}" if "peak_mib_per_image" in row else ""
+        lines.append(f"| {row['model']} | {row['dtype']} | {row['batch']} | {row['mode']} | {row['im_per_s']:.1f} | "
+                     f"{row.get('speedup_vs_reference', float('nan')):.2f}x | {row['tflops']:.3g} | "
+                     f"{row['fraction_of_matmul']:.1%} | {memory} |")
+    return "\n".join(lines)
+
+
+def plot(report, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [r for r in report["results"] if "error" not in r]
+    configs = sorted({(r["model"], r["dtype"], r["batch"]) for r in rows})
+    modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
+    figure, axes = plt.subplots(2, 1, figsize=(max(8, len(configs) * 0.9), 9))
+    width = 0.8 / max(1, len(modes))
+    for metric, axis, label in (("im_per_s", axes[0], "images/s"), ("peak_mib_per_image", axes[1], "peak MiB/image")):
+        for k, mode in enumerate(modes):
+            values = [next((r.get(metric, 0) for r in rows if (r["model"], r["dtype"], r["batch"]) == c
+                            and r["mode"] == mode), 0) for c in configs]
+            axis.bar([i + k * width for i in range(len(configs))], values, width, label=mode)
+        axis.set_ylabel(label)
+        axis.set_xticks([i + 0.4 - width / 2 for i in range(len(configs))])
+        axis.set_xticklabels([f"{m}\n{d} b{b}" for m, d, b in configs], fontsize=7)
+        axis.set_yscale("log")
+    axes[0].legend(fontsize=8)
+    axes[0].set_title(f"Generators at 256x256 on {report['device']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return True
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="folder for model_speed.json, .md and .png")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--models", default="PixelFolder,StyleGAN2,CIPS,INR-GAN")
+    parser.add_argument("--batches", default="1,32,128")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args(argv)
+    names, modes = args.models.split(","), args.modes.split(",")
+    for value, allowed, what in ((names, GENERATOR_NAMES, "model"), (modes, MODES, "mode"),
+                                 (args.dtypes.split(","), DTYPES, "dtype")):
+        unknown = [v for v in value if v not in allowed]
+        if unknown:
+            parser.error(f"unknown {what}(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    device = torch.device(args.device)
+    dtypes = [DTYPES[d] for d in args.dtypes.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+    os.makedirs(args.out, exist_ok=True)
+
+    report = {**environment(device), "matmul_tflops": {}, "results": []}
+    for dtype in dtypes:
+        report["matmul_tflops"][dtype_name(dtype)] = matmul_tflops(device, dtype, 8192 if device.type == "cuda" else 1024)
+    gmacs = {name: count_gmacs(build_generator(name)) for name in names}
+    for name in names:
+        for dtype in dtypes:
+            for batch in batches:
+                reference = None
+                for mode in modes:
+                    row = {"model": name, "dtype": dtype_name(dtype), "batch": batch, "mode": mode,
+                           **measure(name, mode, batch, device, dtype, args.warmup, args.repeats)}
+                    if "im_per_s" in row:
+                        row["tflops"] = 2 * gmacs[name] * row["im_per_s"] / 1e3
+                        row["fraction_of_matmul"] = row["tflops"] / report["matmul_tflops"][dtype_name(dtype)]
+                        reference = row["im_per_s"] if mode == "reference" else reference
+                        if reference:
+                            row["speedup_vs_reference"] = row["im_per_s"] / reference
+                    report["results"].append(row)
+                    print(json.dumps(row), flush=True)
+    with open(os.path.join(args.out, "model_speed.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    table = markdown(report)
+    with open(os.path.join(args.out, "model_speed.md"), "w") as f:
+        f.write(table + "\n")
+    if not plot(report, os.path.join(args.out, "model_speed.png")):
+        print("matplotlib is not installed: no plot written")
+    print(table)
+    return report
+
+
+if __name__ == "__main__":
+    main()

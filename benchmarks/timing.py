@@ -1,0 +1,60 @@
+"""Timing and environment helpers shared by the benchmarks."""
+import datetime
+import platform
+import statistics
+import subprocess
+import time
+
+import torch
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn, device, warmup=1, repeats=3):
+    """Median wall time of ``fn()`` over ``repeats`` synchronized calls, after ``warmup`` calls.
+    On CUDA the region is timed with events."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def environment(device):
+    """Device, driver and software versions, and the date, for a benchmark report."""
+    info = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
+            "date": datetime.date.today().isoformat()}
+    if device.type == "cuda":
+        info["cuda"] = torch.version.cuda
+        try:
+            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                            capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            info["driver"] = "unknown (nvidia-smi failed)"
+    try:
+        import triton
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    return info
