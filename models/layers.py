@@ -32,7 +32,9 @@ class EqualLinear(nn.Module):
     def forward(self, input):
         bias = None if self.bias is None else self.bias * self.lr_mul
         if self.activation:
-            return ops.fused_leaky_relu(F.linear(input, self.weight * self.scale), bias)
+            out = F.linear(input, self.weight * self.scale)
+            # Under autocast the product is in half precision and the bias is not.
+            return ops.fused_leaky_relu(out, None if bias is None else bias.to(out.dtype))
         return F.linear(input, self.weight * self.scale, bias)
 
     def extra_repr(self):
@@ -114,9 +116,13 @@ class ModulatedConv2d(nn.Module):
         self.blur_kernel = tuple(blur_kernel)
 
     def forward(self, input, style):
-        return ops.modulated_conv2d(input, self.weight[0] * self.scale, self.modulation(style),
+        return ops.modulated_conv2d(input, self.modulated_weight(input.dtype), self.modulation(style).to(input.dtype),
                                     demodulate=self.demodulate, up=self.up, down=self.down,
                                     resample_kernel=self.blur_kernel)
+
+    def modulated_weight(self, dtype):
+        """The (C_out, C_in, k, k) weight with its equalised-lr scale, in the activations' dtype."""
+        return (self.weight[0] * self.scale).to(dtype)
 
     def extra_repr(self):
         _, out_c, in_c, k, _ = self.weight.shape
@@ -149,8 +155,10 @@ class StyledConv(nn.Module):
         if noise is None:
             batch, _, height, width = input.shape
             noise = input.new_empty(batch, 1, height * conv.up, width * conv.up).normal_()
-        return ops.styled_conv2d(input, conv.weight[0] * conv.scale, conv.modulation(style), noise,
-                                 self.noise.weight, self.activate.bias, demodulate=conv.demodulate, up=conv.up,
+        dtype = input.dtype  # parameters follow the activations' dtype (autocast, bf16 models)
+        return ops.styled_conv2d(input, conv.modulated_weight(dtype), conv.modulation(style).to(dtype),
+                                 noise.to(dtype), self.noise.weight.to(dtype), self.activate.bias.to(dtype),
+                                 demodulate=conv.demodulate, up=conv.up,
                                  resample_kernel=conv.blur_kernel, negative_slope=self.activate.negative_slope,
                                  gain=self.activate.scale, unfold_output=unfold_output)
 
@@ -166,9 +174,10 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, input, style, skip=None):
-        skip_kernel = None if self.upsample is None else self.upsample.kernel.to(input.dtype)
-        return ops.to_rgb(input, self.conv.weight[0] * self.conv.scale, self.conv.modulation(style),
-                          self.bias.view(-1), skip, skip_kernel)
+        dtype = input.dtype
+        skip_kernel = None if self.upsample is None else self.upsample.kernel.to(dtype)
+        return ops.to_rgb(input, self.conv.modulated_weight(dtype), self.conv.modulation(style).to(dtype),
+                          self.bias.view(-1).to(dtype), None if skip is None else skip.to(dtype), skip_kernel)
 
 
 class ConstantInput(nn.Module):

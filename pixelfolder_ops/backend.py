@@ -5,7 +5,6 @@ A backend is a module that defines one function per op, with the op's name. Aski
 backend that is unknown or not available on this install is an error, never a silent fallback.
 """
 import contextlib
-import functools
 import importlib
 import os
 import threading
@@ -29,22 +28,29 @@ class BackendUnavailableError(RuntimeError):
     """A backend was asked for by name but cannot run on this install."""
 
 
+# Filled on first use, outside any compiled region: later look-ups are plain dict reads, which
+# torch.compile traces without a graph break (it cannot trace importlib or functools' caches).
+_modules, _reasons = {}, {}
+
+
 def _backend_module(name):
-    try:
-        return importlib.import_module(_MODULES[name])
-    except ImportError as error:
-        return error
+    if name not in _modules:
+        try:
+            _modules[name] = importlib.import_module(_MODULES[name])
+        except ImportError as error:
+            _modules[name] = error
+    return _modules[name]
 
 
-@functools.lru_cache(maxsize=None)
 def _unavailable_reason(name):
     """None when backend ``name`` can run here, else why not (found once per process)."""
-    module = _backend_module(name)
-    if isinstance(module, ImportError):
-        return f"its module {_MODULES[name]} cannot be imported ({module})"
-    if not hasattr(module, "unavailable_reason"):
-        return f"its module {_MODULES[name]} is incomplete (it defines no unavailable_reason)"
-    return module.unavailable_reason(name)
+    if name not in _reasons:
+        module = _backend_module(name)
+        if isinstance(module, ImportError):
+            _reasons[name] = f"its module {_MODULES[name]} cannot be imported ({module})"
+        else:
+            _reasons[name] = module.unavailable_reason(name)
+    return _reasons[name]
 
 
 def available_backends():

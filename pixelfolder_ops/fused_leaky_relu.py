@@ -28,4 +28,5 @@ class FusedLeakyReLU(torch.nn.Module):
         self.scale = scale
 
     def forward(self, input):
-        return fused_leaky_relu(input, self.bias, self.negative_slope, self.scale)
+        bias = None if self.bias is None else self.bias.to(input.dtype)  # autocast: follow the input
+        return fused_leaky_relu(input, bias, self.negative_slope, self.scale)

@@ -185,3 +185,14 @@ def test_fvcore_gmacs_of_the_paper_generators():
 def test_paper_convention_of_the_ablations():
     assert round(count_gmacs(models.PixelFolder(), convention="paper"), 2) == 23.74
     assert round(count_gmacs(models.PixelFolder.variant("Down-Sampling+DeConv"), convention="paper"), 2) == 91.58
+
+
+def test_models_run_under_bfloat16_autocast():
+    torch.manual_seed(0)
+    g, d = models.PixelFolder(64, width=0.125), models.Discriminator(64, width=0.125)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        images = g(torch.randn(4, 512))
+        logits = d(images)
+    assert images.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+    logits.float().sum().backward()
+    assert all(p.grad is not None for p in d.parameters())

@@ -1,0 +1,96 @@
+"""Pixel fold / unfold in PixelFolder's channel order, as one Triton copy kernel run either way:
+folded channel (dy * 2 + dx) * C + c of pixel (i, j) is unfolded channel c of pixel (2i + dy, 2j + dx)."""
+import torch
+import triton
+import triton.language as tl
+
+_BLOCK = 1024
+
+
+@triton.jit
+def _fold_copy_kernel(folded_ptr, unfolded_ptr, numel, channels, height, width,
+                      folded_stride_b, folded_stride_c, folded_stride_h, folded_stride_w,
+                      unfolded_stride_b, unfolded_stride_c, unfolded_stride_h, unfolded_stride_w,
+                      FOLD: tl.constexpr, BLOCK: tl.constexpr):
+    """One element per lane over the folded shape (B, 4C, height, width), walked in (b, i, j, dy, dx, c)
+    order so that channels-last tensors are read and written contiguously. ``channels`` is C."""
+    index = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    in_range = index < numel
+    c = index % channels
+    rest = index // channels
+    quadrant = rest % 4
+    rest = rest // 4
+    j = rest % width
+    rest = rest // width
+    i = rest % height
+    b = rest // height
+    folded = (b * folded_stride_b + (quadrant * channels + c) * folded_stride_c + i * folded_stride_h
+              + j * folded_stride_w)
+    unfolded = (b * unfolded_stride_b + c * unfolded_stride_c + (2 * i + quadrant // 2) * unfolded_stride_h
+                + (2 * j + quadrant % 2) * unfolded_stride_w)
+    if FOLD:
+        tl.store(folded_ptr + folded, tl.load(unfolded_ptr + unfolded, mask=in_range), mask=in_range)
+    else:
+        tl.store(unfolded_ptr + unfolded, tl.load(folded_ptr + folded, mask=in_range), mask=in_range)
+
+
+def _empty_in_layout_of(input, shape):
+    """A new tensor of ``shape`` that keeps ``input``'s memory format (channels-last stays so)."""
+    channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=memory_format)
+
+
+def _folded_shape(input):
+    batch, channels, height, width = input.shape
+    return batch, 4 * channels, height // 2, width // 2
+
+
+def _unfolded_shape(input):
+    batch, channels, height, width = input.shape
+    return batch, channels // 4, 2 * height, 2 * width
+
+
+def _copy(folded, unfolded, fold_direction):
+    batch, channels, height, width = unfolded.shape
+    numel = unfolded.numel()
+    _fold_copy_kernel[(triton.cdiv(numel, _BLOCK),)](
+        folded, unfolded, numel, channels, height // 2, width // 2, *folded.stride(), *unfolded.stride(),
+        FOLD=fold_direction, BLOCK=_BLOCK)
+
+
+@torch.library.custom_op("pixelfolder_triton::fold", mutates_args=())
+def fold_op(input: torch.Tensor) -> torch.Tensor:
+    out = _empty_in_layout_of(input, _folded_shape(input))
+    _copy(out, input, fold_direction=True)
+    return out
+
+
+@torch.library.custom_op("pixelfolder_triton::unfold", mutates_args=())
+def unfold_op(input: torch.Tensor) -> torch.Tensor:
+    out = _empty_in_layout_of(input, _unfolded_shape(input))
+    _copy(input, out, fold_direction=False)
+    return out
+
+
+@fold_op.register_fake
+def _(input):
+    return _empty_in_layout_of(input, _folded_shape(input))
+
+
+@unfold_op.register_fake
+def _(input):
+    return _empty_in_layout_of(input, _unfolded_shape(input))
+
+
+# Each is the other's exact inverse, hence its adjoint (a permutation): gradients of any order.
+fold_op.register_autograd(lambda ctx, grad: unfold_op(grad))
+unfold_op.register_autograd(lambda ctx, grad: fold_op(grad))
+
+
+def fold(input):
+    return fold_op(input)
+
+
+def unfold(input):
+    return unfold_op(input)

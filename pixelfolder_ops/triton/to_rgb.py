@@ -1,0 +1,154 @@
+"""ToRGB in one Triton kernel: the modulated 1x1 conv to RGB (the style scale applied to the weight tile
+as it is loaded), the bias, and the previous RGB skip, x2-upsampled by upfirdn2d in the same pass.
+
+The backward is exact PyTorch (a few einsums and the upfirdn2d adjoint), so it is differentiable again.
+"""
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ..reference.upfirdn2d import upfirdn2d as reference_upfirdn2d
+from ._config import autotune_configs, dot_precision
+
+_GPU_CONFIGS = [
+    ({"BLOCK_P": 128, "BLOCK_C": 64}, 4, 3),
+    ({"BLOCK_P": 256, "BLOCK_C": 64}, 8, 3),
+    ({"BLOCK_P": 64, "BLOCK_C": 128}, 4, 4),
+    ({"BLOCK_P": 128, "BLOCK_C": 128}, 8, 4),
+]
+_INTERPRETER_CONFIG = {"BLOCK_P": 64, "BLOCK_C": 32}
+
+
+@triton.autotune(configs=autotune_configs(_GPU_CONFIGS, _INTERPRETER_CONFIG),
+                 key=["pixels_per_image", "in_channels"])
+@triton.jit
+def _to_rgb_kernel(
+        x_ptr, weight_ptr, styles_ptr, bias_ptr, skip_ptr, skip_kernel_ptr, out_ptr,
+        pixels_per_image, width, in_channels, rgb_channels, skip_height, skip_width,
+        x_stride_b, x_stride_c, x_stride_h, x_stride_w,
+        skip_stride_b, skip_stride_c, skip_stride_h, skip_stride_w,
+        out_stride_b, out_stride_c, out_stride_h, out_stride_w,
+        HAS_SKIP: tl.constexpr, UPSAMPLE_SKIP: tl.constexpr, SKIP_TAPS: tl.constexpr, SKIP_PAD: tl.constexpr,
+        DOT_PRECISION: tl.constexpr,
+        BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+    """One image per program row (so one style vector); BLOCK_P pixels by all RGB channels per program."""
+    b = tl.program_id(1).to(tl.int64)
+    pixels = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    pixel_ok = pixels < pixels_per_image
+    h = pixels // width
+    w = pixels % width
+    rgb = tl.arange(0, BLOCK_R)
+    rgb_ok = rgb < rgb_channels
+
+    acc = tl.zeros((BLOCK_P, BLOCK_R), dtype=tl.float32)
+    for c0 in range(0, in_channels, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        c_ok = c < in_channels
+        x = tl.load(x_ptr + b * x_stride_b + (h * x_stride_h + w * x_stride_w)[:, None] + c[None, :] * x_stride_c,
+                    mask=pixel_ok[:, None] & c_ok[None, :], other=0.0)
+        style = tl.load(styles_ptr + b * in_channels + c, mask=c_ok, other=0.0).to(tl.float32)
+        weight = tl.load(weight_ptr + c[:, None] * rgb_channels + rgb[None, :], mask=c_ok[:, None] & rgb_ok[None, :],
+                         other=0.0).to(tl.float32)
+        # Three outputs per pixel: modulating the (C, RGB) weight tile is cheaper than the activations.
+        acc = tl.dot(x, (weight * style[:, None]).to(x_ptr.dtype.element_ty), acc, input_precision=DOT_PRECISION)
+    acc += tl.load(bias_ptr + rgb, mask=rgb_ok, other=0.0).to(tl.float32)[None, :]
+
+    skip_channel = rgb[None, :] * skip_stride_c
+    if HAS_SKIP and not UPSAMPLE_SKIP:
+        acc += tl.load(skip_ptr + b * skip_stride_b + (h * skip_stride_h + w * skip_stride_w)[:, None] + skip_channel,
+                       mask=pixel_ok[:, None] & rgb_ok[None, :], other=0.0).to(tl.float32)
+    if HAS_SKIP and UPSAMPLE_SKIP:
+        # upfirdn2d(up=2): output (h, w) sums the skip pixels at the even positions (up_y, up_x) of the
+        # zero-upsampled grid, up_y = h + ty - SKIP_PAD, times the flipped kernel's tap (ty, tx). Only taps
+        # of one parity per axis land on even positions: ceil(SKIP_TAPS / 2) per axis, 4 of 16 for 4 taps.
+        first_ty = (h - SKIP_PAD) & 1
+        first_tx = (w - SKIP_PAD) & 1
+        for j in tl.static_range((SKIP_TAPS + 1) // 2):
+            ty = first_ty + 2 * j
+            up_y = h + ty - SKIP_PAD
+            y_ok = pixel_ok & (ty < SKIP_TAPS) & (up_y >= 0) & (up_y < 2 * skip_height)
+            for i in tl.static_range((SKIP_TAPS + 1) // 2):
+                tx = first_tx + 2 * i
+                up_x = w + tx - SKIP_PAD
+                tap_ok = y_ok & (tx < SKIP_TAPS) & (up_x >= 0) & (up_x < 2 * skip_width)
+                coefficient = tl.load(skip_kernel_ptr + (SKIP_TAPS - 1 - ty) * SKIP_TAPS + (SKIP_TAPS - 1 - tx),
+                                      mask=tap_ok, other=0.0)
+                skip_pixel = (up_y // 2) * skip_stride_h + (up_x // 2) * skip_stride_w
+                skip = tl.load(skip_ptr + b * skip_stride_b + skip_pixel[:, None] + skip_channel,
+                               mask=tap_ok[:, None] & rgb_ok[None, :], other=0.0)
+                acc += coefficient.to(tl.float32)[:, None] * skip.to(tl.float32)
+
+    tl.store(out_ptr + b * out_stride_b + (h * out_stride_h + w * out_stride_w)[:, None] + rgb[None, :] * out_stride_c,
+             acc.to(out_ptr.dtype.element_ty), mask=pixel_ok[:, None] & rgb_ok[None, :])
+
+
+def _skip_pad(skip_kernel):
+    """The leading pad of the x2 upfirdn2d (2 for a 4-tap kernel), as the reference computes it."""
+    return (skip_kernel.shape[0] - 1) // 2 + 1
+
+
+def _empty_output(input, weight):
+    batch, _, height, width = input.shape
+    return torch.empty((batch, weight.shape[0], height, width), dtype=input.dtype, device=input.device)
+
+
+@torch.library.custom_op("pixelfolder_triton::to_rgb", mutates_args=())
+def to_rgb_op(input: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, bias: torch.Tensor,
+              skip: Optional[torch.Tensor], skip_kernel: Optional[torch.Tensor]) -> torch.Tensor:
+    batch, in_channels, height, width = input.shape
+    rgb_channels = weight.shape[0]
+    out = _empty_output(input, weight)
+    skip_strides, skip_size = ((0, 0, 0, 0), (0, 0)) if skip is None else (skip.stride(), skip.shape[-2:])
+    upsample_skip = skip is not None and skip_kernel is not None
+    taps, pad = (skip_kernel.shape[0], _skip_pad(skip_kernel)) if upsample_skip else (1, 0)
+    pixels_per_image = height * width
+
+    def grid(meta):
+        return triton.cdiv(pixels_per_image, meta["BLOCK_P"]), batch
+
+    _to_rgb_kernel[grid](
+        input, weight.reshape(rgb_channels, in_channels).t().contiguous(), styles.contiguous(), bias.contiguous(), skip,
+        skip_kernel.contiguous() if upsample_skip else None, out, pixels_per_image, width, in_channels, rgb_channels,
+        *skip_size, *input.stride(), *skip_strides, *out.stride(), HAS_SKIP=skip is not None,
+        UPSAMPLE_SKIP=upsample_skip, SKIP_TAPS=taps, SKIP_PAD=pad, DOT_PRECISION=dot_precision(input.dtype),
+        BLOCK_R=max(16, triton.next_power_of_2(rgb_channels)))
+    return out
+
+
+@to_rgb_op.register_fake
+def _(input, weight, styles, bias, skip, skip_kernel):
+    return _empty_output(input, weight)
+
+
+def _setup_context(ctx, inputs, output):
+    input, weight, styles, bias, skip, skip_kernel = inputs
+    ctx.save_for_backward(input, weight, styles, skip_kernel)
+    ctx.has_skip = skip is not None
+
+
+def _backward(ctx, grad):
+    input, weight, styles, skip_kernel = ctx.saved_tensors
+    weight = weight[:, :, 0, 0]
+    grad_input = torch.einsum("brhw,rc->bchw", grad, weight) * styles[:, :, None, None]
+    grad_per_image = torch.einsum("brhw,bchw->brc", grad, input)  # d out / d (W[r, c] s[b, c])
+    grad_styles = (grad_per_image * weight).sum(dim=1)
+    grad_weight = (grad_per_image * styles[:, None, :]).sum(dim=0)[:, :, None, None]
+    grad_bias = grad.sum(dim=(0, 2, 3))
+    grad_skip = None
+    if ctx.has_skip:
+        grad_skip = grad
+        if skip_kernel is not None:
+            # The adjoint of the x2 upfirdn2d: correlate with the kernel (a flipped convolution) at stride 2.
+            before = skip_kernel.shape[0] - 1 - _skip_pad(skip_kernel)
+            after = skip_kernel.shape[0] - 2 - before
+            grad_skip = reference_upfirdn2d(grad, skip_kernel.flip((0, 1)), (1, 1), (2, 2), (before, after) * 2)
+    return grad_input, grad_weight, grad_styles, grad_bias, grad_skip, None
+
+
+to_rgb_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def to_rgb(input, weight, styles, bias, skip, skip_kernel):
+    return to_rgb_op(input, weight, styles, bias, skip, skip_kernel)

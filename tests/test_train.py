@@ -1,0 +1,152 @@
+"""Training: the recipe's losses, EMA and Adam settings, exact resume, and the command line."""
+import logging
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from test_data import write_image
+from training.checkpoint import LATEST, load_checkpoint
+from training.config import TrainConfig, parse_args
+from training.ema import ema_decay, update_ema
+from training.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
+from training.train import Trainer, lazy_adam_hyperparameters, main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A PixelFolder of 16 channels everywhere at 16x16: a step takes milliseconds on the CPU.
+TINY = dict(dataset="procedural", procedural_images=8, size=16, width=0.03, style_dim=32, n_mlp=2, batch=4,
+            num_workers=0, d_reg_every=2, mixing=0.5, log_every=1, sample_every=1000, checkpoint_every=1000)
+
+
+def tiny_config(out, **overrides):
+    return TrainConfig(**{**TINY, "out": str(out), **overrides})
+
+
+def test_defaults_are_the_papers_recipe():
+    config = parse_args([])
+    assert (config.batch, config.lr, config.beta1, config.beta2) == (32, 0.002, 0.0, 0.99)
+    assert (config.r1_gamma, config.d_reg_every, config.ema_half_life, config.mixing) == (10.0, 16, 10000.0, 0.0)
+    assert parse_args(["--no-hflip", "--r1-gamma", "5", "--variant", "Fold+DeConv"]).r1_gamma == 5.0
+
+
+def test_lazy_adam_hyperparameters():
+    config = parse_args([])
+    d = lazy_adam_hyperparameters(config, 16)
+    assert d["lr"] == pytest.approx(0.002 * 16 / 17)
+    assert d["betas"] == pytest.approx((0.0, 0.99 ** (16 / 17)))
+    assert lazy_adam_hyperparameters(config, 0) == {"lr": 0.002, "betas": (0.0, 0.99)}
+
+
+def softplus(x):
+    return math.log1p(math.exp(x))
+
+
+def test_logistic_losses_known_values():
+    zero = torch.zeros(4, 1)
+    assert d_logistic_loss(zero, zero).item() == pytest.approx(2 * math.log(2))
+    assert g_nonsaturating_loss(zero).item() == pytest.approx(math.log(2))
+    real, fake = torch.tensor([[3.0], [-1.0]]), torch.tensor([[2.0], [0.5]])
+    assert d_logistic_loss(real, fake).item() == pytest.approx(
+        (softplus(-3) + softplus(1)) / 2 + (softplus(2) + softplus(0.5)) / 2)
+    assert g_nonsaturating_loss(fake).item() == pytest.approx((softplus(-2) + softplus(-0.5)) / 2)
+
+
+def test_r1_penalty_of_a_known_function():
+    # D(x) = sum(a * x^2): dD/dx = 2 a x, so R1 = mean over the batch of sum(4 a^2 x^2).
+    a = torch.tensor(1.5, requires_grad=True)
+    x = torch.randn(3, 3, 4, 4).requires_grad_(True)
+    penalty = r1_penalty((a * x ** 2).flatten(1).sum(1, keepdim=True), x)
+    expected = (4 * a.detach() ** 2 * x.detach() ** 2).flatten(1).sum(1).mean()
+    assert penalty.item() == pytest.approx(expected.item(), rel=1e-5)
+    # The penalty keeps its graph: d(R1)/da = mean(sum(8 a x^2)).
+    penalty.backward()
+    assert a.grad.item() == pytest.approx((8 * 1.5 * x.detach() ** 2).flatten(1).sum(1).mean().item(), rel=1e-5)
+
+
+def test_ema_halves_the_distance_every_half_life():
+    assert ema_decay(32, 10000) == 0.5 ** (32 / 10000)
+    model, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    torch.nn.init.ones_(model.weight)
+    torch.nn.init.zeros_(ema.weight)
+    for _ in range(100):  # 100 steps of 50 images: one half-life of 5000 images
+        update_ema(ema, model, ema_decay(50, 5000))
+    assert torch.allclose(ema.weight, torch.full((2, 2), 0.5))
+
+
+def params_and_optimizers(trainer):
+    return {**{f"g.{k}": v for k, v in trainer.g_module.state_dict().items()},
+            **{f"d.{k}": v for k, v in trainer.d_module.state_dict().items()},
+            **{f"g_ema.{k}": v for k, v in trainer.g_ema.state_dict().items()},
+            **{f"g_optim.{i}.{k}": v for i, s in trainer.g_optim.state_dict()["state"].items() for k, v in s.items()},
+            **{f"d_optim.{i}.{k}": v for i, s in trainer.d_optim.state_dict()["state"].items() for k, v in s.items()}}
+
+
+def test_resume_is_exact(tmp_path):
+    # 8 procedural images and their mirrors make 4 batches an epoch: 6 steps cross into the second
+    # epoch; R1 runs every 2 steps and style mixing half the time.
+    uninterrupted = Trainer(tiny_config(tmp_path / "a", steps=6))
+    expected = [uninterrupted.train_step() for _ in range(6)]
+
+    # The first half through run(), which also samples and checkpoints every step.
+    Trainer(tiny_config(tmp_path / "b", steps=3, sample_every=1, checkpoint_every=1)).run()
+    resumed = Trainer(tiny_config(tmp_path / "b", steps=6, resume=str(tmp_path / "b")))
+    assert resumed.step == 3
+    for losses in expected[3:]:
+        got = resumed.train_step()
+        assert got.keys() == losses.keys()
+        for name in losses:
+            assert torch.equal(got[name], losses[name]), name
+    want, have = params_and_optimizers(uninterrupted), params_and_optimizers(resumed)
+    assert want.keys() == have.keys()
+    for name in want:
+        assert torch.equal(want[name], have[name]), name
+    assert resumed.data.state_dict() == uninterrupted.data.state_dict() == {"epoch": 1, "batch": 2}
+
+
+def test_resume_auto_starts_fresh_without_a_checkpoint(tmp_path):
+    assert Trainer(tiny_config(tmp_path, steps=1, resume="auto")).step == 0
+
+
+def test_settings_that_cannot_train_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="PixelFolder ablation"):
+        tiny_config(tmp_path, model="StyleGAN2", variant="Fold+DeConv").validate()
+    with pytest.raises(ValueError, match="style mixing"):
+        tiny_config(tmp_path, model="CIPS").validate()
+    with pytest.raises(ValueError, match="minibatch-stddev group"):
+        Trainer(tiny_config(tmp_path, batch=6))
+
+
+def test_training_reports_the_unreadable_images_it_skipped(tmp_path, caplog):
+    for index in range(2):
+        write_image(tmp_path / "images" / f"{index}.png", 16, 16, seed=index)
+    (tmp_path / "images" / "broken.jpg").write_bytes(b"garbage")
+    caplog.set_level(logging.INFO)
+    trainer = Trainer(tiny_config(tmp_path / "run", dataset=str(tmp_path / "images")))
+    assert len(trainer.dataset) == 4  # two images and their mirrors
+    assert "skipped 1 unreadable image file(s)" in caplog.text and "broken.jpg" in caplog.text
+
+
+def test_cli_reports_bad_data_without_a_traceback(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--dataset", str(tmp_path / "missing"), "--size", "16", "--out", str(tmp_path / "run")])
+    assert "does not exist" in str(exit_info.value.code)
+
+
+def test_cli_short_run_writes_a_checkpoint_and_sample_grids(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "training.train", "--dataset", "procedural", "--size", "16", "--width", "0.03",
+               "--style-dim", "32", "--n-mlp", "2", "--batch", "4", "--num-workers", "0", "--steps", "3",
+               "--sample-every", "2", "--n-samples", "4", "--out", str(out)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    checkpoint = load_checkpoint(str(out / LATEST))
+    assert checkpoint["step"] == 3 and checkpoint["config"]["size"] == 16
+    samples = sorted(os.listdir(out / "samples"))
+    assert samples == ["step-0000000.png", "step-0000002.png", "step-0000003.png"]
+    with Image.open(out / "samples" / samples[-1]) as grid:  # 2 x 2 tiles of 16 px, 2 px apart
+        assert grid.size == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2)
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(out / "tensorboard"))

@@ -1,0 +1,39 @@
+"""Training on two gloo processes (DistributedDataParallel on the CPU) keeps both in step."""
+import os
+import socket
+
+import torch
+import torch.multiprocessing as mp
+
+from test_train import tiny_config
+from training.checkpoint import LATEST, load_checkpoint
+from training.train import train
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def train_one_rank(rank, port, out):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    trainer = train(tiny_config(out, batch=8, steps=3, device="cpu"))
+    weights = {"g": trainer.g_module.state_dict(), "d": trainer.d_module.state_dict(),
+               "g_ema": trainer.g_ema.state_dict()}
+    torch.save(weights, os.path.join(out, f"weights-rank{rank}.pt"))
+
+
+def test_two_gloo_processes_end_with_identical_weights(tmp_path):
+    initial = tiny_config(tmp_path).architecture()
+    mp.spawn(train_one_rank, args=(free_port(), str(tmp_path)), nprocs=2)
+    rank0, rank1 = (torch.load(tmp_path / f"weights-rank{rank}.pt", weights_only=True) for rank in (0, 1))
+    for network in ("g", "d", "g_ema"):
+        for name, value in rank0[network].items():
+            assert torch.equal(value, rank1[network][name]), f"{network}.{name}"
+    # Rank 0 alone wrote the checkpoint; it holds both processes' RNG states (different streams).
+    checkpoint = load_checkpoint(str(tmp_path / LATEST), initial)
+    assert checkpoint["step"] == 3 and len(checkpoint["rng"]) == 2
+    assert not torch.equal(checkpoint["rng"][0]["torch"], checkpoint["rng"][1]["torch"])

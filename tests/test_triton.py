@@ -1,0 +1,243 @@
+"""The Triton backend against the reference backend: every op's output and every gradient.
+
+On a machine without CUDA the kernels run on the CPU under Triton's interpreter (TRITON_INTERPRET=1,
+set here before Triton is imported), with tiny shapes. The interpreter computes bfloat16 tl.dot wrongly,
+so there the half-precision cases run in float16; bfloat16 is tested on CUDA.
+
+Half precision is checked against the reference run in float32 on the same (rounded) inputs, by the
+relative error of the whole tensor: a pre-activation within rounding of zero may take the other side of
+the leaky ReLU in either computation, which moves single gradient entries by (1 - slope) of their size.
+"""
+import os
+
+import pytest
+import torch
+
+ON_CUDA = torch.cuda.is_available()
+if not ON_CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
+pytest.importorskip("triton", reason="Triton is not installed (pip install triton)")
+
+import models  # noqa: E402
+import pixelfolder_ops as ops  # noqa: E402
+import pixelfolder_ops.triton as triton_backend  # noqa: E402
+
+DEVICE = "cuda" if ON_CUDA else "cpu"
+HALF = torch.bfloat16 if ON_CUDA else torch.float16
+# float32 (TF32 off): per element, relative to the largest reference value; half precision (float32
+# accumulation): the relative error of the whole tensor.
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+needs_cuda = pytest.mark.skipif(not ON_CUDA, reason="needs a CUDA GPU")
+
+
+@pytest.fixture(autouse=True)
+def no_tf32():
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def randn(*shape, dtype=torch.float32, seed=0, scale=1.0, offset=0.0, grad=True):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale + offset
+    return x.to(device=DEVICE, dtype=dtype).requires_grad_(grad)
+
+
+def assert_close(actual, expected, dtype, what):
+    actual, expected, tolerance = actual.detach().float(), expected.detach().float(), TOLERANCE[dtype]
+    if dtype == torch.float32:
+        scale = expected.abs().max().item()
+        torch.testing.assert_close(actual, expected, rtol=tolerance, atol=tolerance * scale,
+                                   msg=lambda message: f"{what}: {message}")
+    else:
+        error = ((actual - expected).norm() / expected.norm()).item()
+        assert error <= tolerance, f"{what}: relative error {error:.2e} > {tolerance:.0e}"
+
+
+def assert_matches_reference(op, inputs, dtype):
+    """op(*inputs, backend=...) on both backends (the reference in float32): the outputs, then the
+    gradients of every input that requires one, for the same random output gradient."""
+    positions = [i for i, x in enumerate(inputs) if isinstance(x, torch.Tensor) and x.requires_grad]
+    oracle_inputs = [x.detach().float().requires_grad_(x.requires_grad) if isinstance(x, torch.Tensor) else x
+                     for x in inputs]
+    results = {}
+    for backend, backend_inputs in (("reference", oracle_inputs), ("triton", inputs)):
+        out = op(*backend_inputs, backend=backend)
+        grad_out = randn(*out.shape, seed=99, grad=False).to(out.dtype)
+        results[backend] = out, torch.autograd.grad(out, [backend_inputs[i] for i in positions], grad_out)
+    (expected, expected_grads), (actual, actual_grads) = results["reference"], results["triton"]
+    assert actual.shape == expected.shape and actual.dtype == inputs[0].dtype
+    assert_close(actual, expected, dtype, "output")
+    for position, grad, expected_grad in zip(positions, actual_grads, expected_grads):
+        assert_close(grad, expected_grad, dtype, f"gradient of input {position}")
+
+
+def styled_conv_inputs(batch, in_channels, out_channels, height, width, kernel_size, noise_batch, bias, dtype):
+    noise = None if noise_batch is None else randn(noise_batch, 1, height, width, dtype=dtype, seed=3)
+    strength = None if noise_batch is None else randn(1, dtype=dtype, seed=4, scale=0.5)
+    return (randn(batch, in_channels, height, width, dtype=dtype, seed=0),
+            randn(out_channels, in_channels, kernel_size, kernel_size, dtype=dtype, seed=1,
+                  scale=(in_channels * kernel_size ** 2) ** -0.5),
+            randn(batch, in_channels, dtype=dtype, seed=2, scale=0.5, offset=1.0),
+            noise, strength, randn(out_channels, dtype=dtype, seed=5) if bias else None)
+
+
+# ---------------------------------------------------------------------------------------- StyledConv
+
+# batch, C_in, C_out, H, W, kernel, noise batch (None: no noise), bias, unfold_output
+STYLED_CONV_CASES = [
+    (1, 3, 32, 5, 7, 3, 1, True, True),
+    (5, 32, 64, 5, 5, 3, 5, True, False),
+    (2, 64, 128, 3, 2, 1, None, False, True),
+    (1, 512, 32, 2, 2, 3, 1, True, True),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, HALF])
+@pytest.mark.parametrize("case", STYLED_CONV_CASES, ids=lambda case: "x".join(map(str, case[:6])))
+def test_styled_conv2d_matches_reference(case, dtype):
+    *shape, unfold_output = case
+    inputs = styled_conv_inputs(*shape, dtype=dtype)
+
+    def op(*inputs, backend):
+        return ops.styled_conv2d(*inputs, unfold_output=unfold_output, backend=backend)
+    assert_matches_reference(op, inputs, dtype)
+
+
+@pytest.mark.parametrize("negative_slope,gain,demodulate", [(0.0, 1.0, True), (-0.5, 2.0, True), (0.2, 1.4, False)])
+def test_styled_conv2d_activation_and_demodulation_options(negative_slope, gain, demodulate):
+    """Slopes <= 0 make the activation non-invertible: the backward recomputes the conv instead."""
+    inputs = styled_conv_inputs(2, 16, 16, 7, 5, 3, 2, True, torch.float32)
+
+    def op(*inputs, backend):
+        return ops.styled_conv2d(*inputs, demodulate=demodulate, negative_slope=negative_slope, gain=gain,
+                                 backend=backend)
+    assert_matches_reference(op, inputs, torch.float32)
+
+
+def test_styled_conv2d_reads_channels_last_and_writes_it():
+    x, weight, styles, noise, strength, bias = styled_conv_inputs(2, 16, 32, 5, 6, 3, 1, True, torch.float32)
+    expected = ops.styled_conv2d(x, weight, styles, noise, strength, bias, backend="reference")
+    out = ops.styled_conv2d(x.to(memory_format=torch.channels_last), weight, styles, noise, strength, bias,
+                            backend="triton")
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert_close(out, expected, torch.float32, "output")
+
+
+def test_styled_conv2d_up2_runs_the_reference():
+    inputs = styled_conv_inputs(2, 8, 8, 4, 4, 3, None, True, torch.float32)
+
+    def op(x, weight, styles, noise, strength, bias, backend):
+        return ops.styled_conv2d(x, weight, styles, bias=bias, up=2, backend=backend)
+    assert_matches_reference(op, inputs, torch.float32)
+
+
+def test_styled_conv2d_double_backward_is_a_clear_error():
+    x, weight, styles, noise, strength, bias = styled_conv_inputs(1, 16, 16, 3, 3, 3, 1, True, torch.float32)
+    out = ops.styled_conv2d(x, weight, styles, noise, strength, bias, backend="triton")
+    grad_x, = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad_x.sum().backward()
+
+
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_modulated_conv2d_matches_reference(demodulate):
+    x, weight, styles, *_ = styled_conv_inputs(2, 16, 32, 5, 7, 3, None, False, torch.float32)
+
+    def op(*inputs, backend):
+        return ops.modulated_conv2d(*inputs, demodulate=demodulate, backend=backend)
+    assert_matches_reference(op, (x, weight, styles), torch.float32)
+
+
+# -------------------------------------------------------------------------------------------- ToRGB
+
+@pytest.mark.parametrize("dtype", [torch.float32, HALF])
+@pytest.mark.parametrize("batch,channels,size,skip", [(2, 32, 6, "up"), (1, 3, 5, "add"), (5, 64, 7, None),
+                                                      (1, 128, 2, "up")])
+def test_to_rgb_matches_reference(batch, channels, size, skip, dtype):
+    skip_size = size // 2 if skip == "up" else size
+    skip_kernel = ops.make_resample_kernel((1, 3, 3, 1), dtype, DEVICE) * 4 if skip == "up" else None
+    inputs = (randn(batch, channels, size, size, dtype=dtype), randn(3, channels, 1, 1, dtype=dtype, seed=1),
+              randn(batch, channels, dtype=dtype, seed=2, offset=1.0), randn(3, dtype=dtype, seed=3),
+              None if skip is None else randn(batch, 3, skip_size, skip_size, dtype=dtype, seed=4), skip_kernel)
+    assert_matches_reference(ops.to_rgb, inputs, dtype)
+
+
+# ------------------------------------------------------------------------------ fold, unfold, Fourier
+
+@pytest.mark.parametrize("shape", [(1, 3, 2, 2), (2, 5, 6, 10), (3, 32, 14, 2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fold_and_unfold_match_reference_exactly(shape, channels_last):
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x = randn(*shape).to(memory_format=memory_format)
+    folded = ops.fold(x, backend="triton")
+    assert torch.equal(folded, ops.fold(x, backend="reference"))
+    assert folded.is_contiguous(memory_format=memory_format)
+    assert torch.equal(ops.unfold(folded, backend="triton"), x)
+    grad = randn(*folded.shape, seed=1, grad=False)
+    assert torch.equal(torch.autograd.grad(folded, x, grad)[0], ops.unfold(grad, backend="reference"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, HALF])
+@pytest.mark.parametrize("channels,height,width", [(3, 5, 7), (32, 1, 3), (64, 16, 16)])
+def test_fourier_embedding_matches_reference(channels, height, width, dtype):
+    inputs = (randn(channels, 2, dtype=dtype, scale=2.0), randn(channels, dtype=dtype, seed=1), height, width)
+    assert_matches_reference(ops.fourier_embedding, inputs, dtype)
+
+
+# ----------------------------------------------------------------------- torch.compile and the model
+
+def test_ops_compile_without_graph_breaks():
+    """The backend's ops traced whole, forward and backward (aot_eager on the CPU: no C++ build)."""
+    x, weight, styles, _, _, bias = styled_conv_inputs(2, 16, 16, 6, 6, 3, None, True, torch.float32)
+    skip_kernel = ops.make_resample_kernel((1, 3, 3, 1), device=DEVICE) * 4
+
+    def layers(x, weight, styles, bias):
+        embedding = triton_backend.fourier_embedding(weight[:, :2, 0, 0], bias, 6, 6)
+        out = triton_backend.styled_conv2d(x + embedding, weight, styles, None, None, bias, True, 1, None, 0.2,
+                                           2 ** 0.5, True, 1e-8)
+        skip = triton_backend.to_rgb(triton_backend.fold(out), weight[:3, :, :1, :1], styles, bias[:3], None, None)
+        return triton_backend.to_rgb(out, weight[:3, :4, :1, :1], styles[:, :4], bias[:3], skip, skip_kernel)
+
+    compiled = torch.compile(layers, fullgraph=True, backend="inductor" if ON_CUDA else "aot_eager")
+    inputs = (x, weight, styles, bias)
+    expected = layers(*inputs)
+    expected_grads = torch.autograd.grad(expected.sum(), inputs)
+    out = compiled(*inputs)
+    grads = torch.autograd.grad(out.sum(), inputs)
+    assert_close(out, expected, torch.float32, "output")
+    for grad, expected_grad in zip(grads, expected_grads):
+        assert_close(grad, expected_grad, torch.float32, "gradient")
+
+
+@pytest.mark.parametrize("size,batch", [(16, 2), pytest.param(64, 1, marks=pytest.mark.slow)])
+def test_pixelfolder_images_and_gradients_match_reference(size, batch):
+    torch.manual_seed(0)
+    generator = models.PixelFolder(size, width=0.125).to(DEVICE)
+    z = randn(batch, 512, grad=False)
+    noise = generator.make_noise(batch, generator=torch.Generator().manual_seed(1), device="cpu")
+    noise = [n.to(DEVICE) for n in noise]
+    results = {}
+    for backend in ("reference", "triton"):
+        with ops.use_backend(backend):
+            image = generator(z, noise=noise)
+        generator.zero_grad()
+        image.square().mean().backward()
+        results[backend] = image, [p.grad.clone() for p in generator.parameters() if p.grad is not None]
+    (expected, expected_grads), (image, grads) = results["reference"], results["triton"]
+    assert_close(image, expected, torch.float32, "image")
+    assert len(grads) == len(expected_grads)
+    for grad, expected_grad in zip(grads, expected_grads):
+        assert_close(grad, expected_grad, torch.float32, "parameter gradient")
+
+
+@needs_cuda
+@pytest.mark.parametrize("case", [(32, 512, 512, 8, 8, 3, 32, True, True), (4, 128, 512, 33, 17, 3, 1, True, True),
+                                  (8, 256, 128, 31, 31, 3, 8, True, False)])
+def test_styled_conv2d_layer_shapes_in_bfloat16_on_cuda(case):
+    *shape, unfold_output = case
+    inputs = styled_conv_inputs(*shape, dtype=torch.bfloat16)
+
+    def op(*inputs, backend):
+        return ops.styled_conv2d(*inputs, unfold_output=unfold_output, backend=backend)
+    assert_matches_reference(op, inputs, torch.bfloat16)

@@ -1,0 +1,1 @@
+"""Training, generation and evaluation of the generators in models/."""

@@ -1,0 +1,153 @@
+"""Training checkpoints: written atomically with the previous one kept, read back with clear errors.
+
+A run folder holds ``checkpoint-latest.pt`` and ``checkpoint-previous.pt``. A checkpoint is a dict of
+tensors, plain containers and primitives (``torch.load(weights_only=True)`` reads it): the format
+marker, the config (a dict), the step, the state dicts of g, d, g_ema and both optimizers, the data
+stream's position and every process's RNG states.
+"""
+import contextlib
+import os
+import random
+import shutil
+import tempfile
+
+import numpy as np
+import torch
+
+from training.config import ARCHITECTURE_FIELDS, TrainConfig
+from training.networks import build_generator
+
+FORMAT = "pixelfolder-training-checkpoint"
+VERSION = 1
+LATEST = "checkpoint-latest.pt"
+PREVIOUS = "checkpoint-previous.pt"
+REQUIRED_KEYS = ("config", "step", "g", "d", "g_ema", "g_optim", "d_optim", "data", "rng")
+
+
+def _fsync_directory(directory):
+    # Makes the renames durable; some filesystems cannot fsync a directory, and then there is nothing to do.
+    with contextlib.suppress(OSError):
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def _write_durably(obj, directory, name):
+    """torch.save ``obj`` to a temporary file in ``directory``, flushed to disk; returns its path."""
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        os.remove(temporary)
+        raise
+    return temporary
+
+
+def save_checkpoint(state, directory):
+    """Write ``state`` as ``directory/checkpoint-latest.pt``; the one it replaces becomes
+    ``checkpoint-previous.pt``. At every instant the latest checkpoint is a complete file: the new
+    one is written in full to a temporary file first, and each file is put in place by a rename."""
+    os.makedirs(directory, exist_ok=True)
+    latest, previous = os.path.join(directory, LATEST), os.path.join(directory, PREVIOUS)
+    temporary = _write_durably({"format": FORMAT, "version": VERSION, **state}, directory, LATEST)
+    try:
+        if os.path.exists(latest):
+            # A hard link (a copy where links are not supported) keeps the old latest as previous
+            # without a moment when latest is missing.
+            kept = f"{temporary}.previous"
+            try:
+                os.link(latest, kept)
+            except OSError:
+                shutil.copyfile(latest, kept)
+            os.replace(kept, previous)
+        os.replace(temporary, latest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+    _fsync_directory(directory)
+    return latest
+
+
+def find_checkpoint(resume, out):
+    """The checkpoint file ``--resume`` names: a file, a run folder's latest, or for 'auto' the
+    latest in ``out`` if there is one (else None: a fresh start)."""
+    if resume == "auto":
+        latest = os.path.join(out, LATEST)
+        return latest if os.path.exists(latest) else None
+    if os.path.isdir(resume):
+        return os.path.join(resume, LATEST)
+    return resume
+
+
+def describe(architecture):
+    model = architecture["model"] + (f" ({architecture['variant']})" if architecture.get("variant") else "")
+    details = ", ".join(f"{name} {architecture[name]}" for name in ARCHITECTURE_FIELDS
+                        if name not in ("model", "variant", "size"))
+    return f"{model} at {architecture['size']}x{architecture['size']} px ({details})"
+
+
+def load_checkpoint(path, architecture=None):
+    """The checkpoint at ``path``, on the CPU. ValueError naming the path for a file that is truncated,
+    corrupt or no training checkpoint, and, when ``architecture`` (TrainConfig.architecture()) is
+    given, for a checkpoint of other networks (naming both)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types for a damaged file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"checkpoint {path} cannot be read: it is truncated, corrupt or not a checkpoint "
+                         f"saved by training.train ({reason})") from error
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise ValueError(f"checkpoint {path} is not a training checkpoint of this package (it has no "
+                         f"'format': '{FORMAT}' entry)")
+    if checkpoint.get("version") != VERSION:
+        raise ValueError(f"checkpoint {path} has format version {checkpoint.get('version')}; this version of "
+                         f"training reads version {VERSION}")
+    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
+    if missing:
+        raise ValueError(f"checkpoint {path} is incomplete: it lacks {', '.join(missing)}")
+    if architecture is not None:
+        saved = {name: checkpoint["config"].get(name) for name in ARCHITECTURE_FIELDS}
+        if saved != architecture:
+            raise ValueError(f"checkpoint {path} holds {describe(saved)}, but this run builds "
+                             f"{describe(architecture)}")
+    return checkpoint
+
+
+def load_generator(path):
+    """The EMA generator of a training checkpoint, in eval mode, on the CPU."""
+    checkpoint = load_checkpoint(path)
+    generator = build_generator(TrainConfig.from_dict(checkpoint["config"]))
+    generator.load_state_dict(checkpoint["g_ema"])
+    return generator.eval()
+
+
+def capture_rng_state(device):
+    """This process's RNG states (python, numpy, torch, and CUDA on a GPU) as tensors and lists."""
+    version, python_state, gauss = random.getstate()
+    _, numpy_keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state = {"python": [version, list(python_state), gauss],
+             "numpy": {"keys": torch.from_numpy(numpy_keys.astype(np.int64)), "position": int(position),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+             "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng_state(state, device):
+    version, python_state, gauss = state["python"]
+    random.setstate((version, tuple(python_state), gauss))
+    numpy_state = state["numpy"]
+    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)

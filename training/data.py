@@ -1,0 +1,267 @@
+"""Training images as (3, size, size) float tensors in [-1, 1]: a folder of images, an LMDB, or the
+built-in procedural shapes; and an endless, resumable stream of batches over them.
+
+Images smaller than the training size are an error naming the file, never upscaled: upscaled
+images would teach the generator blur. A folder is scanned at start-up by reading each file's
+header: files Pillow cannot identify are skipped and counted. Damage further into a file shows
+only when it is decoded: the next readable image stands in for it, with a warning naming the file.
+"""
+import io
+import itertools
+import logging
+import os
+from pathlib import Path
+
+import lmdb
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from training.images import from_uint8, read_image
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+# What Pillow raises for a file it cannot read as an image.
+UNREADABLE_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def list_image_files(root):
+    """The image files under ``root``, recursively, sorted."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"data folder {root} does not exist or is not a folder")
+    files = sorted(str(path) for path in Path(root).rglob("*")
+                   if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file())
+    if not files:
+        raise ValueError(f"data folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)}, searched recursively)")
+    return files
+
+
+def too_small_error(name, width, height, size, others=0):
+    more = f" (and {others} more image(s) like it)" if others else ""
+    return ValueError(f"{name} is {width}x{height} px, smaller than the training size {size}x{size}{more}: "
+                      f"remove such images or train at a smaller --size (images are never upscaled)")
+
+
+def probe_image(source):
+    """(width, height) from an image's header (a path or a file object); raises one of
+    UNREADABLE_IMAGE_ERRORS for a file Pillow cannot identify."""
+    with Image.open(source) as image:
+        return image.size
+
+
+class ImageFolderDataset(Dataset):
+    """The images under a folder, centre-cropped and resized to ``size``. ``skipped`` lists the
+    unreadable files as (path, reason)."""
+
+    def __init__(self, root, size):
+        self.size = size
+        dimensions, self.skipped = {}, []
+        for path in list_image_files(root):
+            try:
+                dimensions[path] = probe_image(path)
+            except UNREADABLE_IMAGE_ERRORS as error:
+                self.skipped.append((path, str(error)))
+        too_small = [(path, *dims) for path, dims in dimensions.items() if min(dims) < size]
+        if too_small:
+            raise too_small_error(*too_small[0], size, others=len(too_small) - 1)
+        self.files = list(dimensions)
+        if not self.files:
+            raise ValueError(f"data folder {root}: none of its {len(self.skipped)} image files can be read "
+                             f"(first: {self.skipped[0][0]}: {self.skipped[0][1]})")
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, index):
+        for offset in range(len(self.files)):
+            path = self.files[(index + offset) % len(self.files)]
+            try:
+                return from_uint8(read_image(path, self.size))
+            except UNREADABLE_IMAGE_ERRORS as error:
+                logger.warning(f"{path}: cannot decode the image ({error}); the next image stands in for it")
+        raise OSError(f"none of the {len(self.files)} images of this folder can be decoded")
+
+
+def lmdb_key(index, prefix=""):
+    return f"{prefix}{str(index).zfill(7)}".encode("utf-8")
+
+
+_open_lmdbs = {}  # py-lmdb opens a database once per process; loader workers open their own
+
+
+def open_lmdb(path):
+    """The read-only environment of the LMDB at ``path`` in this process."""
+    key = (os.getpid(), os.path.realpath(path))
+    if key not in _open_lmdbs:
+        _open_lmdbs[key] = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False)
+    return _open_lmdbs[key]
+
+
+def find_lmdb(path, size):
+    """The LMDB folder that holds the images at ``size``: ``path/<size>`` (the official PixelFolder
+    layout, written by training.prepare_data) or ``path`` itself; None if neither is an LMDB."""
+    for folder in (os.path.join(path, str(size)), path):
+        if os.path.isfile(os.path.join(folder, "data.mdb")):
+            return folder
+    return None
+
+
+class LMDBDataset(Dataset):
+    """Images stored as encoded files (PNG/JPEG) in an LMDB, with the count under b"length" (a decimal
+    string). Keys are the 7-digit zero-padded index, as the official PixelFolder writes them (one
+    database per size), or "<size>-<index>" (rosinality's StyleGAN2: all sizes in one database)."""
+
+    def __init__(self, path, size):
+        self.path, self.size = find_lmdb(path, size), size
+        if self.path is None:
+            raise FileNotFoundError(f"{path} is not an LMDB dataset (no data.mdb in it or in {path}/{size})")
+        with open_lmdb(self.path).begin() as txn:
+            length = txn.get(b"length")
+            if length is None:
+                raise ValueError(f"LMDB {self.path} has no b'length' key: not a dataset written by "
+                                 f"training.prepare_data or the official prepare_data.py")
+            self.length = int(length.decode("utf-8"))
+            self.prefix = next((prefix for prefix in ("", f"{size}-") if txn.get(lmdb_key(0, prefix)) is not None),
+                               None)
+            if self.length < 1 or self.prefix is None:
+                raise ValueError(f"LMDB {self.path} holds no images of size {size} (its length is {self.length}; "
+                                 f"expected keys {lmdb_key(0)!r} or {lmdb_key(0, f'{size}-')!r})")
+            # All records share a size: the first tells whether the database was made for a smaller one.
+            first = f"LMDB {self.path} record {lmdb_key(0, self.prefix).decode()}"
+            try:
+                width, height = probe_image(io.BytesIO(txn.get(lmdb_key(0, self.prefix))))
+            except UNREADABLE_IMAGE_ERRORS as error:
+                raise OSError(f"{first}: cannot decode the image ({error})") from error
+            if min(width, height) < size:
+                raise too_small_error(first, width, height, size)
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index):
+        key = lmdb_key(index, self.prefix)
+        with open_lmdb(self.path).begin() as txn:
+            data = txn.get(key)
+        if data is None:
+            raise ValueError(f"LMDB {self.path} has no record {key!r} although its length is {self.length}")
+        try:
+            return from_uint8(read_image(io.BytesIO(data), self.size))
+        except UNREADABLE_IMAGE_ERRORS as error:
+            raise OSError(f"LMDB {self.path} record {key.decode()}: cannot decode the image ({error})") from error
+
+
+class ProceduralShapesDataset(Dataset):
+    """``length`` images of one to three ellipses, rectangles and triangles of random colours on a
+    plain background, drawn at 4x and downsampled (antialiased). Image ``i`` depends only on
+    (seed, i), at any size."""
+
+    SUPERSAMPLING = 4
+
+    def __init__(self, size, length=10000, seed=0):
+        self.size, self.length, self.seed = size, length, seed
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng([self.seed, index])
+        side = self.size * self.SUPERSAMPLING
+        canvas = Image.new("RGB", (side, side), tuple(int(c) for c in rng.integers(0, 256, 3)))
+        draw = ImageDraw.Draw(canvas)
+        for _ in range(rng.integers(1, 4)):
+            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+            cx, cy = rng.uniform(0.2, 0.8, 2) * side
+            rx, ry = rng.uniform(0.1, 0.3, 2) * side
+            shape = rng.integers(3)
+            if shape == 0:
+                draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=colour)
+            elif shape == 1:
+                draw.rectangle((cx - rx, cy - ry, cx + rx, cy + ry), fill=colour)
+            else:
+                draw.polygon([(cx, cy - ry), (cx - rx, cy + ry), (cx + rx, cy + ry)], fill=colour)
+        pixels = np.asarray(canvas.resize((self.size, self.size), Image.Resampling.LANCZOS))
+        return from_uint8(torch.from_numpy(pixels.copy()).permute(2, 0, 1))
+
+
+class MirroredDataset(Dataset):
+    """Every image of ``dataset`` as is, then all of them mirrored left-right: the recipe's
+    horizontal flips, decided by the index rather than a random draw so that resume is exact."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return 2 * len(self.dataset)
+
+    def __getitem__(self, index):
+        image = self.dataset[index % len(self.dataset)]
+        return image.flip(-1) if index >= len(self.dataset) else image
+
+
+def make_dataset(source, size, hflip=True, seed=0, procedural_images=10000):
+    """The dataset ``source`` names: 'procedural', an LMDB folder, or a folder of images."""
+    if source == "procedural":
+        dataset = ProceduralShapesDataset(size, procedural_images, seed)
+    elif find_lmdb(source, size) is not None:
+        dataset = LMDBDataset(source, size)
+    else:
+        dataset = ImageFolderDataset(source, size)
+    return MirroredDataset(dataset) if hflip else dataset
+
+
+class _SkippingSampler(DistributedSampler):
+    """A DistributedSampler that starts its epoch ``skip`` indices in (to resume mid-epoch)."""
+
+    skip = 0
+
+    def __iter__(self):
+        return itertools.islice(super().__iter__(), self.skip, None)
+
+    def __len__(self):
+        return super().__len__() - self.skip
+
+
+class BatchStream:
+    """Endless batches for one process: a DistributedSampler reshuffled (seeded) every epoch and a
+    DataLoader that drops the last partial batch. ``state_dict`` is the position, (epoch, batch in
+    epoch), from which ``load_state_dict`` continues with the very same batches."""
+
+    def __init__(self, dataset, batch_size, rank=0, world_size=1, seed=0, num_workers=0, pin_memory=False):
+        self.sampler = _SkippingSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self.batch_size = batch_size
+        self.batches_per_epoch = self.sampler.num_samples // batch_size
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"the dataset has {len(dataset)} images (mirrors included), fewer than one batch of "
+                             f"{batch_size} for each of {world_size} processes")
+        # The loader's own generator seeds its workers: the global RNG, which training draws from,
+        # must not depend on when loader iterators are made. Persistent workers outlive epochs (the
+        # sampler runs in this process, so its epoch and skip still apply).
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
+                                 pin_memory=pin_memory, drop_last=True, persistent_workers=num_workers > 0,
+                                 generator=torch.Generator().manual_seed(seed))
+        self.epoch, self.batch = 0, 0
+        self._iterator = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._iterator is None:
+            self.sampler.set_epoch(self.epoch)
+            self.sampler.skip = self.batch * self.batch_size
+            self._iterator = iter(self.loader)
+        images = next(self._iterator)
+        self.batch += 1
+        if self.batch == self.batches_per_epoch:
+            self.epoch, self.batch, self._iterator = self.epoch + 1, 0, None
+        return images
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state_dict(self, state):
+        # A different world size or batch changes the epoch length: continue from the same epoch.
+        self.epoch, self.batch = state["epoch"], state["batch"] % self.batches_per_epoch
+        self._iterator = None

@@ -1,0 +1,198 @@
+"""FID, KID and precision/recall (k = 3) of a generator against a dataset, on the 2048-d pool
+features of the FID Inception-v3 (training/inception.py).
+
+    python -m training.evaluate CHECKPOINT --dataset FOLDER_OR_STATISTICS [--num-samples 50000]
+                                [--batch-size 50] [--truncation 1.0] [--inception PATH]
+                                [--cache-dir DIR] [--resolution R] [--workers N]
+                                [--kid-subsets 100] [--kid-subset-size 1000] [--size 256]
+                                [--device cpu|cuda]
+
+--dataset is a folder of images (searched recursively for png, jpg, jpeg and webp), read at the
+generator's resolution unless --resolution says otherwise, or a statistics file: an .npz with "mu"
+and "sigma" (and "features", for KID and precision/recall), such as the cache this command writes.
+A folder's statistics are cached in --cache-dir under a name keyed by its path, its file list, the
+resolution, N and the Inception weights, and reused by later runs with the same ones.
+
+N images are generated (seeds 0 to N-1, see training/generate.py) and quantized to 8 bits like the
+real ones; where the folder holds more than N images, N of them are drawn at random (fixed seed).
+The results are printed as one JSON object.
+"""
+import argparse
+import hashlib
+import json
+import math
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from training.generate import load_generator, sample_batches
+from training.images import from_uint8, read_image, to_uint8
+from training.inception import WEIGHTS_ENV, load_inception, weights_path
+from training.metrics import frechet_distance, kernel_inception_distance, mean_and_covariance, precision_recall
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "pixelfolder", "dataset_statistics")
+PRECISION_RECALL_K = 3
+
+
+def list_images(folder):
+    """The image files under ``folder``, recursively, as sorted paths relative to it."""
+    files = sorted(os.path.relpath(os.path.join(root, name), folder)
+                   for root, _, names in os.walk(folder) for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise ValueError(f"evaluate: no {', '.join(IMAGE_EXTENSIONS)} images under {folder!r}")
+    return files
+
+
+class ImageFiles(Dataset):
+    """(3, resolution, resolution) uint8 images from files relative to ``folder``."""
+
+    def __init__(self, folder, files, resolution):
+        self.folder, self.files, self.resolution = folder, files, resolution
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, index):
+        return read_image(os.path.join(self.folder, self.files[index]), self.resolution)
+
+
+@torch.inference_mode()
+def inception_features(inception, batches):
+    """(N, 2048) float32 features of batches of uint8 images (B, 3, H, W)."""
+    device = next(inception.parameters()).device
+    return torch.cat([inception(from_uint8(batch.to(device))).cpu() for batch in batches]).numpy()
+
+
+def generated_features(generator, inception, num_samples, batch_size, truncation=1.0):
+    """Features of the images of seeds 0 to ``num_samples`` - 1, quantized to 8 bits as a PNG would be."""
+    batches = (to_uint8(images) for images, _ in sample_batches(generator, range(num_samples), batch_size, truncation))
+    return inception_features(inception, tqdm(batches, "generated", total=math.ceil(num_samples / batch_size),
+                                              disable=None))
+
+
+def save_statistics(path, mu, sigma, features):
+    """mu, sigma and the features as an .npz at ``path``, through a temporary file so that an
+    interrupted run leaves no partial cache behind."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".partial", "wb") as file:
+        np.savez(file, mu=np.asarray(mu), sigma=np.asarray(sigma), features=features)
+    os.replace(path + ".partial", path)
+
+
+def load_statistics(path):
+    """{"mu", "sigma", "features"} from an .npz; "features" is None where the file has none."""
+    with np.load(path) as data:
+        if not {"mu", "sigma"} <= set(data.files):
+            raise ValueError(f"evaluate: {path!r} is not a statistics file: it needs arrays 'mu' and 'sigma', "
+                             f"has {sorted(data.files)}")
+        return {"mu": data["mu"], "sigma": data["sigma"],
+                "features": data["features"] if "features" in data.files else None}
+
+
+def file_digest(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def statistics_cache_path(folder, files, resolution, num_samples, inception_digest, cache_dir):
+    key = json.dumps({"folder": os.path.abspath(folder), "files": files, "resolution": resolution,
+                      "num_samples": num_samples, "inception": inception_digest})
+    name = f"{os.path.basename(os.path.abspath(folder))}-{resolution}px-{num_samples}"
+    return os.path.join(cache_dir, f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz")
+
+
+def dataset_statistics(dataset, resolution, num_samples, inception, inception_digest, cache_dir=DEFAULT_CACHE_DIR,
+                       batch_size=50, workers=0):
+    """({"mu", "sigma", "features"}, the file they come from) for a statistics file or an image
+    folder (its cache, computed on the first call)."""
+    if os.path.isfile(dataset):
+        return load_statistics(dataset), dataset
+    files = list_images(dataset)
+    path = statistics_cache_path(dataset, files, resolution, num_samples, inception_digest, cache_dir)
+    if os.path.isfile(path):
+        return load_statistics(path), path
+    if len(files) > num_samples:
+        files = [files[i] for i in sorted(np.random.default_rng(0).choice(len(files), num_samples, replace=False))]
+    loader = DataLoader(ImageFiles(dataset, files, resolution), batch_size=batch_size, num_workers=workers)
+    features = inception_features(inception, tqdm(loader, "dataset", disable=None))
+    mu, sigma = mean_and_covariance(features)
+    save_statistics(path, mu, sigma, features)
+    return {"mu": mu.numpy(), "sigma": sigma.numpy(), "features": features}, path
+
+
+def equal_sized(real, fake, seed=0):
+    """Random subsets of both sets, of the smaller one's size: precision and recall depend on set sizes."""
+    size = min(len(real), len(fake))
+    rng = np.random.default_rng(seed)
+    return [features if len(features) == size else features[np.sort(rng.choice(len(features), size, replace=False))]
+            for features in (real, fake)]
+
+
+def evaluate(generator, dataset, inception_path=None, num_samples=50000, batch_size=50, truncation=1.0,
+             resolution=None, cache_dir=DEFAULT_CACHE_DIR, workers=0, kid_subsets=100, kid_subset_size=1000):
+    """The metrics of ``generator`` (on its device) against ``dataset`` (an image folder or a statistics
+    file), as a dict. KID and precision/recall are None where the statistics hold no features."""
+    device = next(generator.parameters()).device
+    inception_path = weights_path(inception_path)
+    inception = load_inception(inception_path, device)
+    resolution = resolution or generator.size
+    real, statistics_path = dataset_statistics(dataset, resolution, num_samples, inception, file_digest(inception_path),
+                                               cache_dir, batch_size, workers)
+    fake = generated_features(generator, inception, num_samples, batch_size, truncation)
+    fake_mu, fake_sigma = mean_and_covariance(fake)
+    results = {"fid": frechet_distance(real["mu"], real["sigma"], fake_mu, fake_sigma),
+               "kid": None, "kid_std": None, "precision": None, "recall": None,
+               "num_generated": len(fake), "num_real": None, "truncation": truncation, "resolution": resolution,
+               "statistics": statistics_path}
+    if real["features"] is not None:
+        results["num_real"] = len(real["features"])
+        results["kid"], results["kid_std"] = kernel_inception_distance(real["features"], fake, kid_subsets,
+                                                                       kid_subset_size, device=device)
+        results["precision"], results["recall"] = precision_recall(*equal_sized(real["features"], fake),
+                                                                   k=PRECISION_RECALL_K, device=device)
+    return results
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="our training checkpoint or an official PixelFolder one")
+    parser.add_argument("--dataset", required=True, help="an image folder, or an .npz of statistics")
+    parser.add_argument("--num-samples", type=int, default=50000, help="N (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=50,
+                        help="for the generator and Inception (default: %(default)s)")
+    parser.add_argument("--truncation", type=float, default=1.0, help="psi (default: 1, no truncation)")
+    parser.add_argument("--inception", help=f"the FID Inception weights (default: ${WEIGHTS_ENV}, else "
+                                            f"~/.cache/pixelfolder/pt_inception-2015-12-05-6726825d.pth)")
+    parser.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR,
+                        help="where dataset statistics are cached (default: %(default)s)")
+    parser.add_argument("--resolution", type=int, help="read dataset images at this size (default: the generator's)")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="image decoding processes (default: %(default)s)")
+    parser.add_argument("--kid-subsets", type=int, default=100, help="(default: %(default)s)")
+    parser.add_argument("--kid-subset-size", type=int, default=1000, help="(default: %(default)s)")
+    parser.add_argument("--size", type=int, default=256, help="resolution of an official checkpoint (default: 256)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        generator = load_generator(args.checkpoint, size=args.size, device=args.device)
+        results = evaluate(generator, args.dataset, args.inception, args.num_samples, args.batch_size,
+                           args.truncation, args.resolution, args.cache_dir, args.workers, args.kid_subsets,
+                           args.kid_subset_size)
+    except FileNotFoundError as error:  # a missing checkpoint or Inception weights: the message says it all
+        raise SystemExit(f"error: {error}") from error
+    print(json.dumps({"checkpoint": args.checkpoint, "dataset": args.dataset, **results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

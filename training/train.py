@@ -1,0 +1,285 @@
+"""Train a generator of models/ against the StyleGAN2 discriminator with the PixelFolder paper's
+recipe (StyleGAN2's): non-saturating logistic loss, lazy R1 (gamma 10 every 16 D steps), Adam
+(lr 0.002, betas (0, 0.99), D's scaled for lazy regularization), a generator EMA with a 10k-image
+half-life, batch 32. Every setting is a flag (``--help``); see training/config.py.
+
+    python -m training.train --dataset procedural --size 32 --width 0.25 --out runs/shapes
+    python -m training.train --dataset data/ffhq-lmdb --size 256 --out runs/ffhq --resume auto
+    torchrun --nproc_per_node 8 -m training.train --dataset data/ffhq-lmdb --size 256 --out runs/ffhq
+
+A run folder gets checkpoint-latest.pt / checkpoint-previous.pt, samples/step-NNNNNNN.png and
+tensorboard/. A resumed run continues exactly where its checkpoint left off (same losses and
+weights as an uninterrupted run on the same machine and number of processes).
+"""
+import copy
+import dataclasses
+import itertools
+import logging
+import os
+import random
+import sys
+
+import numpy as np
+import torch
+
+import pixelfolder_ops as ops
+from training.checkpoint import capture_rng_state, find_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
+from training.config import RESUMABLE_CHANGES, parse_args
+from training.data import BatchStream, make_dataset
+from training.distributed import (DistributedContext, all_gather_objects, distributed_context, resolve_device,
+                                  wrap_ddp)
+from training.ema import ema_decay, update_ema
+from training.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
+from training.monitor import Monitor, RunningMeans
+from training.networks import build_discriminator, build_generator
+
+logger = logging.getLogger(__name__)
+
+
+def lazy_adam_hyperparameters(config, regularize_every):
+    """StyleGAN2's Adam settings for a network regularized every k steps: it takes k + 1 optimizer
+    steps per k, so lr is scaled by c = k / (k + 1) and betas raised to c (c = 1 for k = 0: none)."""
+    c = regularize_every / (regularize_every + 1) if regularize_every else 1.0
+    return {"lr": config.lr * c, "betas": (config.beta1 ** c, config.beta2 ** c)}
+
+
+def to_channels_last(module):
+    """Channels-last layout for the 4-D parameters and buffers (Module.to refuses the 5-D
+    modulated-conv weights)."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        if tensor.dim() == 4:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """One process's share of a run: ``run()`` trains to ``config.steps``, logging, sampling and
+    checkpointing on the way; ``train_step()`` is one step (D, lazy R1, G, EMA)."""
+
+    def __init__(self, config, context=None):
+        config.validate()
+        self.config = config
+        self.context = context or DistributedContext(device=resolve_device(config.device))
+        device, rank, world_size = self.context.device, self.context.rank, self.context.world_size
+        if config.batch % world_size:
+            raise ValueError(f"--batch {config.batch} must be a multiple of the number of processes ({world_size})")
+        self.batch_per_process = config.batch // world_size
+        ops.set_backend(config.backend)
+
+        torch.manual_seed(config.seed)  # the same initial weights in every process
+        self.g_module = build_generator(config).to(device)
+        self.d_module = build_discriminator(config).to(device)
+        group = self.d_module.stddev_group
+        if self.batch_per_process > group and self.batch_per_process % group:
+            raise ValueError(f"the batch per process ({self.batch_per_process}) must be a multiple of the "
+                             f"discriminator's minibatch-stddev group ({group}) or smaller than it")
+        if config.channels_last:
+            to_channels_last(self.g_module)
+            to_channels_last(self.d_module)
+        self.g_ema = copy.deepcopy(self.g_module).eval().requires_grad_(False)
+        self.d_reg_every = config.d_reg_every if config.r1_gamma > 0 else 0
+        self.g_optim = torch.optim.Adam(self.g_module.parameters(), **lazy_adam_hyperparameters(config, 0))
+        self.d_optim = torch.optim.Adam(self.d_module.parameters(),
+                                        **lazy_adam_hyperparameters(config, self.d_reg_every))
+        # PixelFolder's first stage owns a conv_merge its forward never uses (official checkpoints have it).
+        g_ddp = wrap_ddp(self.g_module, self.context, find_unused_parameters=True)
+        self.d_ddp = wrap_ddp(self.d_module, self.context)
+        # Shapes never change during training, and tracing the ops with symbolic shapes fails.
+        self.g_train = torch.compile(g_ddp, dynamic=False) if config.compile else g_ddp
+        self.d_train = torch.compile(self.d_ddp, dynamic=False) if config.compile else self.d_ddp
+        self.ema_decay = ema_decay(config.batch, config.ema_half_life)
+
+        self.dataset = make_dataset(config.dataset, config.size, config.hflip, config.seed, config.procedural_images)
+        self.data = BatchStream(self.dataset, self.batch_per_process, rank, world_size, config.seed,
+                                config.num_workers, pin_memory=device.type == "cuda")
+        if self.context.is_main:
+            self._report_dataset()
+        # Fixed z and noise for the sample grids, from their own generator: sampling draws nothing
+        # from the RNGs that training uses.
+        sample_rng = torch.Generator().manual_seed(config.seed)
+        self.sample_z = torch.randn(config.n_samples, config.style_dim, generator=sample_rng).to(device)
+        self.sample_noise = [noise.to(device) for noise in
+                             self.g_ema.make_noise(config.n_samples, device="cpu", generator=sample_rng)]
+        seed_everything(config.seed + rank)  # each process draws its own z and noise
+        self.step = 0
+        checkpoint_path = find_checkpoint(config.resume, config.out) if config.resume else None
+        if checkpoint_path is not None:
+            self.load(checkpoint_path)
+
+    def _report_dataset(self):
+        source = getattr(self.dataset, "dataset", self.dataset)  # behind MirroredDataset
+        logger.info(f"dataset {self.config.dataset}: {len(source)} images at {self.config.size}x{self.config.size}"
+                    + (" (and their mirrors)" if self.config.hflip else ""))
+        skipped = getattr(source, "skipped", [])
+        if skipped:
+            listed = "; ".join(f"{path} ({reason})" for path, reason in skipped[:5])
+            logger.warning(f"skipped {len(skipped)} unreadable image file(s): {listed}"
+                           + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""))
+
+    def _autocast(self):
+        return torch.autocast(self.context.device.type, dtype=torch.bfloat16, enabled=self.config.amp == "bf16")
+
+    def _latent_codes(self):
+        """z for one batch, or two (style mixing) with probability ``config.mixing``."""
+        def draw():
+            return torch.randn(self.batch_per_process, self.config.style_dim, device=self.context.device)
+        if self.config.mixing > 0 and random.random() < self.config.mixing:
+            return [draw(), draw()]
+        return draw()
+
+    def train_step(self):
+        """One step: D on a real batch and a fake one, R1 every d_reg_every steps, G, EMA. Returns
+        this process's losses as detached tensors (r1 only on the steps that compute it)."""
+        real = next(self.data).to(self.context.device, non_blocking=True)
+        if self.config.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        losses = self._discriminator_step(real)
+        if self.d_reg_every and self.step % self.d_reg_every == 0:
+            losses["r1"] = self._r1_step(real)
+        losses["g"] = self._generator_step()
+        update_ema(self.g_ema, self.g_module, self.ema_decay)
+        self.step += 1
+        return losses
+
+    def _discriminator_step(self, real):
+        self.g_module.requires_grad_(False)
+        self.d_module.requires_grad_(True)
+        with torch.no_grad(), self._autocast():
+            fake = self.g_train(self._latent_codes())
+        with self._autocast():
+            fake_pred, real_pred = self.d_train(fake), self.d_train(real)
+        loss = d_logistic_loss(real_pred.float(), fake_pred.float())
+        self.d_optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self.d_optim.step()
+        return {"d": loss.detach(), "real_score": real_pred.detach().float().mean(),
+                "fake_score": fake_pred.detach().float().mean()}
+
+    def _r1_step(self, real):
+        real = real.detach().requires_grad_(True)
+        with self._autocast():
+            real_pred = self.d_ddp(real)  # eager: torch.compile has no double backward
+        penalty = r1_penalty(real_pred, real)
+        self.d_optim.zero_grad(set_to_none=True)
+        # 0 * D(x) adds the last bias, which R1's gradient does not reach, to the graph: DDP needs
+        # a gradient for every parameter.
+        (self.config.r1_gamma / 2 * penalty * self.d_reg_every + 0 * real_pred.float().sum()).backward()
+        self.d_optim.step()
+        return penalty.detach()
+
+    def _generator_step(self):
+        self.g_module.requires_grad_(True)
+        self.d_module.requires_grad_(False)
+        with self._autocast():
+            fake_pred = self.d_train(self.g_train(self._latent_codes()))
+        loss = g_nonsaturating_loss(fake_pred.float())
+        self.g_optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self.g_optim.step()
+        return loss.detach()
+
+    @torch.no_grad()
+    def sample(self):
+        """The EMA generator's images for the fixed sample z and noise."""
+        with self._autocast():
+            return self.g_ema(self.sample_z, noise=self.sample_noise).float()
+
+    def run(self):
+        """Train until ``config.steps``; returns the last reported loss means (None if there was
+        nothing to do)."""
+        config = self.config
+        if self.step >= config.steps:
+            logger.info(f"the run is at step {self.step} already, --steps is {config.steps}: nothing to do")
+            return None
+        monitor = Monitor(config.out, self.step, config.steps, config.batch) if self.context.is_main else None
+        means, reported = RunningMeans(), None
+        try:
+            if monitor is not None and self.step == 0:
+                monitor.save_samples(self.sample(), 0)
+            while self.step < config.steps:
+                means.add(self.train_step())
+                final = self.step == config.steps
+                if monitor is not None:
+                    monitor.step()
+                if self.step % config.log_every == 0 or final:
+                    reported = means.pop(self.context)
+                    if monitor is not None:
+                        monitor.log(self.step, reported)
+                if monitor is not None and (self.step % config.sample_every == 0 or final):
+                    monitor.save_samples(self.sample(), self.step)
+                if self.step % config.checkpoint_every == 0 or final:
+                    self.save()
+        finally:
+            if monitor is not None:
+                monitor.close()
+        return reported
+
+    def save(self):
+        """Write the checkpoint (rank 0); every process must call it: it gathers their RNG states."""
+        rng = all_gather_objects(capture_rng_state(self.context.device), self.context)
+        if self.context.is_main:
+            save_checkpoint({"config": dataclasses.asdict(self.config), "step": self.step,
+                             "g": self.g_module.state_dict(), "d": self.d_module.state_dict(),
+                             "g_ema": self.g_ema.state_dict(), "g_optim": self.g_optim.state_dict(),
+                             "d_optim": self.d_optim.state_dict(), "data": self.data.state_dict(), "rng": rng},
+                            self.config.out)
+
+    def load(self, path):
+        """Continue from the checkpoint at ``path`` (of the same networks, else ValueError)."""
+        config, context = self.config, self.context
+        checkpoint = load_checkpoint(path, config.architecture())
+        saved = checkpoint["config"]
+        changed = {name: (saved.get(name), value) for name, value in dataclasses.asdict(config).items()
+                   if name not in RESUMABLE_CHANGES and saved.get(name) != value}
+        if changed and context.is_main:
+            logger.warning("resuming with settings that differ from the checkpoint's, so the run will not "
+                           "continue as the original would have: "
+                           + ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items()))
+        self.g_module.load_state_dict(checkpoint["g"])
+        self.d_module.load_state_dict(checkpoint["d"])
+        self.g_ema.load_state_dict(checkpoint["g_ema"])
+        for optimizer, state, regularize_every in ((self.g_optim, checkpoint["g_optim"], 0),
+                                                   (self.d_optim, checkpoint["d_optim"], self.d_reg_every)):
+            optimizer.load_state_dict(state)
+            for group in optimizer.param_groups:  # this run's lr and betas
+                group.update(lazy_adam_hyperparameters(config, regularize_every))
+        self.data.load_state_dict(checkpoint["data"])
+        self.step = checkpoint["step"]
+        if len(checkpoint["rng"]) == context.world_size:
+            restore_rng_state(checkpoint["rng"][context.rank], context.device)
+        elif context.is_main:
+            logger.warning(f"the checkpoint was written by {len(checkpoint['rng'])} processes and this run has "
+                           f"{context.world_size}: its random draws start afresh")
+        if context.is_main:
+            logger.info(f"resumed from {path} at step {self.step}")
+
+
+def train(config):
+    """Run ``config`` in this process (joining torchrun's process group if it started us); returns
+    the Trainer."""
+    with distributed_context(config.device) as context:
+        trainer = Trainer(config, context)
+        trainer.run()
+    return trainer
+
+
+def main(argv=None):
+    config = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING,
+                        format="%(message)s")
+    with distributed_context(config.device) as context:
+        try:
+            trainer = Trainer(config, context)
+        except (ValueError, OSError, ops.BackendUnavailableError) as error:
+            # Bad settings, data or checkpoints: the message says what is wrong, a traceback would not help.
+            sys.exit(f"error: {error}")
+        trainer.run()
+
+
+if __name__ == "__main__":
+    main()
