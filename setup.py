@@ -4,7 +4,9 @@ The Python package installs alone. The compiled extension ``pixelfolder_ops._C``
 when its sources are present: the C++ CPU kernels always, the CUDA kernels too when nvcc and a CUDA
 build of PyTorch are found (PIXELFOLDER_CUDA=1 forces them, =0 skips them; TORCH_CUDA_ARCH_LIST picks
 the architectures). Building it needs the PyTorch you will run with, so install with
-``pip install --no-build-isolation .``.
+``pip install --no-build-isolation .``; a build that cannot import torch (an isolated ``pip install .``)
+skips it. The sources are also shipped inside the package (pixelfolder_ops/csrc), so an install
+without ``_C`` JIT-builds it at first use (pixelfolder_ops/extension/_loader.py).
 
 Only pixelfolder_ops goes into site-packages: models/, benchmarks/ and training/ run from the clone.
 """
@@ -12,16 +14,34 @@ import glob
 import os
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join(ROOT, "csrc")
+
+
+class BuildPyWithSources(build_py):
+    """Copies csrc/ into the built package, where pixelfolder_ops.extension's JIT loader looks first."""
+
+    def run(self):
+        super().run()
+        if os.path.isdir(CSRC):
+            self.copy_tree(CSRC, os.path.join(self.build_lib, "pixelfolder_ops", "csrc"))
 
 
 def extension_modules():
     cpp_sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     if not cpp_sources:
-        return [], {}
-    import torch
-    from torch.utils import cpp_extension
+        return [], {"build_py": BuildPyWithSources}
+    try:
+        import torch
+        from torch.utils import cpp_extension
+    except ImportError:
+        # An isolated build (plain `pip install .`) has no torch: ship the sources only, and
+        # pixelfolder_ops.extension JIT-builds them at first use.
+        print("pixelfolder_ops: torch is not importable at build time; the extension will be JIT-built at first "
+              "use (pip install --no-build-isolation . compiles it now)")
+        return [], {"build_py": BuildPyWithSources}
 
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
     want_cuda = os.environ.get("PIXELFOLDER_CUDA")
@@ -40,9 +60,10 @@ def extension_modules():
         "pixelfolder_ops._C", sources,
         include_dirs=[os.path.join(ROOT, "csrc")],
         define_macros=[("PIXELFOLDER_WITH_CUDA", None)] if build_cuda else [],
-        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--use_fast_math"]},
+        # No --use_fast_math: the Fourier embedding needs sin/cos accurate for large arguments.
+        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--expt-relaxed-constexpr"]},
     )
-    return [module], {"build_ext": cpp_extension.BuildExtension}
+    return [module], {"build_ext": cpp_extension.BuildExtension, "build_py": BuildPyWithSources}
 
 
 ext_modules, cmdclass = extension_modules()

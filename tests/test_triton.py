@@ -241,3 +241,21 @@ def test_styled_conv2d_layer_shapes_in_bfloat16_on_cuda(case):
     def op(*inputs, backend):
         return ops.styled_conv2d(*inputs, unfold_output=unfold_output, backend=backend)
     assert_matches_reference(op, inputs, torch.bfloat16)
+
+
+OPCHECK_CASES = {
+    "fold": lambda: (randn(2, 3, 4, 6),),
+    "unfold": lambda: (randn(2, 8, 3, 2),),
+    "fourier_embedding": lambda: (randn(5, 2), randn(5, seed=1), 3, 4),
+    "styled_conv2d": lambda: (randn(2, 4, 5, 3), randn(8, 4, 3, 3, seed=1), randn(2, 4, seed=2),
+                              randn(2, 1, 5, 3, seed=3), randn(1, seed=4), randn(8, seed=5), True, 0.2, 2 ** 0.5,
+                              True, 1e-8),
+    "to_rgb": lambda: (randn(2, 4, 4, 4), randn(3, 4, 1, 1, seed=1), randn(2, 4, seed=2), randn(3, seed=3),
+                       randn(2, 3, 2, 2, seed=4), torch.full((4, 4), 0.25, device=DEVICE)),
+}
+
+
+@pytest.mark.parametrize("name", OPCHECK_CASES)
+def test_opcheck(name):
+    # Schema, fake kernel, autograd registration and dispatch agree with the real kernel.
+    torch.library.opcheck(getattr(torch.ops.pixelfolder_triton, name).default, OPCHECK_CASES[name]())

@@ -1,0 +1,204 @@
+"""Per-op speed of the compiled kernels at PixelFolder-256's real shapes, against the reference.
+
+On CUDA (default batch 32, bfloat16): bytes moved per second of the memory-bound ops (fold / unfold,
+Fourier embedding, bias + leaky ReLU, upfirdn2d) against the device's copy bandwidth (a large clone),
+and the modulated conv / StyledConv against the reference grouped conv and against one plain cuDNN
+conv of the same shape followed by separate epilogue ops. With ``--device cpu``: every op, cpu
+backend against the reference backend. Writes results.json and results.md to ``--out``.
+
+    python benchmarks/ops_speed.py --device cuda --out benchmarks/results/ops_speed_h100
+    python benchmarks/ops_speed.py --device cpu --batch 2 --out /tmp/ops_speed_cpu
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import pixelfolder_ops as ops  # noqa: E402
+from pixelfolder_ops import extension, reference  # noqa: E402
+
+GAIN = math.sqrt(2)
+
+
+def measure(function, device, repeats, warmup):
+    """Median seconds per call."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            function()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            start = time.perf_counter()
+            function()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def nbytes(*tensors):
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+def memory_bound_cases(batch, dtype, device):
+    """(name, extension call, reference call, bytes the op must move) at PixelFolder-256's shapes."""
+    def randn(*shape):
+        return torch.randn(*shape, dtype=dtype, device=device)
+
+    blur = ops.make_resample_kernel([1, 3, 3, 1], dtype, device)
+    positional = randn(batch, 32, 256, 256)  # the 32-channel positional map of the last stage
+    styled = randn(batch, 512, 64, 64)  # a StyledConv A output, before its unfold
+    activation, bias = randn(batch, 128, 256, 256), randn(128)
+    skip, features = randn(batch, 3, 128, 128), randn(batch, 128, 128, 128)
+    frequencies, phases = randn(128, 2), randn(128)
+    cases = [
+        ("fold (B,32,256,256)", lambda b: b.fold(positional), 2 * nbytes(positional)),
+        ("unfold (B,512,64,64)", lambda b: b.unfold(styled), 2 * nbytes(styled)),
+        ("fourier_embedding (128 ch, 256x256)", lambda b: b.fourier_embedding(frequencies, phases, 256, 256),
+         128 * 256 * 256 * activation.element_size()),
+        ("fused_leaky_relu (B,128,256,256)", lambda b: b.fused_leaky_relu(activation, bias, 0.2, GAIN),
+         2 * nbytes(activation)),
+        ("upfirdn2d skip x2 (B,3,128,128)", lambda b: b.upfirdn2d(skip, blur * 4, (2, 2), (1, 1), (2, 1, 2, 1)),
+         5 * nbytes(skip)),
+        ("upfirdn2d x2 (B,128,128,128)", lambda b: b.upfirdn2d(features, blur * 4, (2, 2), (1, 1), (2, 1, 2, 1)),
+         5 * nbytes(features)),
+    ]
+    return [(name, lambda call=call: call(extension), lambda call=call: call(reference), moved)
+            for name, call, moved in cases]
+
+
+def conv_cases(batch, dtype, device):
+    """StyledConv A and B of PixelFolder-256's first fold of its last stage, and its ToRGB."""
+    def randn(*shape):
+        return torch.randn(*shape, dtype=dtype, device=device)
+
+    cases = []
+    for name, (c_in, c_out, size, unfold) in {"A 512->256 @64, unfold": (512, 256, 64, True),
+                                              "B 64->256 @128": (64, 256, 128, False)}.items():
+        x, weight, styles = randn(batch, c_in, size, size), randn(c_out, c_in, 3, 3) / math.sqrt(9 * c_in), randn(batch, c_in)
+        noise, strength, bias = randn(batch, 1, size, size), randn(1), randn(c_out)
+        args = (x, weight, styles, noise, strength, bias, True, 1, None, 0.2, GAIN, unfold, 1e-8)
+        demod = torch.ones(batch, c_out, 1, 1, dtype=dtype, device=device)
+
+        def plain(x=x, weight=weight, noise=noise, strength=strength, bias=bias, demod=demod, unfold=unfold):
+            # One cuDNN conv of the same shape, then the epilogue as separate PyTorch ops.
+            out = F.conv2d(x, weight, padding=1) * demod + strength * noise
+            out = F.leaky_relu(out + bias.view(1, -1, 1, 1), 0.2) * GAIN
+            return reference.unfold(out) if unfold else out
+
+        cases.append((f"styled_conv2d {name}", lambda a=args: extension.styled_conv2d(*a),
+                      lambda a=args: reference.styled_conv2d(*a), plain))
+        cases.append((f"modulated_conv2d {name}", lambda a=args: extension.modulated_conv2d(*a[:3], True, 1, 1, None, 1e-8),
+                      lambda a=args: reference.modulated_conv2d(*a[:3], True, 1, 1, None, 1e-8),
+                      lambda x=x, weight=weight: F.conv2d(x, weight, padding=1)))
+    x, weight, styles = randn(batch, 128, 256, 256), randn(3, 128, 1, 1), randn(batch, 128)
+    skip, skip_kernel = randn(batch, 3, 128, 128), ops.make_resample_kernel([1, 3, 3, 1], dtype, device) * 4
+    args = (x, weight, styles, randn(3), skip, skip_kernel)
+    cases.append(("to_rgb 128->3 @256 + skip x2", lambda: extension.to_rgb(*args), lambda: reference.to_rgb(*args),
+                  lambda: F.conv2d(x, weight)))
+    return cases
+
+
+def copy_bandwidth(device, repeats):
+    """Bytes per second of a clone of a 1 GiB tensor (read + write)."""
+    big = torch.empty(2 ** 28, dtype=torch.float32, device=device)
+    seconds = measure(lambda: big.clone(), device, repeats, warmup=3)
+    return 2 * nbytes(big) / seconds
+
+
+def environment(device):
+    info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+            "extension": extension.build_info()}
+    if device.type == "cuda":
+        info["device"] = torch.cuda.get_device_name(device)
+    else:
+        info["device"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return info
+
+
+def run(args):
+    device = torch.device(args.device)
+    reason = extension.unavailable_reason(device.type)
+    if reason is not None:
+        raise SystemExit(f"ops_speed: the {device.type} backend is unavailable: {reason}")
+    dtype = getattr(torch, args.dtype)
+
+    def timed(function):
+        return measure(function, device, args.repeats, args.warmup)
+
+    torch.manual_seed(0)
+    results = {"environment": environment(device), "batch": args.batch, "dtype": args.dtype, "memory_bound": [],
+               "conv": []}
+    bandwidth = copy_bandwidth(device, args.repeats) if device.type == "cuda" else None
+    results["copy_bandwidth_GBps"] = bandwidth and bandwidth / 1e9
+    with torch.no_grad():
+        for name, ours, theirs, moved in memory_bound_cases(args.batch, dtype, device):
+            seconds, reference_seconds = timed(ours), timed(theirs)
+            results["memory_bound"].append({
+                "op": name, "ms": seconds * 1e3, "reference_ms": reference_seconds * 1e3,
+                "GBps": moved / seconds / 1e9, "fraction_of_copy": bandwidth and moved / seconds / bandwidth})
+        for name, ours, theirs, plain in conv_cases(args.batch, dtype, device):
+            results["conv"].append({
+                "op": name, "ms": timed(ours) * 1e3, "reference_ms": timed(theirs) * 1e3,
+                "plain_conv_ms": timed(plain) * 1e3})
+    return results
+
+
+def markdown(results):
+    env = results["environment"]
+    lines = [f"# pixelfolder_ops speed: {env['device']}", "",
+             f"{env['date']}; torch {env['torch']}, CUDA {env['cuda']}; batch {results['batch']}, {results['dtype']}.", ""]
+    if results["copy_bandwidth_GBps"]:
+        lines += [f"Device copy bandwidth (clone of 1 GiB): {results['copy_bandwidth_GBps']:.0f} GB/s.", ""]
+    lines += ["| op | ms | reference ms | speed-up | GB/s | of copy bandwidth |", "|---|---:|---:|---:|---:|---:|"]
+    for r in results["memory_bound"]:
+        fraction = f"{r['fraction_of_copy']:.0%}" if r["fraction_of_copy"] else "-"
+        lines.append(f"| {r['op']} | {r['ms']:.3f} | {r['reference_ms']:.3f} | {r['reference_ms'] / r['ms']:.2f}x | "
+                     f"{r['GBps']:.1f} | {fraction} |")
+    lines += ["", "| op | ms | reference (grouped conv) ms | plain conv (+ separate epilogue) ms |",
+              "|---|---:|---:|---:|"]
+    for r in results["conv"]:
+        lines.append(f"| {r['op']} | {r['ms']:.3f} | {r['reference_ms']:.3f} | {r['plain_conv_ms']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--out", required=True, help="folder for results.json and results.md")
+    parser.add_argument("--batch", type=int, default=None, help="default: 32 on CUDA, 2 on the CPU")
+    parser.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on the CPU")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per op (median); default 50 / 5")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls first; default 5 / 1")
+    args = parser.parse_args(argv)
+    cuda = args.device == "cuda"
+    args.batch = args.batch or (32 if cuda else 2)
+    args.dtype = args.dtype or ("bfloat16" if cuda else "float32")
+    args.repeats = args.repeats or (50 if cuda else 5)
+    args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
+    results = run(args)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    text = markdown(results)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

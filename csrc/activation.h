@@ -1,0 +1,63 @@
+// Bias + leaky ReLU + gain (+ clamp), and the channel layout of the tensors it runs on: shared by
+// fused_leaky_relu and the styled_conv2d epilogue, on the CPU and on CUDA.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/macros/Macros.h>
+
+#include <limits>
+
+namespace pixelfolder {
+
+template <typename T>
+struct LeakyReLU {
+  T negative_slope, gain, clamp;  // clamp = +inf: none
+
+  C10_HOST_DEVICE T operator()(T x) const {
+    T y = (x > T(0) ? x : x * negative_slope) * gain;
+    return y > clamp ? clamp : (y < -clamp ? -clamp : y);
+  }
+
+  // d output / d input, from the output alone: with negative_slope >= 0 and gain > 0 the output is
+  // positive exactly where the input is, and a clamped output has no gradient.
+  C10_HOST_DEVICE T gradient(T output) const {
+    if (output >= clamp || output <= -clamp) return T(0);
+    return output > T(0) ? gain : gain * negative_slope;
+  }
+};
+
+template <typename T>
+LeakyReLU<T> make_leaky_relu(const char* op, double negative_slope, double gain,
+                             c10::optional<double> clamp) {
+  // The backward reads the input's sign from the output's, which needs these.
+  TORCH_CHECK(negative_slope >= 0, op, ": argument 'negative_slope' must be >= 0, got ", negative_slope);
+  TORCH_CHECK(gain > 0, op, ": argument 'scale' (gain) must be > 0, got ", gain);
+  TORCH_CHECK(!clamp || *clamp > 0, op, ": argument 'clamp' must be > 0, got ", clamp.value_or(0));
+  return {T(negative_slope), T(gain), clamp ? T(*clamp) : std::numeric_limits<T>::infinity()};
+}
+
+// Where channel dimension 1 is in memory: a tensor contiguous in its layout has each element's
+// channel at (index / inner) % channels (NCHW-like) or index % channels (channels-last).
+struct ChannelLayout {
+  int64_t channels, inner;
+  bool channels_last;
+
+  static ChannelLayout of(const at::Tensor& t) {
+    const bool channels_last = t.dim() == 4 && !t.is_contiguous() &&
+                               t.is_contiguous(at::MemoryFormat::ChannelsLast);
+    const int64_t channels = t.dim() >= 2 ? t.size(1) : 1;
+    int64_t inner = 1;
+    for (int64_t d = 2; d < t.dim(); ++d) inner *= t.size(d);
+    return {channels, inner, channels_last};
+  }
+
+  at::MemoryFormat memory_format() const {
+    return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  }
+
+  C10_HOST_DEVICE int64_t channel(int64_t index) const {
+    return channels_last ? index % channels : index / inner % channels;
+  }
+};
+
+}  // namespace pixelfolder

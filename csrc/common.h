@@ -1,0 +1,114 @@
+// Helpers shared by every kernel file: argument checks, the output layout rule, upfirdn2d's axis
+// arithmetic, and calls to other pixelfolder_ops ops through the dispatcher.
+#pragma once
+
+// Light headers (the Tensor class and one header per ATen function used) keep the JIT build fast.
+#include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/macros/Macros.h>
+
+#include <string>
+#include <vector>
+
+namespace pixelfolder {
+
+// TORCH_CHECK that names the op and the argument.
+inline void check_tensor(const char* op, const char* arg, const at::Tensor& t, int64_t ndim,
+                         c10::DeviceType device) {
+  TORCH_CHECK(t.device().type() == device, op, ": argument '", arg, "' must be on ",
+              c10::DeviceTypeName(device), ", got ", t.device());
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": argument '", arg,
+              "' must be a floating-point tensor, got ", t.scalar_type());
+  TORCH_CHECK(ndim < 0 || t.dim() == ndim, op, ": argument '", arg, "' must be ", ndim,
+              "-D, got shape ", t.sizes());
+}
+
+inline void check_same_dtype(const char* op, const char* arg, const at::Tensor& t,
+                             const at::Tensor& reference) {
+  TORCH_CHECK(t.scalar_type() == reference.scalar_type(), op, ": argument '", arg,
+              "' must have dtype ", reference.scalar_type(), ", got ", t.scalar_type());
+}
+
+// Every kernel takes float32 and float64, and the two 16-bit types (computed in float32).
+inline void check_dtype_for_device(const char* op, const at::Tensor& t) {
+  const auto type = t.scalar_type();
+  TORCH_CHECK(type == at::kFloat || type == at::kDouble || type == at::kHalf || type == at::kBFloat16, op,
+              ": dtype ", type, " is not supported on ", t.device().type());
+}
+
+// Outputs of 4-D ops are channels-last exactly when the input is channels-last and not also
+// NCHW-contiguous (pixelfolder_ops/extension/_layout.py states the same rule for the fake kernels).
+inline at::MemoryFormat output_memory_format(const at::Tensor& input) {
+  const bool channels_last = input.dim() == 4 && !input.is_contiguous() &&
+                             input.is_contiguous(at::MemoryFormat::ChannelsLast);
+  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+inline at::Tensor empty_4d(at::IntArrayRef sizes, const at::Tensor& like) {
+  return at::empty(sizes, like.options().memory_format(output_memory_format(like)));
+}
+
+inline c10::optional<at::Tensor> contiguous(const c10::optional<at::Tensor>& t) {
+  return t ? c10::optional<at::Tensor>(t->contiguous()) : c10::nullopt;
+}
+
+// One axis of upfirdn2d: the input is upsampled by `up` (zeros between samples), padded by
+// (pad0, pad1) (negative crops), correlated with the flipped kernel, and sampled every `down`.
+struct UpFirDnAxis {
+  int64_t in_size, up, down, pad0, pad1, taps;
+
+  C10_HOST_DEVICE int64_t out_size() const { return (in_size * up + pad0 + pad1 - taps) / down + 1; }
+
+  // Output sample o reads upsampled position o * down + t - pad0 with kernel tap taps - 1 - t;
+  // only positions that are multiples of `up` hold input samples.
+  template <typename Visit>
+  C10_HOST_DEVICE void for_each_tap(int64_t o, Visit&& visit) const {
+    const int64_t start = o * down - pad0;
+    int64_t t = ((-start) % up + up) % up;  // first t with (start + t) divisible by up
+    for (; t < taps; t += up) {
+      const int64_t i = (start + t) / up;
+      if (i >= 0 && i < in_size) visit(i, taps - 1 - t);
+    }
+  }
+
+  // The pads of the gradient: an upfirdn2d of the output gradient with the flipped kernel and up
+  // and down swapped gives back in_size samples.
+  std::pair<int64_t, int64_t> gradient_pads() const {
+    return {taps - pad0 - 1, in_size * up - out_size() * down + pad0 - up + 1};
+  }
+};
+
+// Calls to pixelfolder_ops ops from C++ go through the dispatcher, so the composite ops reach the
+// kernels of the tensor's device.
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+}
+
+inline at::Tensor call_upfirdn2d(const at::Tensor& input, const at::Tensor& kernel,
+                                 at::IntArrayRef up, at::IntArrayRef down, at::IntArrayRef pad) {
+  static const auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, at::IntArrayRef,
+                                            at::IntArrayRef, at::IntArrayRef)>("pixelfolder_ops::upfirdn2d");
+  return op.call(input, kernel, up, down, pad);
+}
+
+// The gradient of upfirdn2d with respect to its input.
+inline at::Tensor call_upfirdn2d_input_gradient(const at::Tensor& grad_output, const at::Tensor& kernel,
+                                                at::IntArrayRef up, at::IntArrayRef down,
+                                                at::IntArrayRef pad, int64_t in_h, int64_t in_w) {
+  const UpFirDnAxis x{in_w, up[0], down[0], pad[0], pad[1], kernel.size(1)};
+  const UpFirDnAxis y{in_h, up[1], down[1], pad[2], pad[3], kernel.size(0)};
+  const auto [x0, x1] = x.gradient_pads();
+  const auto [y0, y1] = y.gradient_pads();
+  return call_upfirdn2d(grad_output, kernel.flip({0, 1}), down, up, {x0, x1, y0, y1});
+}
+
+inline at::Tensor call_demod(const at::Tensor& weight, const at::Tensor& styles, double eps) {
+  static const auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, double)>(
+      "pixelfolder_ops::modulated_conv2d_demod");
+  return op.call(weight, styles, eps);
+}
+
+}  // namespace pixelfolder

@@ -1,0 +1,97 @@
+// Bias + leaky ReLU + gain (+ clamp) on the CPU, and its input gradient from the output's sign.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "../activation.h"
+#include "../common.h"
+
+namespace pixelfolder {
+namespace {
+
+// Runs visit(offset, length, channel, channel_step) over runs of a tensor contiguous in `layout`:
+// NCHW-like runs share one channel (step 0), channels-last runs walk the channels (step 1).
+template <typename Visit>
+void for_each_channel_run(const ChannelLayout& layout, int64_t numel, Visit visit) {
+  const int64_t run = layout.channels_last ? layout.channels : layout.inner;
+  if (numel == 0 || run == 0) return;
+  at::parallel_for(0, numel / run, std::max<int64_t>(1, 32768 / run), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      if (layout.channels_last) {
+        visit(r * run, run, int64_t(0), int64_t(1));
+      } else {
+        visit(r * run, run, r % layout.channels, int64_t(0));
+      }
+    }
+  });
+}
+
+at::Tensor fused_leaky_relu_cpu(const at::Tensor& input, const c10::optional<at::Tensor>& bias,
+                                double negative_slope, double scale, c10::optional<double> clamp) {
+  constexpr const char* op = "fused_leaky_relu";
+  check_tensor(op, "input", input, -1, c10::kCPU);
+  check_dtype_for_device(op, input);
+  if (bias) {
+    check_tensor(op, "bias", *bias, 1, c10::kCPU);
+    check_same_dtype(op, "bias", *bias, input);
+    TORCH_CHECK(input.dim() >= 2 && bias->size(0) == input.size(1), op,
+                ": argument 'bias' must have one value per channel (dim 1) of 'input' ", input.sizes(),
+                ", got shape ", bias->sizes());
+  }
+  const auto layout = ChannelLayout::of(input);
+  const auto x = input.contiguous(layout.memory_format());
+  auto output = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const auto act = make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp);
+    const scalar_t* in = x.data_ptr<scalar_t>();
+    scalar_t* out = output.data_ptr<scalar_t>();
+    const auto b = bias ? bias->contiguous() : at::Tensor();
+    const scalar_t* bias_data = bias ? b.data_ptr<scalar_t>() : nullptr;
+    for_each_channel_run(layout, x.numel(), [&](int64_t offset, int64_t length, int64_t channel, int64_t step) {
+      for (int64_t k = 0; k < length; ++k) {
+        const opmath_t shift = bias_data ? opmath_t(bias_data[channel + k * step]) : opmath_t(0);
+        out[offset + k] = act(opmath_t(in[offset + k]) + shift);
+      }
+    });
+  });
+  return output;
+}
+
+at::Tensor fused_leaky_relu_backward_cpu(const at::Tensor& grad_output, const at::Tensor& output,
+                                         double negative_slope, double scale, c10::optional<double> clamp) {
+  constexpr const char* op = "fused_leaky_relu_backward";
+  check_tensor(op, "grad_output", grad_output, -1, c10::kCPU);
+  check_tensor(op, "output", output, -1, c10::kCPU);
+  check_same_dtype(op, "grad_output", grad_output, output);
+  check_dtype_for_device(op, output);
+  TORCH_CHECK(grad_output.sizes() == output.sizes(), op, ": argument 'grad_output' must have the shape of "
+              "'output' ", output.sizes(), ", got ", grad_output.sizes());
+  const auto format = ChannelLayout::of(output).memory_format();
+  const auto y = output.contiguous(format);
+  const auto g = grad_output.contiguous(format);
+  auto grad_input = at::empty_like(y);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), op, [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const auto act = make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp);
+    const scalar_t* y_data = y.data_ptr<scalar_t>();
+    const scalar_t* g_data = g.data_ptr<scalar_t>();
+    scalar_t* out = grad_input.data_ptr<scalar_t>();
+    at::parallel_for(0, y.numel(), 32768, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        out[i] = opmath_t(g_data[i]) * act.gradient(opmath_t(y_data[i]));
+      }
+    });
+  });
+  return grad_input;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pixelfolder_ops, CPU, m) {
+  m.impl("fused_leaky_relu", &fused_leaky_relu_cpu);
+  m.impl("fused_leaky_relu_backward", &fused_leaky_relu_backward_cpu);
+}
+
+}  // namespace pixelfolder

@@ -1,0 +1,66 @@
+// Modulated conv on the CPU: the demodulation coefficients as a kernel; the conv itself is the
+// device-independent composite (composite.cpp) over ATen's convolutions.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "../common.h"
+#include "../composite.h"
+
+namespace pixelfolder {
+namespace {
+
+at::Tensor modulated_conv2d_demod_cpu(const at::Tensor& weight, const at::Tensor& styles, double eps) {
+  constexpr const char* op = "modulated_conv2d_demod";
+  check_tensor(op, "weight", weight, 4, c10::kCPU);
+  check_tensor(op, "styles", styles, 2, c10::kCPU);
+  check_same_dtype(op, "styles", styles, weight);
+  check_dtype_for_device(op, weight);
+  TORCH_CHECK(styles.size(1) == weight.size(1), op, ": argument 'styles' must be (B, ", weight.size(1),
+              "), got shape ", styles.sizes());
+  const int64_t batch = styles.size(0), out_channels = weight.size(0), in_channels = weight.size(1);
+  const int64_t taps = weight.size(2) * weight.size(3);
+  auto demod = at::empty({batch, out_channels}, weight.options());
+  const auto w = weight.contiguous();
+  const auto s = styles.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weight.scalar_type(), op, [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    // sum_k W[o, i, k]^2 once, then one dot product per (b, o).
+    std::vector<opmath_t> weight_energy(out_channels * in_channels);
+    const scalar_t* w_data = w.data_ptr<scalar_t>();
+    at::parallel_for(0, out_channels * in_channels, 256, [&](int64_t begin, int64_t end) {
+      for (int64_t oi = begin; oi < end; ++oi) {
+        opmath_t sum = 0;
+        for (int64_t k = 0; k < taps; ++k) sum += opmath_t(w_data[oi * taps + k]) * opmath_t(w_data[oi * taps + k]);
+        weight_energy[oi] = sum;
+      }
+    });
+    const scalar_t* s_data = s.data_ptr<scalar_t>();
+    scalar_t* out = demod.data_ptr<scalar_t>();
+    at::parallel_for(0, batch * out_channels, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t bo = begin; bo < end; ++bo) {
+        const int64_t b = bo / out_channels, o = bo % out_channels;
+        opmath_t sum = 0;
+        for (int64_t i = 0; i < in_channels; ++i) {
+          const opmath_t style = s_data[b * in_channels + i];
+          sum += style * style * weight_energy[o * in_channels + i];
+        }
+        out[bo] = opmath_t(1) / std::sqrt(sum + opmath_t(eps));
+      }
+    });
+  });
+  return demod;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pixelfolder_ops, CPU, m) {
+  m.impl("modulated_conv2d_demod", &modulated_conv2d_demod_cpu);
+  m.impl("modulated_conv2d", &modulated_conv2d);
+  m.impl("modulated_conv2d_backward", &modulated_conv2d_backward);
+}
+
+}  // namespace pixelfolder

@@ -1,0 +1,67 @@
+// Launch helpers shared by the CUDA kernels.
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <algorithm>
+
+#include "../common.h"
+
+namespace pixelfolder {
+
+constexpr int kThreadsPerBlock = 256;
+
+// Blocks for a grid-stride loop over n elements (capped: each thread then takes several).
+inline unsigned int blocks_for(int64_t n) {
+  return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>((n + kThreadsPerBlock - 1) / kThreadsPerBlock, 1 << 16)));
+}
+
+#define PIXELFOLDER_GRID_STRIDE_LOOP(index, n)                                                  \
+  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < (n); \
+       index += static_cast<int64_t>(blockDim.x) * gridDim.x)
+
+// float32, float64, and the two 16-bit types (computed in float).
+#define PIXELFOLDER_DISPATCH_CUDA_TYPES(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+// Sizes and strides of a 4-D tensor, passed to kernels by value.
+struct Strides4 {
+  int64_t size[4], stride[4];
+
+  explicit Strides4(const at::Tensor& t) {
+    for (int d = 0; d < 4; ++d) {
+      size[d] = t.size(d);
+      stride[d] = t.stride(d);
+    }
+  }
+
+  C10_HOST_DEVICE int64_t offset(int64_t n, int64_t c, int64_t y, int64_t x) const {
+    return n * stride[0] + c * stride[1] + y * stride[2] + x * stride[3];
+  }
+};
+
+// The (n, c, y, x) of the index-th element in memory order of a tensor of `sizes`, NCHW or NHWC.
+struct Coordinates {
+  int64_t n, c, y, x;
+};
+
+C10_HOST_DEVICE inline Coordinates coordinates_of(int64_t index, const int64_t* sizes, bool channels_last) {
+  if (channels_last) {
+    const int64_t c = index % sizes[1];
+    index /= sizes[1];
+    const int64_t x = index % sizes[3];
+    index /= sizes[3];
+    return {index / sizes[2], c, index % sizes[2], x};
+  }
+  const int64_t x = index % sizes[3];
+  index /= sizes[3];
+  const int64_t y = index % sizes[2];
+  index /= sizes[2];
+  return {index / sizes[1], index % sizes[1], y, x};
+}
+
+}  // namespace pixelfolder

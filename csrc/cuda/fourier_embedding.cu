@@ -1,0 +1,118 @@
+// Fourier embedding on CUDA: sin(w_x x + w_y y + b) with the grid made in the kernel; the backward
+// reduces each channel's gradient in one block.
+#include <torch/library.h>
+
+#include "../fourier_grid.h"
+#include "cuda_common.cuh"
+
+namespace pixelfolder {
+namespace {
+
+void check_parameters(const char* op, const at::Tensor& weight, const at::Tensor& bias) {
+  check_tensor(op, "weight", weight, 2, c10::kCUDA);
+  check_tensor(op, "bias", bias, 1, c10::kCUDA);
+  check_same_dtype(op, "bias", bias, weight);
+  check_dtype_for_device(op, weight);
+  TORCH_CHECK(weight.size(1) == 2, op, ": argument 'weight' must be (C, 2), got shape ", weight.sizes());
+  TORCH_CHECK(bias.size(0) == weight.size(0), op, ": argument 'bias' must be (", weight.size(0),
+              ",), got shape ", bias.sizes());
+}
+
+template <typename scalar_t, typename opmath_t>
+__global__ void fourier_embedding_kernel(const scalar_t* __restrict__ weight, const scalar_t* __restrict__ bias,
+                                         scalar_t* __restrict__ output, int64_t height, int64_t width,
+                                         int64_t numel) {
+  PIXELFOLDER_GRID_STRIDE_LOOP(index, numel) {
+    const int64_t x = index % width, y = index / width % height, c = index / (width * height);
+    output[index] = sin(opmath_t(weight[2 * c]) * linspace_minus1_to_1<opmath_t>(x, width) +
+                        opmath_t(weight[2 * c + 1]) * linspace_minus1_to_1<opmath_t>(y, height) +
+                        opmath_t(bias[c]));
+  }
+}
+
+// One block per channel: sums of g * cos(phase) weighted by x, by y and by 1.
+template <typename scalar_t, typename opmath_t>
+__global__ void fourier_embedding_backward_kernel(const scalar_t* __restrict__ grad_output, Strides4 grad,
+                                                  const scalar_t* __restrict__ weight,
+                                                  const scalar_t* __restrict__ bias, scalar_t* __restrict__ grad_weight,
+                                                  scalar_t* __restrict__ grad_bias) {
+  const int64_t c = blockIdx.x, height = grad.size[2], width = grad.size[3];
+  const opmath_t frequency_x = weight[2 * c], frequency_y = weight[2 * c + 1], phase = bias[c];
+  opmath_t sums[3] = {0, 0, 0};
+  for (int64_t index = threadIdx.x; index < height * width; index += blockDim.x) {
+    const int64_t x = index % width, y = index / width;
+    const opmath_t cx = linspace_minus1_to_1<opmath_t>(x, width), cy = linspace_minus1_to_1<opmath_t>(y, height);
+    const opmath_t d = opmath_t(grad_output[grad.offset(0, c, y, x)]) * cos(frequency_x * cx + frequency_y * cy + phase);
+    sums[0] += d * cx;
+    sums[1] += d * cy;
+    sums[2] += d;
+  }
+  __shared__ opmath_t partial[3][kThreadsPerBlock];
+  for (int k = 0; k < 3; ++k) partial[k][threadIdx.x] = sums[k];
+  __syncthreads();
+  for (int active = kThreadsPerBlock / 2; active > 0; active /= 2) {
+    if (threadIdx.x < active) {
+      for (int k = 0; k < 3; ++k) partial[k][threadIdx.x] += partial[k][threadIdx.x + active];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    grad_weight[2 * c] = partial[0][0];
+    grad_weight[2 * c + 1] = partial[1][0];
+    grad_bias[c] = partial[2][0];
+  }
+}
+
+at::Tensor fourier_embedding_cuda(const at::Tensor& weight, const at::Tensor& bias, int64_t height, int64_t width) {
+  constexpr const char* op = "fourier_embedding";
+  check_parameters(op, weight, bias);
+  TORCH_CHECK(height > 0 && width > 0, op, ": arguments 'height' and 'width' must be positive, got ",
+              height, " and ", width);
+  const c10::cuda::CUDAGuard guard(weight.device());
+  auto output = at::empty({1, weight.size(0), height, width}, weight.options());
+  const int64_t numel = output.numel();
+  if (numel == 0) return output;
+  const auto w = weight.contiguous();
+  const auto b = bias.contiguous();
+  PIXELFOLDER_DISPATCH_CUDA_TYPES(weight.scalar_type(), op, [&] {
+    fourier_embedding_kernel<scalar_t, at::opmath_type<scalar_t>>
+        <<<blocks_for(numel), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            w.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), height, width, numel);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return output;
+}
+
+std::tuple<at::Tensor, at::Tensor> fourier_embedding_backward_cuda(const at::Tensor& grad_output,
+                                                                   const at::Tensor& weight, const at::Tensor& bias) {
+  constexpr const char* op = "fourier_embedding_backward";
+  check_parameters(op, weight, bias);
+  check_tensor(op, "grad_output", grad_output, 4, c10::kCUDA);
+  check_same_dtype(op, "grad_output", grad_output, weight);
+  const int64_t channels = weight.size(0);
+  TORCH_CHECK(grad_output.size(0) == 1 && grad_output.size(1) == channels, op,
+              ": argument 'grad_output' must be (1, ", channels, ", H, W), got shape ", grad_output.sizes());
+  const c10::cuda::CUDAGuard guard(weight.device());
+  auto grad_weight = at::empty_like(weight, at::MemoryFormat::Contiguous);
+  auto grad_bias = at::empty_like(bias, at::MemoryFormat::Contiguous);
+  if (channels == 0) return {grad_weight, grad_bias};
+  const auto w = weight.contiguous();
+  const auto b = bias.contiguous();
+  PIXELFOLDER_DISPATCH_CUDA_TYPES(weight.scalar_type(), op, [&] {
+    fourier_embedding_backward_kernel<scalar_t, at::opmath_type<scalar_t>>
+        <<<static_cast<unsigned int>(channels), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            grad_output.data_ptr<scalar_t>(), Strides4(grad_output), w.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+            grad_weight.data_ptr<scalar_t>(), grad_bias.data_ptr<scalar_t>());
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {grad_weight, grad_bias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pixelfolder_ops, CUDA, m) {
+  m.impl("fourier_embedding", &fourier_embedding_cuda);
+  m.impl("fourier_embedding_backward", &fourier_embedding_backward_cuda);
+}
+
+}  // namespace pixelfolder

@@ -1,0 +1,94 @@
+// Bias + leaky ReLU + gain (+ clamp) on CUDA, and its input gradient from the output's sign.
+#include <torch/library.h>
+
+#include "../activation.h"
+#include "cuda_common.cuh"
+
+namespace pixelfolder {
+namespace {
+
+template <typename scalar_t, typename opmath_t>
+__global__ void fused_leaky_relu_kernel(const scalar_t* __restrict__ input, const scalar_t* __restrict__ bias,
+                                        scalar_t* __restrict__ output, ChannelLayout layout,
+                                        LeakyReLU<opmath_t> act, int64_t numel) {
+  PIXELFOLDER_GRID_STRIDE_LOOP(index, numel) {
+    const opmath_t shift = bias ? opmath_t(bias[layout.channel(index)]) : opmath_t(0);
+    output[index] = act(opmath_t(input[index]) + shift);
+  }
+}
+
+template <typename scalar_t, typename opmath_t>
+__global__ void fused_leaky_relu_backward_kernel(const scalar_t* __restrict__ grad_output,
+                                                 const scalar_t* __restrict__ output,
+                                                 scalar_t* __restrict__ grad_input, LeakyReLU<opmath_t> act,
+                                                 int64_t numel) {
+  PIXELFOLDER_GRID_STRIDE_LOOP(index, numel) {
+    grad_input[index] = opmath_t(grad_output[index]) * act.gradient(opmath_t(output[index]));
+  }
+}
+
+at::Tensor fused_leaky_relu_cuda(const at::Tensor& input, const c10::optional<at::Tensor>& bias,
+                                 double negative_slope, double scale, c10::optional<double> clamp) {
+  constexpr const char* op = "fused_leaky_relu";
+  check_tensor(op, "input", input, -1, c10::kCUDA);
+  check_dtype_for_device(op, input);
+  if (bias) {
+    check_tensor(op, "bias", *bias, 1, c10::kCUDA);
+    check_same_dtype(op, "bias", *bias, input);
+    TORCH_CHECK(input.dim() >= 2 && bias->size(0) == input.size(1), op,
+                ": argument 'bias' must have one value per channel (dim 1) of 'input' ", input.sizes(),
+                ", got shape ", bias->sizes());
+  }
+  const c10::cuda::CUDAGuard guard(input.device());
+  const auto layout = ChannelLayout::of(input);
+  const auto x = input.contiguous(layout.memory_format());
+  const auto b = bias ? bias->contiguous() : at::Tensor();
+  auto output = at::empty_like(x);
+  const int64_t numel = x.numel();
+  if (numel == 0) return output;
+  PIXELFOLDER_DISPATCH_CUDA_TYPES(input.scalar_type(), op, [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    fused_leaky_relu_kernel<scalar_t, opmath_t>
+        <<<blocks_for(numel), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            x.data_ptr<scalar_t>(), bias ? b.data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(), layout,
+            make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp), numel);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return output;
+}
+
+at::Tensor fused_leaky_relu_backward_cuda(const at::Tensor& grad_output, const at::Tensor& output,
+                                          double negative_slope, double scale, c10::optional<double> clamp) {
+  constexpr const char* op = "fused_leaky_relu_backward";
+  check_tensor(op, "grad_output", grad_output, -1, c10::kCUDA);
+  check_tensor(op, "output", output, -1, c10::kCUDA);
+  check_same_dtype(op, "grad_output", grad_output, output);
+  check_dtype_for_device(op, output);
+  TORCH_CHECK(grad_output.sizes() == output.sizes(), op, ": argument 'grad_output' must have the shape of "
+              "'output' ", output.sizes(), ", got ", grad_output.sizes());
+  const c10::cuda::CUDAGuard guard(output.device());
+  const auto format = ChannelLayout::of(output).memory_format();
+  const auto y = output.contiguous(format);
+  const auto g = grad_output.contiguous(format);
+  auto grad_input = at::empty_like(y);
+  const int64_t numel = y.numel();
+  if (numel == 0) return grad_input;
+  PIXELFOLDER_DISPATCH_CUDA_TYPES(output.scalar_type(), op, [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    fused_leaky_relu_backward_kernel<scalar_t, opmath_t>
+        <<<blocks_for(numel), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            g.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), grad_input.data_ptr<scalar_t>(),
+            make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp), numel);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return grad_input;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pixelfolder_ops, CUDA, m) {
+  m.impl("fused_leaky_relu", &fused_leaky_relu_cuda);
+  m.impl("fused_leaky_relu_backward", &fused_leaky_relu_backward_cuda);
+}
+
+}  // namespace pixelfolder

@@ -1,0 +1,13 @@
+// ToRGB on CUDA: the device-independent composite (composite.cpp): the modulated 1x1 conv as one
+// batched GEMM with the bias, plus the x2 upfirdn2d of the skip added in place.
+#include <torch/library.h>
+
+#include "../composite.h"
+
+namespace pixelfolder {
+
+TORCH_LIBRARY_IMPL(pixelfolder_ops, CUDA, m) {
+  m.impl("to_rgb", &to_rgb);
+}
+
+}  // namespace pixelfolder

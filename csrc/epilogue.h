@@ -1,0 +1,62 @@
+// The styled_conv2d epilogue for one conv output element, shared by the CPU and CUDA kernels:
+// pre-activation a = conv * demod + noise_strength * noise + bias, and where the (optionally
+// unfolded) output stores it.
+#pragma once
+
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <c10/macros/Macros.h>
+
+#include <cstdint>
+
+namespace pixelfolder {
+
+template <typename scalar_t, typename opmath_t>
+struct EpiloguePointers {
+  const scalar_t* demod;           // (B, C) or null
+  const scalar_t* noise;           // (B or 1, 1, H, W) or null
+  const scalar_t* noise_strength;  // one element, or null
+  const scalar_t* bias;            // (C,) or null
+  int64_t noise_batch_stride, noise_row_stride, noise_col_stride, channels;
+
+  C10_HOST_DEVICE opmath_t preactivation(opmath_t conv, int64_t b, int64_t c, int64_t y, int64_t x) const {
+    opmath_t a = demod ? conv * opmath_t(demod[b * channels + c]) : conv;
+    if (noise) {
+      a += opmath_t(*noise_strength) *
+           opmath_t(noise[b * noise_batch_stride + y * noise_row_stride + x * noise_col_stride]);
+    }
+    return bias ? a + opmath_t(bias[c]) : a;
+  }
+};
+
+// The epilogue's operands (bias and demod contiguous); a noise of one image is broadcast over the batch.
+template <typename scalar_t, typename opmath_t = at::opmath_type<scalar_t>>
+EpiloguePointers<scalar_t, opmath_t> epilogue_pointers(const at::Tensor& conv_output,
+                                                       const c10::optional<at::Tensor>& demod,
+                                                       const c10::optional<at::Tensor>& noise,
+                                                       const c10::optional<at::Tensor>& noise_strength,
+                                                       const c10::optional<at::Tensor>& bias) {
+  return {demod ? demod->data_ptr<scalar_t>() : nullptr,
+          noise ? noise->data_ptr<scalar_t>() : nullptr,
+          noise ? noise_strength->data_ptr<scalar_t>() : nullptr,
+          bias ? bias->data_ptr<scalar_t>() : nullptr,
+          noise && noise->size(0) > 1 ? noise->stride(0) : 0,
+          noise ? noise->stride(2) : 0,
+          noise ? noise->stride(3) : 0,
+          conv_output.size(1)};
+}
+
+// Output coordinates of conv element (c, y, x): itself, or with unfold_output, channel
+// c = (dy * 2 + dx) * C/4 + c' goes to (c', 2y + dy, 2x + dx).
+struct OutputIndex {
+  int64_t c, y, x;
+};
+
+C10_HOST_DEVICE inline OutputIndex epilogue_output_index(bool unfold_output, int64_t channels, int64_t c, int64_t y,
+                                                         int64_t x) {
+  if (!unfold_output) return {c, y, x};
+  const int64_t quarter = channels / 4, block = c / quarter;
+  return {c % quarter, 2 * y + block / 2, 2 * x + block % 2};
+}
+
+}  // namespace pixelfolder

@@ -1,0 +1,284 @@
+"""The compiled extension ("cpu" backend) against the reference: values, gradients (gradcheck,
+gradgradcheck where the discriminator needs it), torch.library.opcheck, torch.compile, and the models.
+The CUDA versions of these tests are in test_extension_cuda.py."""
+import math
+
+import pytest
+import torch
+
+import models
+import pixelfolder_ops as ops
+from pixelfolder_ops import extension, reference
+from pixelfolder_ops.extension.to_rgb import skip_pad
+
+REASON = extension.unavailable_reason("cpu")
+needs_extension = pytest.mark.skipif(REASON is not None, reason=f"the cpu backend is unavailable: {REASON}")
+DTYPES = [torch.float32, torch.float64]
+LAYOUTS = ["contiguous", "channels_last", "strided"]
+TOLERANCE = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-12)}
+
+
+def test_extension_builds_and_reports():
+    assert REASON is None, REASON
+    info = extension.build_info()
+    assert "cpu" in info["backends"] and info["torch_version"] == torch.__version__.split("+")[0]
+    assert "cpu" in ops.available_backends()
+
+
+def randn(*shape, dtype=torch.float64, seed=0, layout="contiguous", requires_grad=False):
+    """Random values (never zeros) in the asked layout: "strided" is a non-contiguous view."""
+    generator = torch.Generator().manual_seed(seed)
+    if layout == "strided" and len(shape) == 4:
+        # Every other column of a wider tensor, then the batch and channel axes swapped back.
+        wide = torch.randn(shape[1], shape[0], shape[2], 2 * shape[3], dtype=dtype, generator=generator)
+        x = wide[..., ::2].transpose(0, 1)
+    else:
+        x = torch.randn(*shape, dtype=dtype, generator=generator)
+        if layout == "channels_last" and len(shape) == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+    return x.requires_grad_(requires_grad)
+
+
+def assert_close(actual, expected, dtype):
+    torch.testing.assert_close(actual, expected, **TOLERANCE[dtype])
+
+
+def resample_kernel(dtype, gain=1):
+    return ops.make_resample_kernel([1, 3, 3, 1], dtype) * gain
+
+
+# Every op's arguments for the backend protocol (reference/*.py), on small odd shapes.
+def op_cases(dtype=torch.float64, layout="contiguous", requires_grad=False):
+    def t(*shape, seed, grad=requires_grad):
+        return randn(*shape, dtype=dtype, seed=seed, layout=layout, requires_grad=grad)
+
+    blur = resample_kernel(dtype)
+    return {
+        "fold": ("fold", (t(2, 3, 6, 10, seed=1),)),
+        "unfold": ("unfold", (t(2, 8, 3, 5, seed=2),)),
+        "fused_leaky_relu": ("fused_leaky_relu", (t(2, 5, 3, 7, seed=3), t(5, seed=4), 0.2, math.sqrt(2))),
+        "fused_leaky_relu_2d_no_bias": ("fused_leaky_relu", (t(3, 7, seed=5), None, 0.1, 1.5)),
+        "upfirdn2d_up": ("upfirdn2d", (t(2, 3, 5, 7, seed=6), blur * 4, (2, 2), (1, 1), (2, 1, 2, 1))),
+        "upfirdn2d_down": ("upfirdn2d", (t(2, 3, 7, 6, seed=7), blur, (1, 1), (2, 2), (1, 1, 1, 1))),
+        "upfirdn2d_mixed": ("upfirdn2d", (t(1, 2, 6, 5, seed=8), randn(3, 5, dtype=dtype, seed=9), (3, 1), (1, 2),
+                                          (-1, 2, 3, -2))),
+        "fourier_embedding": ("fourier_embedding", (t(6, 2, seed=10), t(6, seed=11), 5, 7)),
+        "modulated_conv2d": ("modulated_conv2d", (t(2, 3, 5, 7, seed=12), t(4, 3, 3, 3, seed=13), t(2, 3, seed=14),
+                                                  True, 1, 1, None, 1e-8)),
+        "modulated_conv2d_up": ("modulated_conv2d", (t(2, 3, 5, 4, seed=15), t(4, 3, 3, 3, seed=16),
+                                                     t(2, 3, seed=17), True, 2, 1, blur, 1e-8)),
+        "modulated_conv2d_down": ("modulated_conv2d", (t(2, 3, 6, 4, seed=18), t(4, 3, 3, 3, seed=19),
+                                                       t(2, 3, seed=20), False, 1, 2, blur, 1e-8)),
+        "styled_conv2d": ("styled_conv2d", (t(2, 3, 5, 7, seed=21), t(8, 3, 3, 3, seed=22), t(2, 3, seed=23),
+                                            t(2, 1, 5, 7, seed=24), t(1, seed=25), t(8, seed=26), True, 1, None, 0.2,
+                                            math.sqrt(2), True, 1e-8)),
+        "styled_conv2d_up_shared_noise": ("styled_conv2d", (
+            t(2, 3, 3, 4, seed=27), t(4, 3, 3, 3, seed=28), t(2, 3, seed=29), t(1, 1, 6, 8, seed=30), t(1, seed=31),
+            None, True, 2, blur, 0.2, math.sqrt(2), False, 1e-8)),
+        "to_rgb": ("to_rgb", (t(2, 5, 6, 4, seed=32), t(3, 5, 1, 1, seed=33), t(2, 5, seed=34), t(3, seed=35),
+                              t(2, 3, 3, 2, seed=36), resample_kernel(dtype, 4), )),
+        "to_rgb_no_skip": ("to_rgb", (t(2, 5, 3, 5, seed=37), t(3, 5, 1, 1, seed=38), t(2, 5, seed=39),
+                                      t(3, seed=40), None, None)),
+    }
+
+
+CASES = list(op_cases())
+
+
+@needs_extension
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES)
+def test_op_matches_reference(case, dtype, layout):
+    name, args = op_cases(dtype, layout)[case]
+    actual = getattr(extension, name)(*args)
+    expected = getattr(reference, name)(*args)
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    assert_close(actual, expected, dtype)
+
+
+@needs_extension
+def test_public_ops_on_the_cpu_backend():
+    x = randn(2, 8, 6, 4, dtype=torch.float32)
+    kernel = resample_kernel(torch.float32)
+    with ops.use_backend("cpu"):
+        assert torch.equal(ops.unfold(ops.fold(x)), x)
+        assert_close(ops.upfirdn2d(x, kernel, up=2, pad=(2, 1)),
+                     ops.upfirdn2d(x, kernel, up=2, pad=(2, 1), backend="reference"), torch.float32)
+
+
+@needs_extension
+@pytest.mark.parametrize("case", CASES)
+def test_gradcheck(case):
+    name, args = op_cases(requires_grad=True)[case]
+    function = getattr(extension, name)
+    tensors = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    others = list(args)
+
+    def call(*inputs):
+        it = iter(inputs)
+        return function(*[next(it) if isinstance(a, torch.Tensor) and a.requires_grad else a for a in others])
+
+    assert torch.autograd.gradcheck(call, tensors, fast_mode=True)
+
+
+@needs_extension
+@pytest.mark.parametrize("case", ["fused_leaky_relu", "fused_leaky_relu_2d_no_bias", "upfirdn2d_up", "upfirdn2d_down",
+                                  "upfirdn2d_mixed", "fold", "unfold"])
+def test_gradgradcheck(case):
+    name, args = op_cases(requires_grad=True)[case]
+    function = getattr(extension, name)
+    tensors = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    if name == "fused_leaky_relu" and args[1] is not None:
+        call = lambda x, b: function(x, b, *args[2:])  # noqa: E731
+    else:
+        call = lambda x: function(x, *args[1:])  # noqa: E731
+    assert torch.autograd.gradgradcheck(call, tensors)
+
+
+@needs_extension
+@pytest.mark.parametrize("case", ["fourier_embedding", "modulated_conv2d", "styled_conv2d", "to_rgb"])
+def test_second_order_is_a_clear_error(case):
+    name, args = op_cases(requires_grad=True)[case]
+    out = getattr(extension, name)(*args)
+    first = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad][0]
+    (grad,) = torch.autograd.grad(out.square().sum(), first, create_graph=True)
+    with pytest.raises(RuntimeError, match="first-order gradients only"):
+        grad.sum().backward()
+
+
+@needs_extension
+@pytest.mark.parametrize("up, down, pad", [((2, 2), (1, 1), (2, 1, 2, 1)), ((1, 1), (2, 2), (1, 1, 1, 1)),
+                                           ((3, 1), (1, 2), (-1, 2, 3, -2))])
+def test_upfirdn2d_kernel_gradient_to_second_order(up, down, pad):
+    x = randn(1, 2, 6, 5, requires_grad=True)
+    kernel = randn(4, 3, seed=1, requires_grad=True)
+
+    def call(x, kernel):
+        return extension.upfirdn2d(x, kernel, up, down, pad)
+
+    assert torch.autograd.gradcheck(call, (x, kernel))
+    assert torch.autograd.gradgradcheck(call, (x, kernel))
+
+
+@needs_extension
+@pytest.mark.parametrize("case", CASES)
+def test_opcheck(case):
+    name, args = op_cases(torch.float32, requires_grad=True)[case]
+    # The C++ schemas: lists for int[] arguments, and the extra arguments the Python layer fills in.
+    if name == "to_rgb":
+        args = args + ([0, 0, 0, 0] if args[5] is None else skip_pad(args[5]),)
+    elif name == "upfirdn2d":
+        args = args[:2] + tuple(list(a) for a in args[2:])
+    elif name == "fused_leaky_relu":
+        args = args + (None,)
+    torch.library.opcheck(getattr(torch.ops.pixelfolder_ops, name).default, args)
+
+
+@needs_extension
+def test_opcheck_of_backward_ops():
+    grad = randn(2, 5, 3, 7, dtype=torch.float32, seed=1)
+    output = randn(2, 5, 3, 7, dtype=torch.float32, seed=2).requires_grad_()
+    torch.library.opcheck(torch.ops.pixelfolder_ops.fused_leaky_relu_backward.default,
+                          (grad.requires_grad_(), output, 0.2, math.sqrt(2), 0.5))
+    kernel = resample_kernel(torch.float32)
+    torch.library.opcheck(torch.ops.pixelfolder_ops.upfirdn2d_backward.default,
+                          (randn(2, 3, 10, 8, dtype=torch.float32, requires_grad=True), kernel, [2, 2], [1, 1],
+                           [2, 1, 2, 1], 5, 4))
+
+
+@needs_extension
+def test_clamp_of_fused_leaky_relu():
+    x = randn(2, 4, 3, 5) * 3
+    bias = randn(4, seed=1)
+    out = torch.ops.pixelfolder_ops.fused_leaky_relu(x, bias, 0.2, math.sqrt(2), 1.0)
+    assert_close(out, reference.fused_leaky_relu(x, bias, 0.2, math.sqrt(2)).clamp(-1, 1), torch.float64)
+
+
+@needs_extension
+def test_cpp_checks_name_the_op_and_argument():
+    with pytest.raises(RuntimeError, match="upfirdn2d: argument 'kernel' must be 2-D"):
+        torch.ops.pixelfolder_ops.upfirdn2d(randn(1, 1, 4, 4), randn(4), [1, 1], [1, 1], [0, 0, 0, 0])
+    with pytest.raises(RuntimeError, match="fold: argument 'input' must be a floating-point tensor"):
+        torch.ops.pixelfolder_ops.fold(torch.ones(1, 1, 4, 4, dtype=torch.int32))
+
+
+@needs_extension
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_16_bit_inputs_on_the_cpu(dtype):
+    # float32 accumulation; the CPU kernels take what the public layer accepts, so "auto" never refuses.
+    for case in ["fold", "fused_leaky_relu", "upfirdn2d_up", "fourier_embedding", "styled_conv2d", "to_rgb"]:
+        name, args = op_cases(torch.float32)[case]
+        args16 = [a.to(dtype) if isinstance(a, torch.Tensor) else a for a in args]
+        expected = getattr(reference, name)(*args)
+        actual = getattr(extension, name)(*args16)
+        assert actual.dtype == dtype
+        torch.testing.assert_close(actual.float(), expected, rtol=5e-2, atol=5e-2 * expected.abs().max().item())
+
+
+@needs_extension
+@pytest.mark.slow
+def test_torch_compile_fullgraph():
+    torch._dynamo.reset()
+    x = randn(2, 8, 6, 6, dtype=torch.float32, requires_grad=True)
+    weight = randn(8, 8, 3, 3, dtype=torch.float32, seed=1, requires_grad=True)
+    styles = randn(2, 8, dtype=torch.float32, seed=2)
+    bias = randn(2, dtype=torch.float32, seed=3, requires_grad=True)
+    kernel = resample_kernel(torch.float32, 4)
+
+    def layer(x, weight, bias):
+        h = extension.styled_conv2d(x, weight, styles, None, None, None, True, 1, None, 0.2, math.sqrt(2), True, 1e-8)
+        h = extension.fold(extension.upfirdn2d(h, kernel, (1, 1), (1, 1), (2, 1, 2, 1)))
+        return extension.fused_leaky_relu(h, bias.repeat(4), 0.2, math.sqrt(2))
+
+    compiled = torch.compile(layer, fullgraph=True)
+    out = compiled(x, weight, bias)
+    expected = layer(x, weight, bias)
+    assert_close(out, expected, torch.float32)
+    grads = torch.autograd.grad(out.square().sum(), (x, weight, bias))
+    expected_grads = torch.autograd.grad(expected.square().sum(), (x, weight, bias))
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-4)
+
+
+def run_model(model, inputs, backend):
+    torch.manual_seed(1)  # the generator draws its noise
+    with ops.use_backend(backend):
+        out = model(inputs)
+        grads = torch.autograd.grad(out.square().mean(), list(model.parameters()), allow_unused=True)
+    return out, grads
+
+
+@needs_extension
+@pytest.mark.parametrize("factory, input_shape", [
+    (lambda: models.PixelFolder(64, width=0.125), (2, 512)),
+    (lambda: models.Discriminator(32, width=0.125), (2, 3, 32, 32)),
+], ids=["PixelFolder", "Discriminator"])
+def test_models_match_the_reference(factory, input_shape):
+    torch.manual_seed(0)
+    model = factory()
+    inputs = torch.randn(*input_shape)
+    out, grads = run_model(model, inputs, "cpu")
+    expected, expected_grads = run_model(model, inputs, "reference")
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    for grad, expected_grad in zip(grads, expected_grads):
+        assert (grad is None) == (expected_grad is None)
+        if grad is not None:
+            torch.testing.assert_close(grad, expected_grad, rtol=1e-3, atol=1e-4)
+
+
+@needs_extension
+def test_discriminator_r1_penalty_matches_the_reference():
+    torch.manual_seed(0)
+    model = models.Discriminator(32, width=0.125)
+    real = torch.randn(2, 3, 32, 32)
+
+    def r1(backend):
+        image = real.clone().requires_grad_()
+        with ops.use_backend(backend):
+            (grad,) = torch.autograd.grad(model(image).sum(), image, create_graph=True)
+            return torch.autograd.grad(grad.square().sum(), list(model.parameters()), allow_unused=True)
+
+    for grad, expected in zip(r1("cpu"), r1("reference")):
+        if grad is not None:
+            torch.testing.assert_close(grad, expected, rtol=1e-3, atol=1e-4)

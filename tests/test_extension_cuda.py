@@ -1,0 +1,145 @@
+"""The "cuda" backend: every CUDA source compiles with nvcc (no GPU needed), and on a GPU each op
+matches the reference in float32 / bfloat16 / float16, NCHW and channels-last, forward and backward."""
+import glob
+import math
+import os
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from torch.utils import cpp_extension
+
+import models
+import pixelfolder_ops as ops
+from pixelfolder_ops import extension, reference
+
+from test_extension import CASES, op_cases
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CUDA_SOURCES = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
+NVCC = shutil.which("nvcc") or (cpp_extension.CUDA_HOME and os.path.join(cpp_extension.CUDA_HOME, "bin", "nvcc"))
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def nvcc_command(source, output):
+    include = cpp_extension.include_paths()  # torch's headers (the CPU wheel ships the CUDA ones too)
+    return [NVCC, "-c", source, "-o", output, "-std=c++20", "--expt-relaxed-constexpr", "-O3",
+            # The CPU wheel lacks the CMake-generated c10/cuda macros header; a CUDA wheel has it.
+            "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE",
+            # The flags torch's CUDAExtension compiles with.
+            "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
+            "-D__CUDA_NO_HALF2_OPERATORS__", "-I", os.path.join(ROOT, "csrc"),
+            "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
+            *[flag for path in include for flag in ("-isystem", path)]]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not NVCC or not os.path.exists(NVCC), reason="nvcc is not installed")
+def test_every_cuda_source_compiles(tmp_path):
+    assert CUDA_SOURCES
+
+    def compile_one(source):
+        output = tmp_path / (os.path.basename(source) + ".o")
+        result = subprocess.run(nvcc_command(source, str(output)), capture_output=True, text=True)
+        return source, result.returncode, result.stdout + result.stderr
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        failures = [f"{source}:\n{log}" for source, code, log in pool.map(compile_one, CUDA_SOURCES) if code]
+    assert not failures, "\n\n".join(failures)
+
+
+CUDA_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+TOLERANCE = {torch.float32: dict(rtol=1e-3, atol=1e-4), torch.bfloat16: dict(rtol=5e-2, atol=5e-2),
+             torch.float16: dict(rtol=1e-2, atol=1e-2)}
+
+
+def to_cuda(value, dtype):
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cuda", dtype).requires_grad_(value.requires_grad)
+    return value
+
+
+@needs_cuda
+def test_cuda_backend_is_available():
+    assert extension.unavailable_reason("cuda") is None, extension.unavailable_reason("cuda")
+    assert "cuda" in extension.build_info()["backends"]
+
+
+@needs_cuda
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES)
+def test_cuda_op_matches_reference(case, dtype, layout):
+    name, args = op_cases(torch.float64, layout, requires_grad=True)[case]
+    cuda_args = [to_cuda(a, dtype) for a in args]
+    reference_args = [to_cuda(a, torch.float64) for a in args]  # the oracle in float64, on the GPU
+    actual = getattr(extension, name)(*cuda_args)
+    expected = getattr(reference, name)(*reference_args)
+    torch.testing.assert_close(actual.double(), expected, **TOLERANCE[dtype])
+    grad = torch.randn_like(expected)
+    inputs = [a for a in cuda_args if isinstance(a, torch.Tensor) and a.requires_grad]
+    reference_inputs = [a for a in reference_args if isinstance(a, torch.Tensor) and a.requires_grad]
+    grads = torch.autograd.grad(actual, inputs, grad.to(dtype))
+    expected_grads = torch.autograd.grad(expected, reference_inputs, grad)
+    for g, e in zip(grads, expected_grads):
+        scale = e.abs().max().clamp_min(1)  # reductions over many elements: compare relative to the size
+        torch.testing.assert_close(g.double() / scale, e / scale, **TOLERANCE[dtype])
+
+
+@needs_cuda
+@pytest.mark.parametrize("case", CASES)
+def test_cuda_opcheck(case):
+    name, args = op_cases(torch.float32, requires_grad=True)[case]
+    args = tuple(to_cuda(a, torch.float32) for a in args)
+    if name == "to_rgb":
+        from pixelfolder_ops.extension.to_rgb import skip_pad
+        args = args + ([0, 0, 0, 0] if args[5] is None else skip_pad(args[5]),)
+    elif name == "upfirdn2d":
+        args = args[:2] + tuple(list(a) for a in args[2:])
+    elif name == "fused_leaky_relu":
+        args = args + (None,)
+    torch.library.opcheck(getattr(torch.ops.pixelfolder_ops, name).default, args)
+
+
+@needs_cuda
+@pytest.mark.parametrize("case", ["fused_leaky_relu", "upfirdn2d_up", "upfirdn2d_mixed"])
+def test_cuda_gradgradcheck(case):
+    name, args = op_cases(requires_grad=True)[case]
+    args = [to_cuda(a, torch.float64) for a in args]
+    function = getattr(extension, name)
+    assert torch.autograd.gradgradcheck(lambda x: function(x, *args[1:]), [args[0]])
+
+
+@needs_cuda
+@pytest.mark.parametrize("factory, input_shape", [
+    (lambda: models.PixelFolder(64, width=0.125), (2, 512)),
+    (lambda: models.Discriminator(32, width=0.125), (2, 3, 32, 32)),
+], ids=["PixelFolder", "Discriminator"])
+def test_cuda_models_match_the_reference(factory, input_shape):
+    torch.manual_seed(0)
+    model = factory().cuda()
+    inputs = torch.randn(*input_shape, device="cuda")
+    outputs = {}
+    for backend in ("cuda", "reference"):
+        torch.manual_seed(1)
+        with ops.use_backend(backend):
+            outputs[backend] = model(inputs)
+    torch.testing.assert_close(outputs["cuda"], outputs["reference"], rtol=1e-3, atol=1e-3)
+
+
+@needs_cuda
+def test_cuda_torch_compile_fullgraph():
+    torch._dynamo.reset()
+    x = torch.randn(2, 8, 6, 6, device="cuda", requires_grad=True)
+    weight = torch.randn(8, 8, 3, 3, device="cuda", requires_grad=True)
+    styles = torch.randn(2, 8, device="cuda")
+
+    def layer(x, weight):
+        h = extension.styled_conv2d(x, weight, styles, None, None, None, True, 1, None, 0.2, math.sqrt(2), True, 1e-8)
+        return extension.fused_leaky_relu(extension.fold(h), None, 0.2, math.sqrt(2))
+
+    out = torch.compile(layer, fullgraph=True)(x, weight)
+    torch.testing.assert_close(out, layer(x, weight), rtol=1e-4, atol=1e-4)
+    out.sum().backward()
