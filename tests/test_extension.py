@@ -161,18 +161,24 @@ def test_upfirdn2d_kernel_gradient_to_second_order(up, down, pad):
     assert torch.autograd.gradgradcheck(call, (x, kernel))
 
 
-@needs_extension
-@pytest.mark.parametrize("case", CASES)
-def test_opcheck(case):
-    name, args = op_cases(torch.float32, requires_grad=True)[case]
-    # The C++ schemas: lists for int[] arguments, and the extra arguments the Python layer fills in.
+def schema_args(name, args):
+    """The arguments of op `name` as its C++ schema takes them: lists for int[] arguments, and the
+    extra arguments the Python layer fills in."""
+    args = tuple(args)
     if name == "to_rgb":
         args = args + ([0, 0, 0, 0] if args[5] is None else skip_pad(args[5]),)
     elif name == "upfirdn2d":
         args = args[:2] + tuple(list(a) for a in args[2:])
     elif name == "fused_leaky_relu":
         args = args + (None,)
-    torch.library.opcheck(getattr(torch.ops.pixelfolder_ops, name).default, args)
+    return args
+
+
+@needs_extension
+@pytest.mark.parametrize("case", CASES)
+def test_opcheck(case):
+    name, args = op_cases(torch.float32, requires_grad=True)[case]
+    torch.library.opcheck(getattr(torch.ops.pixelfolder_ops, name).default, schema_args(name, args))
 
 
 @needs_extension

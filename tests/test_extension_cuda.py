@@ -15,7 +15,7 @@ import models
 import pixelfolder_ops as ops
 from pixelfolder_ops import extension, reference
 
-from test_extension import CASES, op_cases
+from test_extension import CASES, op_cases, schema_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUDA_SOURCES = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
@@ -92,14 +92,7 @@ def test_cuda_op_matches_reference(case, dtype, layout):
 @pytest.mark.parametrize("case", CASES)
 def test_cuda_opcheck(case):
     name, args = op_cases(torch.float32, requires_grad=True)[case]
-    args = tuple(to_cuda(a, torch.float32) for a in args)
-    if name == "to_rgb":
-        from pixelfolder_ops.extension.to_rgb import skip_pad
-        args = args + ([0, 0, 0, 0] if args[5] is None else skip_pad(args[5]),)
-    elif name == "upfirdn2d":
-        args = args[:2] + tuple(list(a) for a in args[2:])
-    elif name == "fused_leaky_relu":
-        args = args + (None,)
+    args = schema_args(name, (to_cuda(a, torch.float32) for a in args))
     torch.library.opcheck(getattr(torch.ops.pixelfolder_ops, name).default, args)
 
 

@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "../common.h"
+#include "../op_arguments.h"
 
 namespace pixelfolder {
 namespace {
@@ -42,21 +43,15 @@ void fold_copy(const at::Tensor& fine, const at::Tensor& coarse) {
 }
 
 at::Tensor fold_cpu(const at::Tensor& input) {
-  check_tensor("fold", "input", input, 4, c10::kCPU);
-  check_dtype_for_device("fold", input);
-  TORCH_CHECK(input.size(2) % 2 == 0 && input.size(3) % 2 == 0,
-              "fold: argument 'input' must have even height and width, got shape ", input.sizes());
-  auto output = empty_4d({input.size(0), 4 * input.size(1), input.size(2) / 2, input.size(3) / 2}, input);
+  check_fold_arguments(input, c10::kCPU);
+  auto output = empty_fold_output(input);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "fold", [&] { fold_copy<scalar_t, true>(input, output); });
   return output;
 }
 
 at::Tensor unfold_cpu(const at::Tensor& input) {
-  check_tensor("unfold", "input", input, 4, c10::kCPU);
-  check_dtype_for_device("unfold", input);
-  TORCH_CHECK(input.size(1) % 4 == 0,
-              "unfold: argument 'input' must have a channel count divisible by 4, got shape ", input.sizes());
-  auto output = empty_4d({input.size(0), input.size(1) / 4, input.size(2) * 2, input.size(3) * 2}, input);
+  check_unfold_arguments(input, c10::kCPU);
+  auto output = empty_unfold_output(input);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "unfold", [&] { fold_copy<scalar_t, false>(output, input); });
   return output;
 }

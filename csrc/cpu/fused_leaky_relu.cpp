@@ -6,6 +6,7 @@
 
 #include "../activation.h"
 #include "../common.h"
+#include "../op_arguments.h"
 
 namespace pixelfolder {
 namespace {
@@ -30,15 +31,7 @@ void for_each_channel_run(const ChannelLayout& layout, int64_t numel, Visit visi
 at::Tensor fused_leaky_relu_cpu(const at::Tensor& input, const c10::optional<at::Tensor>& bias,
                                 double negative_slope, double scale, c10::optional<double> clamp) {
   constexpr const char* op = "fused_leaky_relu";
-  check_tensor(op, "input", input, -1, c10::kCPU);
-  check_dtype_for_device(op, input);
-  if (bias) {
-    check_tensor(op, "bias", *bias, 1, c10::kCPU);
-    check_same_dtype(op, "bias", *bias, input);
-    TORCH_CHECK(input.dim() >= 2 && bias->size(0) == input.size(1), op,
-                ": argument 'bias' must have one value per channel (dim 1) of 'input' ", input.sizes(),
-                ", got shape ", bias->sizes());
-  }
+  check_fused_leaky_relu_arguments(op, input, bias, c10::kCPU);
   const auto layout = ChannelLayout::of(input);
   const auto x = input.contiguous(layout.memory_format());
   auto output = at::empty_like(x);
@@ -62,12 +55,7 @@ at::Tensor fused_leaky_relu_cpu(const at::Tensor& input, const c10::optional<at:
 at::Tensor fused_leaky_relu_backward_cpu(const at::Tensor& grad_output, const at::Tensor& output,
                                          double negative_slope, double scale, c10::optional<double> clamp) {
   constexpr const char* op = "fused_leaky_relu_backward";
-  check_tensor(op, "grad_output", grad_output, -1, c10::kCPU);
-  check_tensor(op, "output", output, -1, c10::kCPU);
-  check_same_dtype(op, "grad_output", grad_output, output);
-  check_dtype_for_device(op, output);
-  TORCH_CHECK(grad_output.sizes() == output.sizes(), op, ": argument 'grad_output' must have the shape of "
-              "'output' ", output.sizes(), ", got ", grad_output.sizes());
+  check_fused_leaky_relu_backward_arguments(op, grad_output, output, c10::kCPU);
   const auto format = ChannelLayout::of(output).memory_format();
   const auto y = output.contiguous(format);
   const auto g = grad_output.contiguous(format);

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "../common.h"
+#include "../op_arguments.h"
 #include "../composite.h"
 
 namespace pixelfolder {
@@ -15,12 +16,7 @@ namespace {
 
 at::Tensor modulated_conv2d_demod_cpu(const at::Tensor& weight, const at::Tensor& styles, double eps) {
   constexpr const char* op = "modulated_conv2d_demod";
-  check_tensor(op, "weight", weight, 4, c10::kCPU);
-  check_tensor(op, "styles", styles, 2, c10::kCPU);
-  check_same_dtype(op, "styles", styles, weight);
-  check_dtype_for_device(op, weight);
-  TORCH_CHECK(styles.size(1) == weight.size(1), op, ": argument 'styles' must be (B, ", weight.size(1),
-              "), got shape ", styles.sizes());
+  check_modulated_conv2d_demod_arguments(op, weight, styles, c10::kCPU);
   const int64_t batch = styles.size(0), out_channels = weight.size(0), in_channels = weight.size(1);
   const int64_t taps = weight.size(2) * weight.size(3);
   auto demod = at::empty({batch, out_channels}, weight.options());

@@ -7,19 +7,28 @@
 
 #include "../activation.h"
 #include "../common.h"
+#include "../op_arguments.h"
 #include "../composite.h"
 #include "../epilogue.h"
 
 namespace pixelfolder {
 namespace {
 
-// Calls visit(b, c, y, row of x) for every row of the conv output, in parallel.
-template <typename Visit>
-void for_each_row(const at::Tensor& conv_output, Visit visit) {
-  const int64_t channels = conv_output.size(1), height = conv_output.size(2);
+// Calls visit(n, c, y, x, a, to) for every element (n, c, y, x) of the conv output, in parallel by
+// rows: a is its pre-activation, `to` where the forward stores it (unfolded when asked).
+template <typename scalar_t, typename opmath_t, typename Visit>
+void for_each_preactivation(const at::Tensor& conv_output, const EpiloguePointers<scalar_t, opmath_t>& epilogue,
+                            bool unfold_output, Visit visit) {
+  const int64_t channels = conv_output.size(1), height = conv_output.size(2), width = conv_output.size(3);
+  const scalar_t* in = conv_output.data_ptr<scalar_t>();
+  const auto is = conv_output.strides();
   at::parallel_for(0, conv_output.size(0) * channels * height, 16, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      visit(row / (channels * height), row / height % channels, row % height);
+      const int64_t n = row / (channels * height), c = row / height % channels, y = row % height;
+      for (int64_t x = 0; x < width; ++x) {
+        const opmath_t a = epilogue.preactivation(in[n * is[0] + c * is[1] + y * is[2] + x * is[3]], n, c, y, x);
+        visit(n, c, y, x, a, epilogue_output_index(unfold_output, channels, c, y, x));
+      }
     }
   });
 }
@@ -30,25 +39,18 @@ at::Tensor epilogue_cpu(const at::Tensor& conv_output, const c10::optional<at::T
                         bool unfold_output) {
   constexpr const char* op = "styled_conv2d_epilogue";
   check_epilogue_arguments(op, conv_output, demod, noise, noise_strength, bias, unfold_output);
-  const int64_t channels = conv_output.size(1), height = conv_output.size(2), width = conv_output.size(3);
-  auto output = unfold_output ? empty_4d({conv_output.size(0), channels / 4, 2 * height, 2 * width}, conv_output)
-                              : empty_4d(conv_output.sizes(), conv_output);
+  auto output = empty_epilogue_output(conv_output, unfold_output);
   const auto d = contiguous(demod), b = contiguous(bias);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, conv_output.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const auto act = make_leaky_relu<opmath_t>(op, negative_slope, gain, c10::nullopt);
     const auto epilogue = epilogue_pointers<scalar_t>(conv_output, d, noise, noise_strength, b);
-    const scalar_t* in = conv_output.data_ptr<scalar_t>();
     scalar_t* out = output.data_ptr<scalar_t>();
-    const auto is = conv_output.strides();
     const auto os = output.strides();
-    for_each_row(conv_output, [&](int64_t n, int64_t c, int64_t y) {
-      for (int64_t x = 0; x < width; ++x) {
-        const opmath_t a = epilogue.preactivation(in[n * is[0] + c * is[1] + y * is[2] + x * is[3]], n, c, y, x);
-        const auto at = epilogue_output_index(unfold_output, channels, c, y, x);
-        out[n * os[0] + at.c * os[1] + at.y * os[2] + at.x * os[3]] = act(a);
-      }
-    });
+    for_each_preactivation(conv_output, epilogue, unfold_output,
+                           [&](int64_t n, int64_t, int64_t, int64_t, opmath_t a, OutputIndex to) {
+                             out[n * os[0] + to.c * os[1] + to.y * os[2] + to.x * os[3]] = act(a);
+                           });
   });
   return output;
 }
@@ -60,30 +62,23 @@ at::Tensor epilogue_backward_cpu(const at::Tensor& grad_output, const at::Tensor
                                  bool unfold_output) {
   constexpr const char* op = "styled_conv2d_epilogue_backward";
   check_epilogue_arguments(op, conv_output, demod, noise, noise_strength, bias, unfold_output);
-  check_tensor(op, "grad_output", grad_output, 4, c10::kCPU);
-  check_same_dtype(op, "grad_output", grad_output, conv_output);
-  const int64_t channels = conv_output.size(1), width = conv_output.size(3);
+  check_epilogue_grad_output(op, grad_output, conv_output, c10::kCPU);
   auto grad_preactivation = empty_4d(conv_output.sizes(), conv_output);
   const auto d = contiguous(demod), b = contiguous(bias);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, conv_output.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const auto act = make_leaky_relu<opmath_t>(op, negative_slope, gain, c10::nullopt);
     const auto epilogue = epilogue_pointers<scalar_t>(conv_output, d, noise, noise_strength, b);
-    const scalar_t* in = conv_output.data_ptr<scalar_t>();
     const scalar_t* g = grad_output.data_ptr<scalar_t>();
     scalar_t* out = grad_preactivation.data_ptr<scalar_t>();
-    const auto is = conv_output.strides();
     const auto gs = grad_output.strides();
     const auto os = grad_preactivation.strides();
-    for_each_row(conv_output, [&](int64_t n, int64_t c, int64_t y) {
-      for (int64_t x = 0; x < width; ++x) {
-        // Recomputed rather than stored by the forward: a is one multiply-add away.
-        const opmath_t a = epilogue.preactivation(in[n * is[0] + c * is[1] + y * is[2] + x * is[3]], n, c, y, x);
-        const auto at = epilogue_output_index(unfold_output, channels, c, y, x);
-        const opmath_t grad = g[n * gs[0] + at.c * gs[1] + at.y * gs[2] + at.x * gs[3]];
-        out[n * os[0] + c * os[1] + y * os[2] + x * os[3]] = grad * act.gradient(act(a));
-      }
-    });
+    // a is recomputed rather than stored by the forward: it is one multiply-add away.
+    for_each_preactivation(conv_output, epilogue, unfold_output,
+                           [&](int64_t n, int64_t c, int64_t y, int64_t x, opmath_t a, OutputIndex from) {
+                             const opmath_t grad = g[n * gs[0] + from.c * gs[1] + from.y * gs[2] + from.x * gs[3]];
+                             out[n * os[0] + c * os[1] + y * os[2] + x * os[3]] = grad * act.gradient(act(a));
+                           });
   });
   return grad_preactivation;
 }

@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include "../common.h"
+#include "../op_arguments.h"
 
 namespace pixelfolder {
 namespace {
@@ -63,23 +64,12 @@ void upfirdn2d_kernel(const at::Tensor& input, const at::Tensor& kernel, const a
 at::Tensor upfirdn2d_cpu(const at::Tensor& input, const at::Tensor& kernel, at::IntArrayRef up,
                          at::IntArrayRef down, at::IntArrayRef pad) {
   constexpr const char* op = "upfirdn2d";
-  check_tensor(op, "input", input, 4, c10::kCPU);
-  check_tensor(op, "kernel", kernel, 2, c10::kCPU);
-  check_same_dtype(op, "kernel", kernel, input);
-  check_dtype_for_device(op, input);
-  TORCH_CHECK(up.size() == 2 && down.size() == 2 && pad.size() == 4, op,
-              ": arguments 'up', 'down', 'pad' must have 2, 2 and 4 values");
-  TORCH_CHECK(up[0] >= 1 && up[1] >= 1 && down[0] >= 1 && down[1] >= 1, op,
-              ": arguments 'up' and 'down' must be >= 1, got ", up, " and ", down);
-  const UpFirDnAxis axis_x{input.size(3), up[0], down[0], pad[0], pad[1], kernel.size(1)};
-  const UpFirDnAxis axis_y{input.size(2), up[1], down[1], pad[2], pad[3], kernel.size(0)};
-  TORCH_CHECK(input.size(3) * up[0] + pad[0] + pad[1] >= kernel.size(1) &&
-              input.size(2) * up[1] + pad[2] + pad[3] >= kernel.size(0),
-              op, ": arguments 'pad' and 'kernel' leave no output for input of shape ", input.sizes());
-  auto output = empty_4d({input.size(0), input.size(1), axis_y.out_size(), axis_x.out_size()}, input);
+  check_upfirdn2d_arguments(op, input, kernel, up, down, pad, c10::kCPU);
+  const UpFirDnAxes axes = upfirdn2d_axes(input, kernel, up, down, pad);
+  auto output = empty_upfirdn2d_output(input, axes);
   const auto k = kernel.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
-    upfirdn2d_kernel<scalar_t>(input, k, output, axis_x, axis_y);
+    upfirdn2d_kernel<scalar_t>(input, k, output, axes.x, axes.y);
   });
   return output;
 }

@@ -2,6 +2,7 @@
 // order and gathered from the input through its strides (any layout, no copy first).
 #include <torch/library.h>
 
+#include "../op_arguments.h"
 #include "cuda_common.cuh"
 
 namespace pixelfolder {
@@ -25,19 +26,14 @@ __global__ void fold_kernel(const scalar_t* __restrict__ input, scalar_t* __rest
 }
 
 template <bool kFold>
-at::Tensor fold_cuda(const at::Tensor& input, const char* op) {
-  check_tensor(op, "input", input, 4, c10::kCUDA);
-  check_dtype_for_device(op, input);
+at::Tensor fold_cuda(const at::Tensor& input) {
   if (kFold) {
-    TORCH_CHECK(input.size(2) % 2 == 0 && input.size(3) % 2 == 0, op,
-                ": argument 'input' must have even height and width, got shape ", input.sizes());
+    check_fold_arguments(input, c10::kCUDA);
   } else {
-    TORCH_CHECK(input.size(1) % 4 == 0, op, ": argument 'input' must have a channel count divisible by 4, got shape ",
-                input.sizes());
+    check_unfold_arguments(input, c10::kCUDA);
   }
   const c10::cuda::CUDAGuard guard(input.device());
-  auto output = kFold ? empty_4d({input.size(0), 4 * input.size(1), input.size(2) / 2, input.size(3) / 2}, input)
-                      : empty_4d({input.size(0), input.size(1) / 4, input.size(2) * 2, input.size(3) * 2}, input);
+  auto output = kFold ? empty_fold_output(input) : empty_unfold_output(input);
   const int64_t numel = output.numel();
   if (numel == 0) return output;
   const bool channels_last = output_memory_format(input) == at::MemoryFormat::ChannelsLast;
@@ -50,8 +46,8 @@ at::Tensor fold_cuda(const at::Tensor& input, const char* op) {
   return output;
 }
 
-at::Tensor fold(const at::Tensor& input) { return fold_cuda<true>(input, "fold"); }
-at::Tensor unfold(const at::Tensor& input) { return fold_cuda<false>(input, "unfold"); }
+at::Tensor fold(const at::Tensor& input) { return fold_cuda<true>(input); }
+at::Tensor unfold(const at::Tensor& input) { return fold_cuda<false>(input); }
 
 }  // namespace
 

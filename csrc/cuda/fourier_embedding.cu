@@ -3,20 +3,11 @@
 #include <torch/library.h>
 
 #include "../fourier_grid.h"
+#include "../op_arguments.h"
 #include "cuda_common.cuh"
 
 namespace pixelfolder {
 namespace {
-
-void check_parameters(const char* op, const at::Tensor& weight, const at::Tensor& bias) {
-  check_tensor(op, "weight", weight, 2, c10::kCUDA);
-  check_tensor(op, "bias", bias, 1, c10::kCUDA);
-  check_same_dtype(op, "bias", bias, weight);
-  check_dtype_for_device(op, weight);
-  TORCH_CHECK(weight.size(1) == 2, op, ": argument 'weight' must be (C, 2), got shape ", weight.sizes());
-  TORCH_CHECK(bias.size(0) == weight.size(0), op, ": argument 'bias' must be (", weight.size(0),
-              ",), got shape ", bias.sizes());
-}
 
 template <typename scalar_t, typename opmath_t>
 __global__ void fourier_embedding_kernel(const scalar_t* __restrict__ weight, const scalar_t* __restrict__ bias,
@@ -65,9 +56,7 @@ __global__ void fourier_embedding_backward_kernel(const scalar_t* __restrict__ g
 
 at::Tensor fourier_embedding_cuda(const at::Tensor& weight, const at::Tensor& bias, int64_t height, int64_t width) {
   constexpr const char* op = "fourier_embedding";
-  check_parameters(op, weight, bias);
-  TORCH_CHECK(height > 0 && width > 0, op, ": arguments 'height' and 'width' must be positive, got ",
-              height, " and ", width);
+  check_fourier_embedding_arguments(op, weight, bias, height, width, c10::kCUDA);
   const c10::cuda::CUDAGuard guard(weight.device());
   auto output = at::empty({1, weight.size(0), height, width}, weight.options());
   const int64_t numel = output.numel();
@@ -86,12 +75,8 @@ at::Tensor fourier_embedding_cuda(const at::Tensor& weight, const at::Tensor& bi
 std::tuple<at::Tensor, at::Tensor> fourier_embedding_backward_cuda(const at::Tensor& grad_output,
                                                                    const at::Tensor& weight, const at::Tensor& bias) {
   constexpr const char* op = "fourier_embedding_backward";
-  check_parameters(op, weight, bias);
-  check_tensor(op, "grad_output", grad_output, 4, c10::kCUDA);
-  check_same_dtype(op, "grad_output", grad_output, weight);
+  check_fourier_embedding_backward_arguments(op, grad_output, weight, bias, c10::kCUDA);
   const int64_t channels = weight.size(0);
-  TORCH_CHECK(grad_output.size(0) == 1 && grad_output.size(1) == channels, op,
-              ": argument 'grad_output' must be (1, ", channels, ", H, W), got shape ", grad_output.sizes());
   const c10::cuda::CUDAGuard guard(weight.device());
   auto grad_weight = at::empty_like(weight, at::MemoryFormat::Contiguous);
   auto grad_bias = at::empty_like(bias, at::MemoryFormat::Contiguous);

@@ -2,6 +2,7 @@
 #include <torch/library.h>
 
 #include "../activation.h"
+#include "../op_arguments.h"
 #include "cuda_common.cuh"
 
 namespace pixelfolder {
@@ -30,15 +31,7 @@ __global__ void fused_leaky_relu_backward_kernel(const scalar_t* __restrict__ gr
 at::Tensor fused_leaky_relu_cuda(const at::Tensor& input, const c10::optional<at::Tensor>& bias,
                                  double negative_slope, double scale, c10::optional<double> clamp) {
   constexpr const char* op = "fused_leaky_relu";
-  check_tensor(op, "input", input, -1, c10::kCUDA);
-  check_dtype_for_device(op, input);
-  if (bias) {
-    check_tensor(op, "bias", *bias, 1, c10::kCUDA);
-    check_same_dtype(op, "bias", *bias, input);
-    TORCH_CHECK(input.dim() >= 2 && bias->size(0) == input.size(1), op,
-                ": argument 'bias' must have one value per channel (dim 1) of 'input' ", input.sizes(),
-                ", got shape ", bias->sizes());
-  }
+  check_fused_leaky_relu_arguments(op, input, bias, c10::kCUDA);
   const c10::cuda::CUDAGuard guard(input.device());
   const auto layout = ChannelLayout::of(input);
   const auto x = input.contiguous(layout.memory_format());
@@ -60,12 +53,7 @@ at::Tensor fused_leaky_relu_cuda(const at::Tensor& input, const c10::optional<at
 at::Tensor fused_leaky_relu_backward_cuda(const at::Tensor& grad_output, const at::Tensor& output,
                                           double negative_slope, double scale, c10::optional<double> clamp) {
   constexpr const char* op = "fused_leaky_relu_backward";
-  check_tensor(op, "grad_output", grad_output, -1, c10::kCUDA);
-  check_tensor(op, "output", output, -1, c10::kCUDA);
-  check_same_dtype(op, "grad_output", grad_output, output);
-  check_dtype_for_device(op, output);
-  TORCH_CHECK(grad_output.sizes() == output.sizes(), op, ": argument 'grad_output' must have the shape of "
-              "'output' ", output.sizes(), ", got ", grad_output.sizes());
+  check_fused_leaky_relu_backward_arguments(op, grad_output, output, c10::kCUDA);
   const c10::cuda::CUDAGuard guard(output.device());
   const auto format = ChannelLayout::of(output).memory_format();
   const auto y = output.contiguous(format);

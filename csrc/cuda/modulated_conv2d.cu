@@ -3,6 +3,7 @@
 #include <torch/library.h>
 
 #include "../composite.h"
+#include "../op_arguments.h"
 #include "cuda_common.cuh"
 
 namespace pixelfolder {
@@ -35,12 +36,7 @@ __global__ void demod_kernel(const scalar_t* __restrict__ weight, const scalar_t
 
 at::Tensor modulated_conv2d_demod_cuda(const at::Tensor& weight, const at::Tensor& styles, double eps) {
   constexpr const char* op = "modulated_conv2d_demod";
-  check_tensor(op, "weight", weight, 4, c10::kCUDA);
-  check_tensor(op, "styles", styles, 2, c10::kCUDA);
-  check_same_dtype(op, "styles", styles, weight);
-  check_dtype_for_device(op, weight);
-  TORCH_CHECK(styles.size(1) == weight.size(1), op, ": argument 'styles' must be (B, ", weight.size(1),
-              "), got shape ", styles.sizes());
+  check_modulated_conv2d_demod_arguments(op, weight, styles, c10::kCUDA);
   const c10::cuda::CUDAGuard guard(weight.device());
   const int64_t batch = styles.size(0), out_channels = weight.size(0);
   auto demod = at::empty({batch, out_channels}, weight.options());

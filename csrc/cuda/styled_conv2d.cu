@@ -6,6 +6,7 @@
 #include "../activation.h"
 #include "../composite.h"
 #include "../epilogue.h"
+#include "../op_arguments.h"
 #include "cuda_common.cuh"
 
 namespace pixelfolder {
@@ -48,9 +49,7 @@ at::Tensor epilogue_cuda(const at::Tensor& conv_output, const c10::optional<at::
   constexpr const char* op = "styled_conv2d_epilogue";
   check_epilogue_arguments(op, conv_output, demod, noise, noise_strength, bias, unfold_output);
   const c10::cuda::CUDAGuard guard(conv_output.device());
-  const int64_t channels = conv_output.size(1), height = conv_output.size(2), width = conv_output.size(3);
-  auto output = unfold_output ? empty_4d({conv_output.size(0), channels / 4, 2 * height, 2 * width}, conv_output)
-                              : empty_4d(conv_output.sizes(), conv_output);
+  auto output = empty_epilogue_output(conv_output, unfold_output);
   const int64_t numel = conv_output.numel();
   if (numel == 0) return output;
   const auto d = contiguous(demod), b = contiguous(bias);
@@ -73,8 +72,7 @@ at::Tensor epilogue_backward_cuda(const at::Tensor& grad_output, const at::Tenso
                                   bool unfold_output) {
   constexpr const char* op = "styled_conv2d_epilogue_backward";
   check_epilogue_arguments(op, conv_output, demod, noise, noise_strength, bias, unfold_output);
-  check_tensor(op, "grad_output", grad_output, 4, c10::kCUDA);
-  check_same_dtype(op, "grad_output", grad_output, conv_output);
+  check_epilogue_grad_output(op, grad_output, conv_output, c10::kCUDA);
   const c10::cuda::CUDAGuard guard(conv_output.device());
   auto grad_preactivation = empty_4d(conv_output.sizes(), conv_output);
   const int64_t numel = conv_output.numel();

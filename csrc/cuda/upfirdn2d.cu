@@ -2,6 +2,7 @@
 // samples (the zeros of the upsampling and the padding are never read), through the input's strides.
 #include <torch/library.h>
 
+#include "../op_arguments.h"
 #include "cuda_common.cuh"
 
 namespace pixelfolder {
@@ -27,21 +28,10 @@ __global__ void upfirdn2d_kernel(const scalar_t* __restrict__ input, const scala
 at::Tensor upfirdn2d_cuda(const at::Tensor& input, const at::Tensor& kernel, at::IntArrayRef up,
                           at::IntArrayRef down, at::IntArrayRef pad) {
   constexpr const char* op = "upfirdn2d";
-  check_tensor(op, "input", input, 4, c10::kCUDA);
-  check_tensor(op, "kernel", kernel, 2, c10::kCUDA);
-  check_same_dtype(op, "kernel", kernel, input);
-  check_dtype_for_device(op, input);
-  TORCH_CHECK(up.size() == 2 && down.size() == 2 && pad.size() == 4, op,
-              ": arguments 'up', 'down', 'pad' must have 2, 2 and 4 values");
-  TORCH_CHECK(up[0] >= 1 && up[1] >= 1 && down[0] >= 1 && down[1] >= 1, op,
-              ": arguments 'up' and 'down' must be >= 1, got ", up, " and ", down);
-  TORCH_CHECK(input.size(3) * up[0] + pad[0] + pad[1] >= kernel.size(1) &&
-              input.size(2) * up[1] + pad[2] + pad[3] >= kernel.size(0),
-              op, ": arguments 'pad' and 'kernel' leave no output for input of shape ", input.sizes());
+  check_upfirdn2d_arguments(op, input, kernel, up, down, pad, c10::kCUDA);
   const c10::cuda::CUDAGuard guard(input.device());
-  const UpFirDnAxis axis_x{input.size(3), up[0], down[0], pad[0], pad[1], kernel.size(1)};
-  const UpFirDnAxis axis_y{input.size(2), up[1], down[1], pad[2], pad[3], kernel.size(0)};
-  auto output = empty_4d({input.size(0), input.size(1), axis_y.out_size(), axis_x.out_size()}, input);
+  const UpFirDnAxes axes = upfirdn2d_axes(input, kernel, up, down, pad);
+  auto output = empty_upfirdn2d_output(input, axes);
   const int64_t numel = output.numel();
   if (numel == 0) return output;
   const auto k = kernel.contiguous();
@@ -50,7 +40,7 @@ at::Tensor upfirdn2d_cuda(const at::Tensor& input, const at::Tensor& kernel, at:
     upfirdn2d_kernel<scalar_t, at::opmath_type<scalar_t>>
         <<<blocks_for(numel), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
             input.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), Strides4(input),
-            Strides4(output), axis_x, axis_y, channels_last, numel);
+            Strides4(output), axes.x, axes.y, channels_last, numel);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return output;
