@@ -54,11 +54,11 @@ def _fmt(value, spec):
 def markdown_table(report):
     lines = [f"Device: {report['device']}; batch {report['batch']}; {report['dtype']}; backend {report['backend']}; "
              f"torch {report['torch']}; {report['date']}", "",
-             "| Generator | Params (M) | paper | GMACs (fvcore) | GMACs (paper conv.) | paper | im/s | paper im/s |",
+             "| Generator | Params | paper (M) | GMACs (fvcore) | GMACs (paper conv.) | paper | im/s | paper im/s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, row in report["models"].items():
         paper = row["paper"]
-        lines.append(f"| {name} | {row['params'] / 1e6:.2f} | {_fmt(paper.get('params_M'), '.2f')} | "
+        lines.append(f"| {name} | {row['params']:,} | {_fmt(paper.get('params_M'), '.2f')} | "
                      f"{row['gmacs']:.2f} | {row['gmacs_paper_convention']:.2f} | {_fmt(paper.get('gmacs'), '.2f')} | "
                      f"{row['im_per_s']:.2f} | {_fmt(paper.get('im_per_s'), '.2f')} |")
     return "\n".join(lines)

@@ -17,7 +17,7 @@ def test_table1_json_and_markdown(tmp_path, capsys):
     assert round(row["gmacs"], 2) == 23.75 and round(row["gmacs_paper_convention"], 2) == 23.74
     assert row["im_per_s"] > 0 and row["paper"]["im_per_s"] == 77.735
     table = markdown_path.read_text()
-    assert "| PixelFolder | 20.84 | 20.84 | 23.75 | 23.74 | 23.78 |" in table
+    assert "| PixelFolder | 20,843,614 | 20.84 | 23.75 | 23.74 | 23.78 |" in table
     assert table in capsys.readouterr().out
 
 
