@@ -68,6 +68,10 @@ def _jit_build():
     name, directory = build_directory(with_cuda)
     os.makedirs(directory, exist_ok=True)
     log_path = os.path.join(directory, "build_error.log")
+    if not glob.glob(os.path.join(directory, name + "*.so")):
+        # A first build takes a minute or more: say so, rather than look stuck.
+        print(f"pixelfolder_ops: building the C++ extension from {sources_root} into {directory} (first use)",
+              file=sys.stderr, flush=True)
     try:
         module = cpp_extension.load(
             name, sources, extra_cflags=cflags, extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr"] + cflags[1:],
