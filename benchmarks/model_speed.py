@@ -17,7 +17,7 @@ import torch
 import pixelfolder_ops
 from benchmarks.complexity import count_gmacs
 from benchmarks.generators import GENERATOR_NAMES, build_generator
-from benchmarks.timing import environment, median_seconds
+from benchmarks.timing import environment, matmul_tflops, median_seconds
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODES = ("reference", "compile", "cuda", "triton", "auto", "cudagraphs")
@@ -26,14 +26,6 @@ FUSED_BACKENDS = ("cuda", "triton", "auto")
 
 def dtype_name(dtype):
     return str(dtype).replace("torch.", "")
-
-
-def matmul_tflops(device, dtype, size=8192, repeats=10):
-    """The device's measured dense matmul rate, the ceiling the generators are compared with."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    seconds = median_seconds(lambda: a @ b, device, warmup=2, repeats=repeats)
-    return 2 * size ** 3 / seconds / 1e12
 
 
 def forward_for(mode, name, batch, device, dtype):

@@ -10,14 +10,10 @@ backend against the reference backend. Writes results.json and results.md to ``-
     python benchmarks/ops_speed.py --device cpu --batch 2 --out /tmp/ops_speed_cpu
 """
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -25,28 +21,9 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import pixelfolder_ops as ops  # noqa: E402
 from pixelfolder_ops import extension, reference  # noqa: E402
+from benchmarks.timing import environment, median_seconds  # noqa: E402
 
 GAIN = math.sqrt(2)
-
-
-def measure(function, device, repeats, warmup):
-    """Median seconds per call."""
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            function()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            start = time.perf_counter()
-            function()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def nbytes(*tensors):
@@ -115,19 +92,8 @@ def conv_cases(batch, dtype, device):
 def copy_bandwidth(device, repeats):
     """Bytes per second of a clone of a 1 GiB tensor (read + write)."""
     big = torch.empty(2 ** 28, dtype=torch.float32, device=device)
-    seconds = measure(lambda: big.clone(), device, repeats, warmup=3)
+    seconds = median_seconds(lambda: big.clone(), device, warmup=3, repeats=repeats)
     return 2 * nbytes(big) / seconds
-
-
-def environment(device):
-    info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-            "extension": extension.build_info()}
-    if device.type == "cuda":
-        info["device"] = torch.cuda.get_device_name(device)
-    else:
-        info["device"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    return info
 
 
 def run(args):
@@ -138,10 +104,10 @@ def run(args):
     dtype = getattr(torch, args.dtype)
 
     def timed(function):
-        return measure(function, device, args.repeats, args.warmup)
+        return median_seconds(function, device, args.warmup, args.repeats)
 
     torch.manual_seed(0)
-    results = {"environment": environment(device), "batch": args.batch, "dtype": args.dtype, "memory_bound": [],
+    results = {"environment": {**environment(device), "extension": extension.build_info()}, "batch": args.batch, "dtype": args.dtype, "memory_bound": [],
                "conv": []}
     bandwidth = copy_bandwidth(device, args.repeats) if device.type == "cuda" else None
     results["copy_bandwidth_GBps"] = bandwidth and bandwidth / 1e9

@@ -11,13 +11,13 @@ import datetime
 import json
 import math
 import os
-import statistics
 import sys
 
 import torch
 import torch.nn.functional as F
 
 import pixelfolder_ops as ops
+from benchmarks.timing import matmul_tflops, median_seconds
 
 # PixelFolder-256's 12 StyledConvs in forward order: (C_in, C_out, resolution of the conv). The first of
 # each fold step unfolds its output.
@@ -29,17 +29,7 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 def time_ms(fn, warmup, repeats):
     """Median milliseconds of ``fn`` over ``repeats`` CUDA-event-timed calls, after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return 1e3 * median_seconds(fn, torch.device("cuda"), warmup, repeats)
 
 
 def unfused_styled_conv(x, weight, styles, noise, strength, bias, unfold_output):
@@ -89,11 +79,6 @@ def measure_layer(in_channels, out_channels, resolution, unfold_output, args, dt
         row["forward_tflops"][name] = flops / forward / 1e9
         row["backward_ms"][name] = step - forward
     return row
-
-
-def matmul_tflops(dtype, args, size=8192):
-    a, b = torch.randn(size, size, device="cuda", dtype=dtype), torch.randn(size, size, device="cuda", dtype=dtype)
-    return 2 * size ** 3 / time_ms(lambda: a @ b, args.warmup, args.repeats) / 1e9
 
 
 def markdown(report):
@@ -149,7 +134,7 @@ def main():
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
               "cuda": torch.version.cuda, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
               "batch": args.batch, "dtype": args.dtype, "warmup": args.warmup, "repeats": args.repeats,
-              "matmul_tflops": matmul_tflops(dtype, args), "layers": layers}
+              "matmul_tflops": matmul_tflops(torch.device("cuda"), dtype, 8192, args.warmup, args.repeats), "layers": layers}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as file:
         json.dump(report, file, indent=2)

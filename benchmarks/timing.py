@@ -35,6 +35,13 @@ def median_seconds(fn, device, warmup=1, repeats=3):
     return statistics.median(times)
 
 
+def matmul_tflops(device, dtype, size=8192, warmup=2, repeats=10):
+    """The device's measured dense matmul rate (TFLOP/s): the ceiling compute-bound kernels are held to."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    return 2 * size ** 3 / median_seconds(lambda: a @ b, device, warmup, repeats) / 1e12
+
+
 def device_name(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -43,10 +50,9 @@ def device_name(device):
 
 def environment(device):
     """Device, driver and software versions, and the date, for a benchmark report."""
-    info = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
-            "date": datetime.date.today().isoformat()}
+    info = {"device": device_name(device), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "python": platform.python_version(), "date": datetime.date.today().isoformat()}
     if device.type == "cuda":
-        info["cuda"] = torch.version.cuda
         try:
             info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                             capture_output=True, text=True, check=True).stdout.strip()
