@@ -12,12 +12,14 @@ Only pixelfolder_ops goes into site-packages: models/, benchmarks/ and training/
 """
 import glob
 import os
+import runpy
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(ROOT, "csrc")
+FLAGS = runpy.run_path(os.path.join(ROOT, "pixelfolder_ops", "extension", "_flags.py"))
 
 
 class BuildPyWithSources(build_py):
@@ -60,8 +62,8 @@ def extension_modules():
         "pixelfolder_ops._C", sources,
         include_dirs=[os.path.join(ROOT, "csrc")],
         define_macros=[("PIXELFOLDER_WITH_CUDA", None)] if build_cuda else [],
-        # No --use_fast_math: the Fourier embedding needs sin/cos accurate for large arguments.
-        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--expt-relaxed-constexpr"]},
+        extra_compile_args={"cxx": FLAGS["CXX_FLAGS"], "nvcc": FLAGS["NVCC_FLAGS"]},
+        extra_link_args=FLAGS["LINK_FLAGS"],
     )
     return [module], {"build_ext": cpp_extension.BuildExtension, "build_py": BuildPyWithSources}
 

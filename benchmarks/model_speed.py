@@ -17,7 +17,8 @@ import torch
 import pixelfolder_ops
 from benchmarks.complexity import count_gmacs
 from benchmarks.generators import GENERATOR_NAMES, build_generator
-from benchmarks.timing import environment, matmul_tflops, median_seconds
+from benchmarks.timing import (comma_list, compare_to_reference, environment, matmul_tflops, median_seconds,
+                               write_results)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODES = ("reference", "compile", "cuda", "triton", "auto", "cudagraphs")
@@ -122,21 +123,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for model_speed.json, .md and .png")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--models", default="PixelFolder,StyleGAN2,CIPS,INR-GAN")
+    parser.add_argument("--models", default="PixelFolder,StyleGAN2,CIPS,INR-GAN", type=comma_list(GENERATOR_NAMES, "model"))
     parser.add_argument("--batches", default="1,32,128")
-    parser.add_argument("--dtypes", default="float32,bfloat16")
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--dtypes", default="float32,bfloat16", type=comma_list(DTYPES, "dtype"))
+    parser.add_argument("--modes", default=",".join(MODES), type=comma_list(MODES, "mode"))
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
-    names, modes = args.models.split(","), args.modes.split(",")
-    for value, allowed, what in ((names, GENERATOR_NAMES, "model"), (modes, MODES, "mode"),
-                                 (args.dtypes.split(","), DTYPES, "dtype")):
-        unknown = [v for v in value if v not in allowed]
-        if unknown:
-            parser.error(f"unknown {what}(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    names, modes = args.models, args.modes
     device = torch.device(args.device)
-    dtypes = [DTYPES[d] for d in args.dtypes.split(",")]
+    dtypes = [DTYPES[d] for d in args.dtypes]
     batches = [int(b) for b in args.batches.split(",")]
     os.makedirs(args.out, exist_ok=True)
 
@@ -154,19 +150,14 @@ def main(argv=None):
                     if "im_per_s" in row:
                         row["tflops"] = 2 * gmacs[name] * row["im_per_s"] / 1e3
                         row["fraction_of_matmul"] = row["tflops"] / report["matmul_tflops"][dtype_name(dtype)]
-                        reference = row["im_per_s"] if mode == "reference" else reference
+                        reference = row if mode == "reference" else reference
                         if reference:
-                            row["speedup_vs_reference"] = row["im_per_s"] / reference
+                            compare_to_reference(row, reference)
                     report["results"].append(row)
                     print(json.dumps(row), flush=True)
-    with open(os.path.join(args.out, "model_speed.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    table = markdown(report)
-    with open(os.path.join(args.out, "model_speed.md"), "w") as f:
-        f.write(table + "\n")
+    write_results(args.out, "model_speed", report, markdown(report))
     if not plot(report, os.path.join(args.out, "model_speed.png")):
         print("matplotlib is not installed: no plot written")
-    print(table)
     return report
 
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 import pixelfolder_ops
 from benchmarks.complexity import count_gmacs, count_params
 from benchmarks.generators import GENERATOR_NAMES, build_generator
-from benchmarks.timing import environment, median_seconds
+from benchmarks.timing import comma_list, environment, median_seconds
 
 PAPER = json.load(open(os.path.join(os.path.dirname(__file__), "paper_table1.json")))["models"]
 
@@ -70,7 +70,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=None, help="images per forward (default: 32 on CUDA, 1 on CPU)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32")
     parser.add_argument("--backend", help="pixelfolder_ops backend (default: $PIXELFOLDER_OPS_BACKEND, else auto)")
-    parser.add_argument("--models", default=",".join(GENERATOR_NAMES),
+    parser.add_argument("--models", default=",".join(GENERATOR_NAMES), type=comma_list(GENERATOR_NAMES, "model"),
                         help=f"comma-separated subset of: {', '.join(GENERATOR_NAMES)}")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
@@ -78,10 +78,7 @@ def main(argv=None):
     parser.add_argument("--markdown", help="write the Markdown table here")
     args = parser.parse_args(argv)
 
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
-    unknown = [n for n in names if n not in GENERATOR_NAMES]
-    if unknown:
-        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(GENERATOR_NAMES)}")
+    names = args.models
     device = torch.device(args.device)
     batch = args.batch or (32 if device.type == "cuda" else 1)
     dtype = DTYPES[args.dtype]

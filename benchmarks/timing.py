@@ -1,5 +1,8 @@
-"""Timing and environment helpers shared by the benchmarks."""
+"""Timing, environment and result-writing helpers shared by the benchmarks."""
+import argparse
 import datetime
+import json
+import os
 import platform
 import statistics
 import subprocess
@@ -64,3 +67,31 @@ def environment(device):
     except ImportError:
         info["triton"] = None
     return info
+
+
+def compare_to_reference(row, reference):
+    """Adds to a measured row its speed (and, where both have it, its peak memory per image) relative
+    to the reference row of the same configuration."""
+    row["speedup_vs_reference"] = row["im_per_s"] / reference["im_per_s"]
+    if "peak_mib_per_image" in row and "peak_mib_per_image" in reference:
+        row["memory_vs_reference"] = row["peak_mib_per_image"] / reference["peak_mib_per_image"]
+
+
+def write_results(out, stem, report, table):
+    """OUT/stem.json (every figure) and OUT/stem.md (the table), and the table on stdout."""
+    with open(os.path.join(out, f"{stem}.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(out, f"{stem}.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+
+
+def comma_list(allowed, what):
+    """An argparse type: a comma-separated subset of ``allowed``, as a list."""
+    def parse(text):
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        unknown = [v for v in values if v not in allowed]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {what}(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
+        return values
+    return parse

@@ -11,6 +11,21 @@
 
 namespace pixelfolder {
 
+// The epilogue of one conv output row (b, c, y), its per-row operands read once:
+// a = conv * scale + noise_scale * noise[x] + shift (scale 1 without demod, shift 0 without bias).
+template <typename scalar_t, typename opmath_t>
+struct EpilogueRow {
+  opmath_t scale, noise_scale, shift;
+  const scalar_t* noise;  // this row of the noise, or null
+  int64_t noise_stride;
+
+  C10_HOST_DEVICE opmath_t preactivation(opmath_t conv, int64_t x) const {
+    opmath_t a = conv * scale;
+    if (noise) a += noise_scale * opmath_t(noise[x * noise_stride]);
+    return a + shift;
+  }
+};
+
 template <typename scalar_t, typename opmath_t>
 struct EpiloguePointers {
   const scalar_t* demod;           // (B, C) or null
@@ -19,13 +34,16 @@ struct EpiloguePointers {
   const scalar_t* bias;            // (C,) or null
   int64_t noise_batch_stride, noise_row_stride, noise_col_stride, channels;
 
+  C10_HOST_DEVICE EpilogueRow<scalar_t, opmath_t> row(int64_t b, int64_t c, int64_t y) const {
+    return {demod ? opmath_t(demod[b * channels + c]) : opmath_t(1),
+            noise ? opmath_t(*noise_strength) : opmath_t(0),
+            bias ? opmath_t(bias[c]) : opmath_t(0),
+            noise ? noise + b * noise_batch_stride + y * noise_row_stride : nullptr,
+            noise_col_stride};
+  }
+
   C10_HOST_DEVICE opmath_t preactivation(opmath_t conv, int64_t b, int64_t c, int64_t y, int64_t x) const {
-    opmath_t a = demod ? conv * opmath_t(demod[b * channels + c]) : conv;
-    if (noise) {
-      a += opmath_t(*noise_strength) *
-           opmath_t(noise[b * noise_batch_stride + y * noise_row_stride + x * noise_col_stride]);
-    }
-    return bias ? a + opmath_t(bias[c]) : a;
+    return row(b, c, y).preactivation(conv, x);
   }
 };
 

@@ -77,6 +77,12 @@ pybind11::dict build_info() {
   info["cuda_arch_list"] = pybind11::list();
 #endif
   info["backends"] = backends;
+  // Without OpenMP, at::parallel_for runs the CPU kernels on one core.
+#ifdef _OPENMP
+  info["cpu_parallel"] = true;
+#else
+  info["cpu_parallel"] = false;
+#endif
   return info;
 }
 

@@ -3,13 +3,25 @@ environment variable ``PIXELFOLDER_OPS_BACKEND``; the default is ``auto``.
 
 A backend is a module that defines one function per op, with the op's name. Asking by name for a
 backend that is unknown or not available on this install is an error, never a silent fallback.
+
+``auto`` on a GPU measures: the first call of an op with a new signature (shapes, dtypes, layouts and
+arguments) times it on every available backend and keeps the fastest for that signature, as
+``torch.backends.cudnn.benchmark`` does for convolutions; ``auto_choices()`` shows what it chose. On
+the CPU it takes the first available of (cpu, reference), so CPU runs stay bitwise reproducible.
+``PIXELFOLDER_OPS_AUTO=measure`` or ``=preference`` sets this for every device. Under torch.compile
+or CUDA graph capture nothing is measured: a signature chosen by an earlier eager call keeps its
+backend, a new one gets the preference order, so run one eager call before compiling or capturing.
 """
 import contextlib
 import importlib
 import os
 import threading
+import time
+
+import torch
 
 ENV_VAR = "PIXELFOLDER_OPS_BACKEND"
+AUTO_ENV_VAR = "PIXELFOLDER_OPS_AUTO"
 
 # Every backend the package knows, and the module that implements it. A backend module defines one
 # function per op, with the op's name, and ``unavailable_reason(name)``: None when the backend can run
@@ -18,8 +30,9 @@ ENV_VAR = "PIXELFOLDER_OPS_BACKEND"
 _MODULES = {"reference": "pixelfolder_ops.reference", "cpu": "pixelfolder_ops.extension",
             "cuda": "pixelfolder_ops.extension", "triton": "pixelfolder_ops.triton"}
 KNOWN_BACKENDS = tuple(_MODULES)
-# What "auto" tries first, by device type.
+# What "auto" considers, by device type, in the order it prefers when it does not measure.
 _AUTO_PREFERENCE = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
+_AUTO_MEASURES = {"cuda": True, "cpu": False}
 
 _state = threading.local()
 
@@ -94,10 +107,85 @@ def use_backend(name):
         _state.name = previous
 
 
-def resolve(name, device):
-    """The backend module for an op call on ``device`` (a torch.device)."""
+def call(name, op, device, *args):
+    """Runs ``op`` with ``args`` on backend ``name`` (None: the one in force) for tensors on ``device``."""
     name = _check_name(get_backend() if name is None else name)
     if name == "auto":
-        preference = _AUTO_PREFERENCE.get(device.type, ("reference",))
-        name = next(n for n in preference if _unavailable_reason(n) is None)
-    return _backend_module(name)
+        name = _auto_backend(op, device, args)
+    return getattr(_backend_module(name), op)(*args)
+
+
+# (op, device, signature) -> the backend "auto" measured fastest.
+_auto_choices = {}
+
+
+def auto_choices():
+    """What ``auto`` has measured so far: {(op, device, signature): backend name}."""
+    return dict(_auto_choices)
+
+
+def clear_auto_choices():
+    """Forget every measured choice: the next call of each signature measures again."""
+    _auto_choices.clear()
+
+
+def _auto_measures(device):
+    mode = os.environ.get(AUTO_ENV_VAR)
+    if mode is None:
+        return _AUTO_MEASURES.get(device.type, False)
+    if mode not in ("measure", "preference"):
+        raise ValueError(f"pixelfolder_ops: {AUTO_ENV_VAR} must be 'measure' or 'preference', got {mode!r}")
+    return mode == "measure"
+
+
+def _auto_backend(op, device, args):
+    candidates = [n for n in _AUTO_PREFERENCE.get(device.type, ("reference",)) if _unavailable_reason(n) is None]
+    if len(candidates) == 1 or not _auto_measures(device):
+        return candidates[0]
+    key = (op, str(device), _signature(args))
+    choice = _auto_choices.get(key)
+    if choice is None:
+        if not _can_measure(device):
+            return candidates[0]
+        choice = _auto_choices[key] = _fastest(op, candidates, device, args)
+    return choice
+
+
+def _signature(args):
+    """What makes two calls of an op run the same kernels: tensors by shape, dtype and layout."""
+    def describe(value):
+        if isinstance(value, torch.Tensor):
+            return (tuple(value.shape), value.dtype, tuple(value.stride()))
+        if isinstance(value, (list, tuple)):
+            return tuple(describe(v) for v in value)
+        return value
+    return tuple(describe(a) for a in args)
+
+
+def _can_measure(device):
+    if torch.compiler.is_compiling():
+        return False
+    return not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+
+
+def _fastest(op, candidates, device, args, repeats=3):
+    """The candidate backend with the shortest best-of-``repeats`` time, after one untimed call (which
+    also compiles and autotunes what needs it)."""
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    seconds = {}
+    with torch.no_grad():
+        for name in candidates:
+            function = getattr(_backend_module(name), op)
+            function(*args)
+            best = float("inf")
+            for _ in range(repeats):
+                synchronize()
+                start = time.perf_counter()
+                function(*args)
+                synchronize()
+                best = min(best, time.perf_counter() - start)
+            seconds[name] = best
+    return min(seconds, key=seconds.get)

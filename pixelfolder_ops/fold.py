@@ -5,7 +5,7 @@ unfold: the exact inverse. This is not torch.pixel_unshuffle's order (c * 4 + dy
 PixelFolder checkpoints depend on this one.
 """
 from . import _checks
-from .backend import resolve
+from .backend import call
 
 
 def fold(input, *, backend=None):
@@ -15,7 +15,7 @@ def fold(input, *, backend=None):
     if height % 2 or width % 2:
         raise ValueError(f"fold: argument 'input' must have even height and width, "
                          f"got shape {tuple(input.shape)}")
-    return resolve(backend, input.device).fold(input)
+    return call(backend, "fold", input.device, input)
 
 
 def unfold(input, *, backend=None):
@@ -24,4 +24,4 @@ def unfold(input, *, backend=None):
     if input.shape[1] % 4:
         raise ValueError(f"unfold: argument 'input' must have a channel count divisible by 4, "
                          f"got shape {tuple(input.shape)}")
-    return resolve(backend, input.device).unfold(input)
+    return call(backend, "unfold", input.device, input)

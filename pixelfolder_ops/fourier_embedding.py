@@ -1,6 +1,6 @@
 """Sinusoidal (Fourier) coordinate embedding: sin(B [x, y] + b) on an H x W grid made by the op."""
 from . import _checks
-from .backend import resolve
+from .backend import call
 
 
 def fourier_embedding(weight, bias, height, width, *, backend=None):
@@ -19,4 +19,4 @@ def fourier_embedding(weight, bias, height, width, *, backend=None):
     _checks.same_dtype_device(op, "weight", weight, bias=bias)
     _checks.positive_int(op, "height", height)
     _checks.positive_int(op, "width", width)
-    return resolve(backend, weight.device).fourier_embedding(weight, bias, height, width)
+    return call(backend, "fourier_embedding", weight.device, weight, bias, height, width)

@@ -2,7 +2,7 @@
 import torch
 
 from . import _checks
-from .backend import resolve
+from .backend import call
 
 
 def fused_leaky_relu(input, bias=None, negative_slope=0.2, scale=2 ** 0.5, *, backend=None):
@@ -15,7 +15,7 @@ def fused_leaky_relu(input, bias=None, negative_slope=0.2, scale=2 ** 0.5, *, ba
         _checks.tensor("fused_leaky_relu", "bias", bias, ndim=1)
         _checks.size("fused_leaky_relu", "bias", tuple(bias.shape), (input.shape[1],))
         _checks.same_dtype_device("fused_leaky_relu", "input", input, bias=bias)
-    return resolve(backend, input.device).fused_leaky_relu(input, bias, float(negative_slope), float(scale))
+    return call(backend, "fused_leaky_relu", input.device, input, bias, float(negative_slope), float(scale))
 
 
 class FusedLeakyReLU(torch.nn.Module):

@@ -3,7 +3,7 @@ StyleGAN2 up-sampling (transposed conv + blur) and down-sampling (blur + strided
 import torch
 
 from . import _checks
-from .backend import resolve
+from .backend import call
 
 
 def make_resample_kernel(kernel, dtype=torch.float32, device=None):
@@ -49,5 +49,5 @@ def modulated_conv2d(input, weight, styles, demodulate=True, up=1, down=1, resam
     (B, C_out, H, W), (B, C_out, 2H, 2W) or (B, C_out, H/2, W/2).
     """
     kernel = check_modulated_conv2d("modulated_conv2d", input, weight, styles, up, down, resample_kernel)
-    return resolve(backend, input.device).modulated_conv2d(input, weight, styles, bool(demodulate), up, down,
-                                                           kernel, float(eps))
+    return call(backend, "modulated_conv2d", input.device, input, weight, styles, bool(demodulate), up, down,
+                kernel, float(eps))

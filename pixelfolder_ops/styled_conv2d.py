@@ -3,7 +3,7 @@ optional pixel unfold of the result. One op, so a backend can run it as one kern
 import math
 
 from . import _checks
-from .backend import resolve
+from .backend import call
 from .modulated_conv2d import check_modulated_conv2d
 
 
@@ -34,6 +34,5 @@ def styled_conv2d(input, weight, styles, noise=None, noise_strength=None, bias=N
         _checks.same_dtype_device(op, "input", input, bias=bias)
     if unfold_output and out_channels % 4:
         _checks.fail(op, "weight", "a C_out divisible by 4 for unfold_output", f"shape {tuple(weight.shape)}")
-    return resolve(backend, input.device).styled_conv2d(
-        input, weight, styles, noise, noise_strength, bias, bool(demodulate), up, kernel, float(negative_slope),
-        float(gain), bool(unfold_output), float(eps))
+    return call(backend, "styled_conv2d", input.device, input, weight, styles, noise, noise_strength, bias,
+                bool(demodulate), up, kernel, float(negative_slope), float(gain), bool(unfold_output), float(eps))

@@ -1,7 +1,7 @@
 """A whole ToRGB layer: modulated 1x1 conv (not demodulated), bias, and the previous RGB skip
 (x2-upsampled with upfirdn2d, or as it is) added. One op, so a backend can run it as one kernel."""
 from . import _checks
-from .backend import resolve
+from .backend import call
 from .modulated_conv2d import check_modulated_conv2d
 
 
@@ -28,4 +28,4 @@ def to_rgb(input, weight, styles, bias, skip=None, skip_kernel=None, *, backend=
         if skip_kernel is not None:
             _checks.tensor(op, "skip_kernel", skip_kernel, ndim=2)
             _checks.same_dtype_device(op, "input", input, skip_kernel=skip_kernel)
-    return resolve(backend, input.device).to_rgb(input, weight, styles, bias, skip, skip_kernel)
+    return call(backend, "to_rgb", input.device, input, weight, styles, bias, skip, skip_kernel)

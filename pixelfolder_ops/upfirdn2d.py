@@ -1,7 +1,7 @@
 """upfirdn2d: upsample by zero insertion, pad (or crop, for negative pads), FIR filter, downsample.
 The StyleGAN2-family signature: ``upfirdn2d(input, kernel, up=1, down=1, pad=(0, 0))``."""
 from . import _checks
-from .backend import resolve
+from .backend import call
 
 
 def upfirdn2d(input, kernel, up=1, down=1, pad=(0, 0), *, backend=None):
@@ -29,4 +29,4 @@ def upfirdn2d(input, kernel, up=1, down=1, pad=(0, 0), *, backend=None):
     if out_h < 0 or out_w < 0:
         raise ValueError(f"upfirdn2d: arguments 'pad' {pad} and 'kernel' {tuple(kernel.shape)} leave "
                          f"no output for an input of shape {tuple(input.shape)} with up=({up_x}, {up_y})")
-    return resolve(backend, input.device).upfirdn2d(input, kernel, (up_x, up_y), (down_x, down_y), pad)
+    return call(backend, "upfirdn2d", input.device, input, kernel, (up_x, up_y), (down_x, down_y), pad)

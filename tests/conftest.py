@@ -6,7 +6,10 @@ import pixelfolder_ops
 
 @pytest.fixture(autouse=True)
 def default_backend():
-    """Each test starts with the default backend choice, whatever an earlier one set."""
+    """Each test starts with the default backend choice and no measured choices of 'auto',
+    whatever an earlier one set."""
     pixelfolder_ops.set_backend(None)
+    pixelfolder_ops.backend.clear_auto_choices()
     yield
     pixelfolder_ops.set_backend(None)
+    pixelfolder_ops.backend.clear_auto_choices()

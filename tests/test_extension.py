@@ -2,6 +2,7 @@
 gradgradcheck where the discriminator needs it), torch.library.opcheck, torch.compile, and the models.
 The CUDA versions of these tests are in test_extension_cuda.py."""
 import math
+import sys
 
 import pytest
 import torch
@@ -23,6 +24,8 @@ def test_extension_builds_and_reports():
     info = extension.build_info()
     assert "cpu" in info["backends"] and info["torch_version"] == torch.__version__.split("+")[0]
     assert "cpu" in ops.available_backends()
+    # The CPU kernels use every core where torch itself runs on OpenMP.
+    assert info["cpu_parallel"] == (sys.platform.startswith("linux") and "OpenMP" in torch.__config__.parallel_info())
 
 
 def randn(*shape, dtype=torch.float64, seed=0, layout="contiguous", requires_grad=False):
@@ -95,6 +98,21 @@ def test_op_matches_reference(case, dtype, layout):
     expected = getattr(reference, name)(*args)
     assert actual.dtype == expected.dtype and actual.shape == expected.shape
     assert_close(actual, expected, dtype)
+
+
+@needs_extension
+@pytest.mark.parametrize("up", [1, 2, 3])
+@pytest.mark.parametrize("down", [1, 2, 3])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_upfirdn2d_sweep_against_reference(up, down, layout):
+    # Every tap placement the kernel's per-axis runs must cover: even and odd kernel sizes, pads
+    # that crop (negative) or reach past the input, different factors along x and y.
+    x = randn(2, 3, 7, 6, layout=layout)
+    for kernel_shape, pad in [((4, 4), (2, 1, 2, 1)), ((3, 5), (-1, 3, 2, -2)), ((1, 2), (0, 0, 4, 1))]:
+        kernel = randn(*kernel_shape, dtype=torch.float64, seed=3)
+        for axes_up, axes_down in [((up, up), (down, down)), ((up, 1), (1, down))]:
+            expected = reference.upfirdn2d(x, kernel, axes_up, axes_down, pad)
+            torch.testing.assert_close(extension.upfirdn2d(x, kernel, axes_up, axes_down, pad), expected)
 
 
 @needs_extension
@@ -245,6 +263,31 @@ def test_torch_compile_fullgraph():
     expected_grads = torch.autograd.grad(expected.square().sum(), (x, weight, bias))
     for grad, expected_grad in zip(grads, expected_grads):
         torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-4)
+
+
+@needs_extension
+@pytest.mark.parametrize("measured", ["reference", "cpu"])
+def test_torch_compile_keeps_the_backend_auto_measured_eagerly(measured, monkeypatch):
+    # Under compilation nothing is measured: the graph holds the backend an eager call chose, and a
+    # signature never seen eagerly gets the preference order without a graph break.
+    torch._dynamo.reset()
+    monkeypatch.setenv("PIXELFOLDER_OPS_AUTO", "measure")
+    monkeypatch.setattr(ops.backend, "_fastest", lambda op, candidates, device, args: measured)
+    x = randn(2, 8, 6, 6, dtype=torch.float32)
+    ops.fold(x)
+    assert list(ops.backend.auto_choices().values()) == [measured]
+    monkeypatch.setattr(ops.backend, "_fastest", None)  # measuring again would fail
+    graphs = []
+
+    def record(graph_module, example_inputs):
+        graphs.append(graph_module.code)
+        return graph_module.forward
+
+    compiled = torch.compile(lambda t: ops.fold(t), backend=record, fullgraph=True)
+    assert torch.equal(compiled(x), reference.fold(x))
+    assert ("pixelfolder_ops.fold" in graphs[0]) == (measured == "cpu")
+    assert torch.equal(compiled(randn(2, 8, 4, 6, dtype=torch.float32)), reference.fold(randn(2, 8, 4, 6, dtype=torch.float32)))
+    assert "pixelfolder_ops.fold" in graphs[-1]  # unmeasured: the preference, cpu
 
 
 def run_model(model, inputs, backend):

@@ -1,6 +1,8 @@
 """Each reference op against an independent formula, its gradients in float64, and its errors."""
 import itertools
 import math
+import time
+import types
 
 import pytest
 import torch
@@ -349,6 +351,36 @@ def test_unavailable_backend_by_name_is_an_error_not_a_fallback(name, monkeypatc
     assert ops.available_backends() == ("reference",)
     # auto falls back to what is available: it was not asked for by name.
     assert torch.equal(ops.fold(randn(1, 2, 4, 4), backend="auto"), ops.fold(randn(1, 2, 4, 4), backend="reference"))
+
+
+def fake_backend(factor, seconds, calls):
+    """A backend module whose fold scales by ``factor`` and takes at least ``seconds``."""
+    def fold(x):
+        calls.append(factor)
+        time.sleep(seconds)
+        return x * factor
+    return types.SimpleNamespace(fold=fold, unavailable_reason=lambda name: None)
+
+
+def test_auto_measures_each_signature_once_and_keeps_the_fastest(monkeypatch):
+    calls = []
+    monkeypatch.setitem(backend._modules, "cpu", fake_backend(2, 0.02, calls))
+    monkeypatch.setitem(backend._modules, "reference", fake_backend(3, 0.0, calls))
+    monkeypatch.setattr(backend, "_unavailable_reason", lambda name: None)
+    monkeypatch.setenv("PIXELFOLDER_OPS_AUTO", "measure")
+    x = torch.ones(1, 2, 4, 4)
+    assert torch.equal(ops.fold(x), x * 3)  # the faster, although the preference order puts cpu first
+    assert sorted(set(calls)) == [2, 3]
+    assert list(ops.backend.auto_choices().values()) == ["reference"]
+    calls.clear()
+    assert torch.equal(ops.fold(x), x * 3) and calls == [3]  # chosen once per signature
+    ops.fold(torch.ones(1, 2, 6, 4))
+    assert len(ops.backend.auto_choices()) == 2  # a new shape is measured again
+    monkeypatch.setenv("PIXELFOLDER_OPS_AUTO", "preference")
+    assert torch.equal(ops.fold(x), x * 2)
+    monkeypatch.setenv("PIXELFOLDER_OPS_AUTO", "fastest")
+    with pytest.raises(ValueError, match="PIXELFOLDER_OPS_AUTO must be 'measure' or 'preference'"):
+        ops.fold(x)
 
 
 def test_unknown_backend_is_an_error():

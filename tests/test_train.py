@@ -116,6 +116,8 @@ def test_settings_that_cannot_train_are_clear_errors(tmp_path):
         tiny_config(tmp_path, model="StyleGAN2", variant="Fold+DeConv").validate()
     with pytest.raises(ValueError, match="style mixing"):
         tiny_config(tmp_path, model="CIPS").validate()
+    with pytest.raises(ValueError, match="--official-data-flow applies to PixelFolder only"):
+        tiny_config(tmp_path, model="StyleGAN2", official_data_flow=True).validate()
     with pytest.raises(ValueError, match="minibatch-stddev group"):
         Trainer(tiny_config(tmp_path, batch=6))
 

@@ -13,8 +13,8 @@ from training.networks import GENERATORS
 # The fields that decide the networks' shapes: a checkpoint resumes only into the same ones.
 ARCHITECTURE_FIELDS = ("model", "variant", "size", "width", "style_dim", "n_mlp", "channel_multiplier")
 # The fields that may change between a run and its resume without changing what it computes.
-RESUMABLE_CHANGES = ("steps", "out", "resume", "num_workers", "device", "backend", "compile", "log_every",
-                     "sample_every", "n_samples", "checkpoint_every")
+RESUMABLE_CHANGES = ("steps", "out", "resume", "num_workers", "device", "backend", "compile", "official_data_flow",
+                     "log_every", "sample_every", "n_samples", "checkpoint_every")
 
 
 def _setting(default, help, **argparse_options):
@@ -38,6 +38,9 @@ class TrainConfig:
     width: float = _setting(1.0, "scales every channel count of G and D (small models for tests)")
     style_dim: int = _setting(512, "dimension of z and w")
     n_mlp: int = _setting(8, "layers of the mapping network")
+    official_data_flow: bool = _setting(False, "PixelFolder: compute the batch-invariant positional branch once "
+                                               "per image as the official code does (same images, slower; for "
+                                               "speed comparisons)")
     channel_multiplier: int = _setting(2, "channel multiplier of G and D (StyleGAN2 config-f: 2)")
     # The paper's recipe
     batch: int = _setting(32, "images per step over all GPUs together")
@@ -75,6 +78,8 @@ class TrainConfig:
         if self.variant is not None and self.model != "PixelFolder":
             raise ValueError(f"--variant {self.variant!r} is a PixelFolder ablation; it does not apply to "
                              f"--model {self.model}")
+        if self.official_data_flow and self.model != "PixelFolder":
+            raise ValueError(f"--official-data-flow applies to PixelFolder only, not --model {self.model}")
         if self.mixing > 0 and self.model == "CIPS":
             raise ValueError("--mixing: CIPS takes one style vector for every layer, so style mixing does not apply")
         if not 0 <= self.mixing <= 1:

@@ -8,6 +8,8 @@ GENERATORS = {"PixelFolder": models.PixelFolder, "StyleGAN2": models.StyleGAN2Ge
 def build_generator(config):
     options = dict(size=config.size, style_dim=config.style_dim, n_mlp=config.n_mlp,
                    channel_multiplier=config.channel_multiplier, width=config.width)
+    if config.model == "PixelFolder":
+        options["official_data_flow"] = config.official_data_flow
     if config.variant is not None:
         return models.PixelFolder.variant(config.variant, **options)
     return GENERATORS[config.model](**options)

@@ -43,9 +43,10 @@ at::Tensor fused_leaky_relu_cpu(const at::Tensor& input, const c10::optional<at:
     const auto b = bias ? bias->contiguous() : at::Tensor();
     const scalar_t* bias_data = bias ? b.data_ptr<scalar_t>() : nullptr;
     for_each_channel_run(layout, x.numel(), [&](int64_t offset, int64_t length, int64_t channel, int64_t step) {
+      const auto f = act;  // a local copy, which the output stores cannot alias: the loop vectorizes
       for (int64_t k = 0; k < length; ++k) {
         const opmath_t shift = bias_data ? opmath_t(bias_data[channel + k * step]) : opmath_t(0);
-        out[offset + k] = act(opmath_t(in[offset + k]) + shift);
+        out[offset + k] = f(opmath_t(in[offset + k]) + shift);
       }
     });
   });
@@ -67,8 +68,9 @@ at::Tensor fused_leaky_relu_backward_cpu(const at::Tensor& grad_output, const at
     const scalar_t* g_data = g.data_ptr<scalar_t>();
     scalar_t* out = grad_input.data_ptr<scalar_t>();
     at::parallel_for(0, y.numel(), 32768, [&](int64_t begin, int64_t end) {
+      const auto f = act;  // see fused_leaky_relu_cpu
       for (int64_t i = begin; i < end; ++i) {
-        out[i] = opmath_t(g_data[i]) * act.gradient(opmath_t(y_data[i]));
+        out[i] = opmath_t(g_data[i]) * f.gradient(opmath_t(y_data[i]));
       }
     });
   });

@@ -14,24 +14,27 @@
 namespace pixelfolder {
 namespace {
 
-// Calls visit(n, c, y, x, a, to) for every element (n, c, y, x) of the conv output, in parallel by
-// rows: a is its pre-activation, `to` where the forward stores it (unfolded when asked).
+// Calls visit(n, c, y, conv_row, epilogue_row, to) for every row (n, c, y) of the conv output, in
+// parallel: `to` is where the forward stores the row's first element (unfolded when asked), its
+// next elements following every output_column_step(unfold_output) columns. Working by rows reads
+// the per-row operands once and leaves the inner loops free of index arithmetic. The loops work on
+// local copies of the row and the activation, which the stores cannot alias, so they vectorize.
 template <typename scalar_t, typename opmath_t, typename Visit>
-void for_each_preactivation(const at::Tensor& conv_output, const EpiloguePointers<scalar_t, opmath_t>& epilogue,
-                            bool unfold_output, Visit visit) {
-  const int64_t channels = conv_output.size(1), height = conv_output.size(2), width = conv_output.size(3);
+void for_each_row(const at::Tensor& conv_output, const EpiloguePointers<scalar_t, opmath_t>& epilogue,
+                  bool unfold_output, Visit visit) {
+  const int64_t channels = conv_output.size(1), height = conv_output.size(2);
   const scalar_t* in = conv_output.data_ptr<scalar_t>();
   const auto is = conv_output.strides();
   at::parallel_for(0, conv_output.size(0) * channels * height, 16, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / (channels * height), c = row / height % channels, y = row % height;
-      for (int64_t x = 0; x < width; ++x) {
-        const opmath_t a = epilogue.preactivation(in[n * is[0] + c * is[1] + y * is[2] + x * is[3]], n, c, y, x);
-        visit(n, c, y, x, a, epilogue_output_index(unfold_output, channels, c, y, x));
-      }
+      visit(n, c, y, in + n * is[0] + c * is[1] + y * is[2], epilogue.row(n, c, y),
+            epilogue_output_index(unfold_output, channels, c, y, 0));
     }
   });
 }
+
+int64_t output_column_step(bool unfold_output) { return unfold_output ? 2 : 1; }
 
 at::Tensor epilogue_cpu(const at::Tensor& conv_output, const c10::optional<at::Tensor>& demod,
                         const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& noise_strength,
@@ -47,10 +50,17 @@ at::Tensor epilogue_cpu(const at::Tensor& conv_output, const c10::optional<at::T
     const auto epilogue = epilogue_pointers<scalar_t>(conv_output, d, noise, noise_strength, b);
     scalar_t* out = output.data_ptr<scalar_t>();
     const auto os = output.strides();
-    for_each_preactivation(conv_output, epilogue, unfold_output,
-                           [&](int64_t n, int64_t, int64_t, int64_t, opmath_t a, OutputIndex to) {
-                             out[n * os[0] + to.c * os[1] + to.y * os[2] + to.x * os[3]] = act(a);
-                           });
+    const int64_t width = conv_output.size(3), in_step = conv_output.stride(3);
+    const int64_t out_step = output_column_step(unfold_output) * os[3];
+    for_each_row(conv_output, epilogue, unfold_output,
+                 [&](int64_t n, int64_t, int64_t, const scalar_t* conv_row,
+                     const EpilogueRow<scalar_t, opmath_t> row, OutputIndex to) {
+                   const auto f = act;
+                   scalar_t* out_row = out + n * os[0] + to.c * os[1] + to.y * os[2] + to.x * os[3];
+                   for (int64_t x = 0; x < width; ++x) {
+                     out_row[x * out_step] = f(row.preactivation(conv_row[x * in_step], x));
+                   }
+                 });
   });
   return output;
 }
@@ -73,12 +83,20 @@ at::Tensor epilogue_backward_cpu(const at::Tensor& grad_output, const at::Tensor
     scalar_t* out = grad_preactivation.data_ptr<scalar_t>();
     const auto gs = grad_output.strides();
     const auto os = grad_preactivation.strides();
+    const int64_t width = conv_output.size(3), in_step = conv_output.stride(3);
+    const int64_t grad_step = output_column_step(unfold_output) * gs[3];
     // a is recomputed rather than stored by the forward: it is one multiply-add away.
-    for_each_preactivation(conv_output, epilogue, unfold_output,
-                           [&](int64_t n, int64_t c, int64_t y, int64_t x, opmath_t a, OutputIndex from) {
-                             const opmath_t grad = g[n * gs[0] + from.c * gs[1] + from.y * gs[2] + from.x * gs[3]];
-                             out[n * os[0] + c * os[1] + y * os[2] + x * os[3]] = grad * act.gradient(act(a));
-                           });
+    for_each_row(conv_output, epilogue, unfold_output,
+                 [&](int64_t n, int64_t c, int64_t y, const scalar_t* conv_row,
+                     const EpilogueRow<scalar_t, opmath_t> row, OutputIndex from) {
+                   const auto f = act;
+                   const scalar_t* grad_row = g + n * gs[0] + from.c * gs[1] + from.y * gs[2] + from.x * gs[3];
+                   scalar_t* out_row = out + n * os[0] + c * os[1] + y * os[2];
+                   for (int64_t x = 0; x < width; ++x) {
+                     const opmath_t a = row.preactivation(conv_row[x * in_step], x);
+                     out_row[x * os[3]] = opmath_t(grad_row[x * grad_step]) * f.gradient(f(a));
+                   }
+                 });
   });
   return grad_preactivation;
 }

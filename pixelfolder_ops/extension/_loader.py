@@ -11,6 +11,8 @@ import sys
 
 import torch
 
+from ._flags import CXX_FLAGS, LINK_FLAGS, NVCC_FLAGS
+
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Installed copies carry the sources inside the package; a clone has them next to it.
 _SOURCE_DIRS = (os.path.join(_PACKAGE_DIR, "csrc"), os.path.join(os.path.dirname(_PACKAGE_DIR), "csrc"))
@@ -61,10 +63,10 @@ def _jit_build():
                      glob.glob(os.path.join(sources_root, "cpu", "*.cpp")))
     with_cuda = (torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
                  and os.environ.get("PIXELFOLDER_CUDA") != "0")
-    cflags = ["-O3"]
+    defines = []
     if with_cuda:
         sources += sorted(glob.glob(os.path.join(sources_root, "cuda", "*.cu")))
-        cflags.append("-DPIXELFOLDER_WITH_CUDA")
+        defines.append("-DPIXELFOLDER_WITH_CUDA")
     name, directory = build_directory(with_cuda)
     os.makedirs(directory, exist_ok=True)
     log_path = os.path.join(directory, "build_error.log")
@@ -74,7 +76,7 @@ def _jit_build():
               file=sys.stderr, flush=True)
     try:
         module = cpp_extension.load(
-            name, sources, extra_cflags=cflags, extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr"] + cflags[1:],
+            name, sources, extra_cflags=CXX_FLAGS + defines, extra_cuda_cflags=NVCC_FLAGS + defines, extra_ldflags=LINK_FLAGS,
             extra_include_paths=[sources_root], build_directory=directory, with_cuda=with_cuda, verbose=False)
     except Exception as error:  # a failed build must not break import pixelfolder_ops
         with open(log_path, "w") as log:
