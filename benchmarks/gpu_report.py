@@ -3,9 +3,10 @@ CUDA kernels, run the GPU tests, run every benchmark, and write the report to OU
 
     python -m benchmarks.gpu_report OUT [--skip-compile]
 
-OUT receives report.md (every table), report.json (every figure, with device, driver, CUDA, torch and
-Triton versions and the date), model_speed.png and log.txt (each step's output): four files, as a
-lent machine returns at most eight. A step that fails is logged and the report goes on.
+OUT receives report.md (the issue's targets, met or missed, then every table, and the per-kernel
+profile of PixelFolder-256), report.json (every figure, with device, driver, CUDA, torch and Triton
+versions and the date), model_speed.png and log.txt (each step's output): four files, as a lent
+machine returns at most eight. A step that fails is logged and the report goes on.
 
 fvcore (GMACs) is not on the lent GPU machines: build its wheels on the development machine first,
 `pip wheel --no-deps -w .whl fvcore iopath yacs termcolor` (with `/.whl/` in .git/info/exclude),
@@ -32,6 +33,7 @@ PYTHON = sys.executable
 def steps(scratch, skip_compile):
     """(name, command, folder it writes its results.json / results.md to, or None, time limit in s)."""
     model_modes = "reference,cuda,triton,auto,cudagraphs"
+    train_modes = "reference,cuda,triton,auto" + ("" if skip_compile else ",compile")
     runs = [
         ("build", [PYTHON, "setup.py", "build_ext", "--inplace"], None, 600),
         ("gpu tests", [PYTHON, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not slow",
@@ -43,6 +45,9 @@ def steps(scratch, skip_compile):
          + (["--no-compile"] if skip_compile else []), f"{scratch}/styled_conv_speed", 400),
         ("model_speed", [PYTHON, "-m", "benchmarks.model_speed", "--out", f"{scratch}/model_speed",
                          "--modes", model_modes], f"{scratch}/model_speed", 900),
+        ("train_speed", [PYTHON, "-m", "benchmarks.train_speed", "--out", f"{scratch}/train_speed", "--modes",
+                         train_modes], f"{scratch}/train_speed", 900),
+        ("profile", [PYTHON, "-m", "benchmarks.profile_model", "--out", f"{scratch}/profile"], f"{scratch}/profile", 300),
         ("table1", [PYTHON, "-m", "benchmarks.table1", "--device", "cuda", "--json", f"{scratch}/table1/results.json",
                     "--markdown", f"{scratch}/table1/results.md"], f"{scratch}/table1", 300),
     ]
@@ -53,6 +58,59 @@ def steps(scratch, skip_compile):
                                              "--batches", "128", "--dtypes", "bfloat16", "--modes", "reference,compile,auto"],
                      f"{scratch}/model_speed_compile", 900))
     return runs
+
+
+FUSED_MODES = ("cuda", "triton", "auto", "cudagraphs")
+
+
+def rows_of(steps, step, filename):
+    results = (steps.get(step) or {}).get("results") or {}
+    return (results.get(filename) or {}).get("results", [])
+
+
+def targets(steps):
+    """The issue's targets for PixelFolder-256 in bfloat16 on this device: (what, measured, required,
+    met) for each, from the benchmark steps' results (measured None where a step gave nothing)."""
+    def im_per_s(rows, modes, **where):
+        found = [r for r in rows if r["mode"] in modes and "im_per_s" in r and all(r[k] == v for k, v in where.items())]
+        return max(found, key=lambda r: r["im_per_s"]) if found else None
+
+    def ratio(a, b, key="im_per_s"):
+        return a[key] / b[key] if a and b and key in a and key in b else None
+
+    inference = dict(model="PixelFolder", dtype="bfloat16", batch=128)
+    speed = rows_of(steps, "model_speed", "model_speed.json")
+    fused, reference = im_per_s(speed, FUSED_MODES, **inference), im_per_s(speed, ("reference",), **inference)
+    compiled_run = rows_of(steps, "model_speed_compile", "model_speed.json")
+    compiled_fused = im_per_s(compiled_run, FUSED_MODES, **inference)
+    compiled = im_per_s(compiled_run, ("compile",), **inference)
+    training = rows_of(steps, "train_speed", "train_speed.json")
+    train_fused = im_per_s(training, FUSED_MODES, model="PixelFolder")
+    train_reference = im_per_s(training, ("reference",), model="PixelFolder")
+    train_compiled = im_per_s(training, ("compile",), model="PixelFolder")
+    table = [
+        ("inference im/s, batch 128 (fastest fused mode)", fused and fused["im_per_s"], 7800, ">="),
+        ("inference vs the reference", ratio(fused, reference), 3.0, ">="),
+        ("inference vs torch.compile of the reference", ratio(compiled_fused, compiled), 1.5, ">="),
+        ("training im/s vs the reference", ratio(train_fused, train_reference), 2.0, ">="),
+        ("training im/s vs torch.compile of the reference", ratio(train_fused, train_compiled), 1.3, ">="),
+        ("training peak memory per image vs the reference", ratio(train_fused, train_reference, "peak_mib_per_image"),
+         0.6, "<="),
+    ]
+    return [(what, measured, required, None if measured is None else
+             (measured >= required if sense == ">=" else measured <= required), sense)
+            for what, measured, required, sense in table]
+
+
+def targets_markdown(rows):
+    lines = ["## Targets (PixelFolder-256, bfloat16)", "", "| target | measured | required | met |",
+             "|---|---:|---:|---|"]
+    for what, measured, required, met, sense in rows:
+        shown = "not measured" if measured is None else f"{measured:,.2f}"
+        lines.append(f"| {what} | {shown} | {sense} {required:,} | {'-' if met is None else 'yes' if met else 'NO'} |")
+    if any(met is not True for *_, met, _ in rows):
+        lines += ["", "Where the time goes: the `profile` section below (torch.profiler, per kernel)."]
+    return "\n".join(lines)
 
 
 def read_results(folder):
@@ -94,6 +152,9 @@ def main(argv=None):
             print(f"{name}: {status} ({seconds:.0f} s)", flush=True)
     for png in glob.glob(f"{scratch}/model_speed/*.png"):
         shutil.copy(png, args.out)
+    target_rows = targets(report["steps"])
+    report["targets"] = [dict(zip(("target", "measured", "required", "met", "sense"), row)) for row in target_rows]
+    sections.insert(1, targets_markdown(target_rows))
     with open(os.path.join(args.out, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
     with open(os.path.join(args.out, "report.md"), "w") as f:

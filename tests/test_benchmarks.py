@@ -1,9 +1,10 @@
-"""The whole-model speed benchmark runs end to end and reports what it cannot run."""
+"""The whole-model benchmarks run end to end and report what they cannot run; the GPU report judges
+the targets from their results."""
 import json
 
 import pytest
 
-from benchmarks import model_speed, train_speed
+from benchmarks import gpu_report, model_speed, profile_model, train_speed
 
 
 def test_model_speed_report(tmp_path, monkeypatch):
@@ -34,3 +35,44 @@ def test_train_speed_report(tmp_path):
     assert reference["im_per_s"] > 0 and reference["speedup_vs_reference"] == 1.0
     assert cuda["error"].startswith("BackendUnavailableError: pixelfolder_ops: backend 'cuda' is unavailable")
     assert "| PixelFolder | reference |" in (tmp_path / "train_speed.md").read_text()
+
+
+def test_profile_report_lists_kernels_by_time(tmp_path):
+    report = profile_model.main(["--out", str(tmp_path), "--device", "cpu", "--backend", "reference", "--batch", "1",
+                                 "--dtype", "float32", "--train-batch", "2", "--size", "16", "--width", "0.0625",
+                                 "--repeats", "1", "--rows", "5"])
+    inference, training = report["profiles"].values()
+    for table in (inference, training):
+        times = [k["ms"] for k in table["kernels"]]
+        assert len(times) == 5 and times == sorted(times, reverse=True) and sum(times) <= table["total_ms"]
+    assert any("convolution" in k["name"] for k in inference["kernels"])
+    assert "### PixelFolder training" in (tmp_path / "profile.md").read_text()
+
+
+def test_gpu_report_targets_are_judged_from_the_same_runs():
+    def inference(mode, im_per_s, model="PixelFolder", batch=128):
+        return {"model": model, "dtype": "bfloat16", "batch": batch, "mode": mode, "im_per_s": im_per_s}
+
+    def training(mode, im_per_s, memory):
+        return {"model": "PixelFolder", "mode": mode, "im_per_s": im_per_s, "peak_mib_per_image": memory}
+
+    steps = {
+        "model_speed": {"results": {"model_speed.json": {"results": [
+            inference("reference", 2000), inference("cuda", 7000), inference("cudagraphs", 8000),
+            inference("cudagraphs", 99999, batch=32), inference("cudagraphs", 99999, model="StyleGAN2"),
+            {"model": "PixelFolder", "dtype": "bfloat16", "batch": 128, "mode": "triton", "error": "no"}]}}},
+        "model_speed_compile": {"results": {"model_speed.json": {"results": [
+            inference("compile", 6000), inference("auto", 8000)]}}},
+        "train_speed": {"results": {"train_speed.json": {"results": [
+            training("reference", 100, 50.0), training("auto", 250, 25.0)]}}},
+    }
+    rows = {what: (measured, met) for what, measured, _, met, _ in gpu_report.targets(steps)}
+    assert rows["inference im/s, batch 128 (fastest fused mode)"] == (8000, True)
+    assert rows["inference vs the reference"] == (4.0, True)
+    assert rows["inference vs torch.compile of the reference"][1] is False  # 8000 / 6000 < 1.5
+    assert rows["training im/s vs the reference"] == (2.5, True)
+    assert rows["training im/s vs torch.compile of the reference"] == (None, None)  # no compile row
+    assert rows["training peak memory per image vs the reference"] == (0.5, True)
+    text = gpu_report.targets_markdown(gpu_report.targets(steps))
+    assert "| training im/s vs torch.compile of the reference | not measured | >= 1.3 | - |" in text
+    assert "Where the time goes" in text

@@ -317,6 +317,22 @@ def test_models_match_the_reference(factory, input_shape):
 
 
 @needs_extension
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("name", ["PixelFolder", "StyleGAN2"])
+def test_generator_forward_compiles_to_one_graph(name, backend):
+    # fullgraph: a host synchronisation (.item(), data-dependent Python control flow) or an op
+    # dynamo cannot trace anywhere in the forward would be an error here, on every device.
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    factory = {"PixelFolder": models.PixelFolder, "StyleGAN2": models.StyleGAN2Generator}[name]
+    generator = factory(32, width=0.0625).eval()
+    z, noise = torch.randn(2, 512), generator.make_noise(2)
+    with ops.use_backend(backend), torch.no_grad():
+        compiled = torch.compile(generator, fullgraph=True, backend="eager")
+        torch.testing.assert_close(compiled(z, noise=noise), generator(z, noise=noise))
+
+
+@needs_extension
 def test_discriminator_r1_penalty_matches_the_reference():
     torch.manual_seed(0)
     model = models.Discriminator(32, width=0.125)
