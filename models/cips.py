@@ -1,12 +1,10 @@
 """CIPS-skip (Anokhin et al., CVPR 2021): every layer a per-pixel (1x1) modulated layer at full
 resolution, one style vector for all of them."""
-import math
-
 import torch
 from torch import nn
 
 from .generator import StyleGenerator
-from .layers import ConstantInput, FourierCoordinateLayer, StyledConv, ToRGB
+from .layers import ConstantInput, FourierCoordinateLayer, StyledConv, ToRGB, log2_size
 
 
 class CIPS(StyleGenerator):
@@ -19,9 +17,7 @@ class CIPS(StyleGenerator):
     def __init__(self, size=256, hidden_size=512, style_dim=512, n_mlp=8, channel_multiplier=2, lr_mlp=0.01,
                  width=1.0):
         super().__init__(style_dim, n_mlp, lr_mlp)
-        log_size = int(math.log2(size))
-        if 2 ** log_size != size or log_size < 2:
-            raise ValueError(f"CIPS: argument 'size' must be a power of two >= 4, got {size}")
+        log_size = log2_size("CIPS", size, 4)
         self.size = size
         scaled = lambda c: max(4, int(round(c * width / 4)) * 4)  # noqa: E731
         hidden_size = scaled(hidden_size)

@@ -4,7 +4,7 @@ import math
 import torch
 from torch import nn
 
-from .layers import BLUR_KERNEL, ConvLayer, EqualLinear, channel_table
+from .layers import BLUR_KERNEL, ConvLayer, EqualLinear, channel_table, log2_size
 
 
 class ResBlock(nn.Module):
@@ -27,9 +27,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, size=256, channel_multiplier=2, width=1.0, stddev_group=4, blur_kernel=BLUR_KERNEL):
         super().__init__()
-        log_size = int(math.log2(size))
-        if 2 ** log_size != size or log_size < 3:
-            raise ValueError(f"Discriminator: argument 'size' must be a power of two >= 8, got {size}")
+        log_size = log2_size("Discriminator", size, 8)
         self.size = size
         channels = channel_table(channel_multiplier, width)
         in_channel = channels[size]

@@ -58,7 +58,7 @@ from torch import nn
 import pixelfolder_ops as ops
 
 from .generator import StyleGenerator
-from .layers import EqualLinear, ToRGB, channel_table
+from .layers import EqualLinear, ToRGB, channel_table, log2_size
 
 RANDOM_FOURIER_SCALE = math.sqrt(10)
 
@@ -140,9 +140,7 @@ class INRGAN(StyleGenerator):
     def __init__(self, size=256, style_dim=512, n_mlp=8, lr_mlp=0.01, rank=10, input_size=32,
                  extra_layer_resolutions=(128, 256), channel_multiplier=2, width=1.0):
         super().__init__(style_dim, n_mlp, lr_mlp)
-        log_size = int(math.log2(size))
-        if 2 ** log_size != size or log_size < 3:
-            raise ValueError(f"INRGAN: argument 'size' must be a power of two >= 8, got {size}")
+        log_size = log2_size("INRGAN", size, 8)
         self.size = size
         self.input_size = min(input_size, size)
         table = channel_table(channel_multiplier, width)

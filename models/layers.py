@@ -213,6 +213,14 @@ class MappingNetwork(nn.Sequential):
                                         for _ in range(n_mlp)])
 
 
+def log2_size(model, size, minimum):
+    """log2(size), after checking that ``size`` is a power of two >= ``minimum`` (model: for the error)."""
+    log_size = int(math.log2(size)) if isinstance(size, int) and size > 0 else -1
+    if 2 ** log_size != size or size < minimum:
+        raise ValueError(f"{model}: argument 'size' must be a power of two >= {minimum}, got {size}")
+    return log_size
+
+
 def channel_table(channel_multiplier=2, width=1.0):
     """Channels per resolution, c(r); ``width`` scales every entry (small models for tests)."""
     base = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * channel_multiplier, 128: 128 * channel_multiplier,

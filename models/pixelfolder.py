@@ -1,7 +1,5 @@
 """PixelFolder (He et al., ECCV 2022), exactly as the official implementation computes it, with the
 ablation variants of the paper's Tables 3 and 4 as options."""
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,7 +8,7 @@ import pixelfolder_ops as ops
 
 from .generator import StyleGenerator
 from .layers import (BLUR_KERNEL, Blur, ConstantInput, ConvLayer, FourierCoordinateLayer, StyledConv, ToRGB,
-                     channel_table, downsample_blur_pad)
+                     channel_table, downsample_blur_pad, log2_size)
 
 FOLDS_PER_STAGE = 2
 
@@ -79,9 +77,7 @@ class PixelFolder(StyleGenerator):
                  upsampler="unfold", positional_downsampler="fold", coordinate_embedding=True,
                  multistage_connection=True, official_data_flow=False, blur_kernel=BLUR_KERNEL):
         super().__init__(style_dim, n_mlp, lr_mlp)
-        log_size = int(math.log2(size))
-        if 2 ** log_size != size or log_size < 4:
-            raise ValueError(f"PixelFolder: argument 'size' must be a power of two >= 16, got {size}")
+        log_size = log2_size("PixelFolder", size, 16)
         if upsampler not in ("unfold", "deconv") or positional_downsampler not in ("fold", "blur"):
             raise ValueError(f"PixelFolder: upsampler must be 'unfold' or 'deconv' and positional_downsampler "
                              f"'fold' or 'blur', got {upsampler!r}, {positional_downsampler!r}")

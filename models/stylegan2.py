@@ -1,10 +1,8 @@
 """The StyleGAN2 generator (config-f channels), the paper's main convolutional baseline."""
-import math
-
 from torch import nn
 
 from .generator import StyleGenerator
-from .layers import BLUR_KERNEL, ConstantInput, StyledConv, ToRGB, channel_table
+from .layers import BLUR_KERNEL, ConstantInput, StyledConv, ToRGB, channel_table, log2_size
 
 
 class StyleGAN2Generator(StyleGenerator):
@@ -14,9 +12,7 @@ class StyleGAN2Generator(StyleGenerator):
     def __init__(self, size=256, style_dim=512, n_mlp=8, channel_multiplier=2, lr_mlp=0.01, width=1.0,
                  blur_kernel=BLUR_KERNEL):
         super().__init__(style_dim, n_mlp, lr_mlp)
-        log_size = int(math.log2(size))
-        if 2 ** log_size != size or log_size < 3:
-            raise ValueError(f"StyleGAN2Generator: argument 'size' must be a power of two >= 8, got {size}")
+        log_size = log2_size("StyleGAN2Generator", size, 8)
         self.size = size
         self.channels = channel_table(channel_multiplier, width)
         self.resolutions = [2 ** i for i in range(3, log_size + 1)]

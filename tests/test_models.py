@@ -143,7 +143,7 @@ def test_bad_generator_inputs_are_clear_errors():
     bad[1] = torch.randn(2, 1, 5, 5)
     with pytest.raises(ValueError, match=r"argument 'noise\[1\]' must be of shape \(2, 1, 8, 8\)"):
         g(torch.randn(2, 512), noise=bad)
-    with pytest.raises(ValueError, match="power of two"):
+    with pytest.raises(ValueError, match="PixelFolder: argument 'size' must be a power of two >= 16, got 100"):
         models.PixelFolder(100)
     with pytest.raises(ValueError, match="unknown variant"):
         models.PixelFolder.variant("bigger")
@@ -196,3 +196,12 @@ def test_models_run_under_bfloat16_autocast():
     assert images.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
     logits.float().sum().backward()
     assert all(p.grad is not None for p in d.parameters())
+
+
+@pytest.mark.parametrize("factory, minimum", [(models.PixelFolder, 16), (models.StyleGAN2Generator, 8),
+                                              (models.CIPS, 4), (models.INRGAN, 8), (models.Discriminator, 8)])
+def test_sizes_that_are_not_powers_of_two_or_too_small_are_refused(factory, minimum):
+    for size in (minimum // 2, 3 * minimum, 0):
+        with pytest.raises(ValueError, match=f"{factory.__name__}: argument 'size' must be a power of two >= "
+                                             f"{minimum}, got {size}"):
+            factory(size)

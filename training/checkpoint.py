@@ -92,18 +92,27 @@ def describe(architecture):
     return f"{model} at {architecture['size']}x{architecture['size']} px ({details})"
 
 
-def load_checkpoint(path, architecture=None):
-    """The checkpoint at ``path``, on the CPU. ValueError naming the path for a file that is truncated,
-    corrupt or no training checkpoint, and, when ``architecture`` (TrainConfig.architecture()) is
-    given, for a checkpoint of other networks (naming both)."""
+def read_checkpoint(path):
+    """Whatever ``torch.load`` finds at ``path`` (weights only), on the CPU; ValueError naming the path
+    for a file that is truncated, corrupt or no checkpoint."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for a damaged file
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"checkpoint {path} cannot be read: it is truncated, corrupt or not a checkpoint "
                          f"saved by training.train ({reason})") from error
+
+
+def is_training_checkpoint(checkpoint):
+    """Whether a loaded checkpoint claims to be one of ours (``check_checkpoint`` says if it is whole)."""
+    return isinstance(checkpoint, dict) and "format" in checkpoint
+
+
+def check_checkpoint(checkpoint, path, architecture=None):
+    """ValueError naming ``path`` unless ``checkpoint`` is a whole training checkpoint of this version
+    (and, when ``architecture`` (TrainConfig.architecture()) is given, of those networks)."""
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise ValueError(f"checkpoint {path} is not a training checkpoint of this package (it has no "
                          f"'format': '{FORMAT}' entry)")
@@ -118,15 +127,26 @@ def load_checkpoint(path, architecture=None):
         if saved != architecture:
             raise ValueError(f"checkpoint {path} holds {describe(saved)}, but this run builds "
                              f"{describe(architecture)}")
+
+
+def load_checkpoint(path, architecture=None):
+    """The training checkpoint at ``path``, on the CPU, checked (see ``read_checkpoint`` and
+    ``check_checkpoint`` for the errors)."""
+    checkpoint = read_checkpoint(path)
+    check_checkpoint(checkpoint, path, architecture)
     return checkpoint
 
 
-def load_generator(path):
-    """The EMA generator of a training checkpoint, in eval mode, on the CPU."""
-    checkpoint = load_checkpoint(path)
+def ema_generator(checkpoint):
+    """The EMA generator of a loaded training checkpoint, in eval mode, on the CPU."""
     generator = build_generator(TrainConfig.from_dict(checkpoint["config"]))
     generator.load_state_dict(checkpoint["g_ema"])
     return generator.eval()
+
+
+def load_generator(path):
+    """The EMA generator of the training checkpoint at ``path``, in eval mode, on the CPU."""
+    return ema_generator(load_checkpoint(path))
 
 
 def capture_rng_state(device):

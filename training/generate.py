@@ -23,9 +23,10 @@ from training.images import save_grid, save_image
 def load_generator(path, size=256, device="cpu"):
     """The EMA generator, in eval mode, from our training checkpoint (it has a "config") or from an
     official PixelFolder checkpoint (top-level "g", "g_ema", "d"; ``size`` is its resolution)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if "config" in checkpoint:
-        generator = training_checkpoint.load_generator(path)
+    checkpoint = training_checkpoint.read_checkpoint(path)
+    if training_checkpoint.is_training_checkpoint(checkpoint):
+        training_checkpoint.check_checkpoint(checkpoint, path)
+        generator = training_checkpoint.ema_generator(checkpoint)
     else:
         generator = models.load_official(checkpoint, size=size)[1]
     return generator.to(device).eval()
