@@ -97,7 +97,7 @@ def test_cuda_opcheck(case):
 
 
 @needs_cuda
-@pytest.mark.parametrize("case", ["fused_leaky_relu", "upfirdn2d_up", "upfirdn2d_mixed"])
+@pytest.mark.parametrize("case", ["fused_leaky_relu", "upfirdn2d_up", "upfirdn2d_mixed", "to_rgb"])
 def test_cuda_gradgradcheck(case):
     name, args = op_cases(requires_grad=True)[case]
     args = [to_cuda(a, torch.float64) for a in args]
