@@ -1,8 +1,9 @@
 """ToRGB on the compiled kernels: the modulated 1x1 conv as one batched GEMM with the bias, plus the
-skip (x2 upfirdn2d) added. Its gradients are ATen ops (the conv's two batched GEMMs too), so they
+skip (x2 upfirdn2d) added. Its gradients are ATen ops (the conv's two batched GEMMs), so they
 differentiate again: double backward works; only the skip kernel's gradient is refused."""
 import torch
 
+from .._gradients import modulated_1x1_conv_backward
 from ._autograd import refuse_filter_gradient
 from ._layout import empty
 
@@ -29,16 +30,7 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_output):
     refuse_filter_gradient(ctx, 5, "to_rgb", "skip_kernel")
     input, weight, styles, skip_kernel = ctx.saved_tensors
-    # out[b] = W'[b] x[b] + bias with W'[b] = weight * styles[b], (C_out, C_in), over the H*W pixels:
-    # one GEMM per image gives the input's gradient, one the modulated weight's (each reading or
-    # writing the C_in-channel tensor once), and the weight's and styles' follow from W'[b]'s.
-    out_channels, in_channels = weight.shape[:2]
-    grad = grad_output.flatten(2)
-    modulated_weight = weight.view(1, out_channels, in_channels) * styles.unsqueeze(1)
-    grad_input = torch.bmm(modulated_weight.transpose(1, 2), grad).view(input.shape)
-    grad_modulated_weight = torch.bmm(grad, input.flatten(2).transpose(1, 2))
-    grad_weight = (grad_modulated_weight * styles.unsqueeze(1)).sum(0).view(weight.shape)
-    grad_styles = (grad_modulated_weight * weight.view(1, out_channels, in_channels)).sum(1)
+    grad_input, grad_weight, grad_styles = modulated_1x1_conv_backward(grad_output, input, weight, styles)
     grad_bias = grad_output.sum((0, 2, 3))
     grad_skip = None
     if ctx.skip_size is not None:

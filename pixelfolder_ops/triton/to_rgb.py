@@ -9,6 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._gradients import modulated_1x1_conv_backward
 from ..reference.upfirdn2d import upfirdn2d as reference_upfirdn2d
 from ._config import autotune_configs, dot_precision
 
@@ -130,11 +131,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     input, weight, styles, skip_kernel = ctx.saved_tensors
-    weight = weight[:, :, 0, 0]
-    grad_input = torch.einsum("brhw,rc->bchw", grad, weight) * styles[:, :, None, None]
-    grad_per_image = torch.einsum("brhw,bchw->brc", grad, input)  # d out / d (W[r, c] s[b, c])
-    grad_styles = (grad_per_image * weight).sum(dim=1)
-    grad_weight = (grad_per_image * styles[:, None, :]).sum(dim=0)[:, :, None, None]
+    grad_input, grad_weight, grad_styles = modulated_1x1_conv_backward(grad, input, weight, styles)
     grad_bias = grad.sum(dim=(0, 2, 3))
     grad_skip = None
     if ctx.has_skip:
