@@ -6,7 +6,11 @@ CUDA kernels, run the GPU tests, run every benchmark, and write the report to OU
 OUT receives report.md (the issue's targets, met or missed, then every table, and the per-kernel
 profile of PixelFolder-256), report.json (every figure, with device, driver, CUDA, torch and Triton
 versions and the date), model_speed.png and log.txt (each step's output): four files, as a lent
-machine returns at most eight. A step that fails is logged and the report goes on.
+machine returns at most eight. A step that fails is logged and the report goes on; the report is
+rewritten after every step, and ``--budget`` (default 8 minutes) caps the whole run, so a lent
+machine's 10-minute command limit never loses it. To spread the steps over two commands on one warm
+machine (the in-place build stays between them), name them: ``--steps build,gpu_tests,ops_speed,
+styled_conv_speed`` then ``--steps model_speed,train_speed,profile,table1,model_speed_compile``.
 
 fvcore (GMACs) is not on the lent GPU machines: build its wheels on the development machine first,
 `pip wheel --no-deps -w .whl fvcore iopath yacs termcolor` (with `/.whl/` in .git/info/exclude),
@@ -36,7 +40,7 @@ def steps(scratch, skip_compile):
     train_modes = "reference,cuda,triton,auto" + ("" if skip_compile else ",compile")
     runs = [
         ("build", [PYTHON, "setup.py", "build_ext", "--inplace"], None, 600),
-        ("gpu tests", [PYTHON, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not slow",
+        ("gpu_tests", [PYTHON, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not slow",
                        "tests/test_extension_cuda.py", "tests/test_triton.py", "tests/test_ops.py",
                        "tests/test_models.py"], None, 600),
         ("ops_speed", [PYTHON, "-m", "benchmarks.ops_speed", "--out", f"{scratch}/ops_speed"], f"{scratch}/ops_speed",
@@ -122,44 +126,63 @@ def read_results(folder):
     return data or None, text or None
 
 
+def write_report(out, report, sections):
+    """report.json and report.md as they stand: written after every step, so that a run stopped from
+    outside (a lent machine's time limit) still leaves what it measured."""
+    target_rows = targets(report["steps"])
+    report["targets"] = [dict(zip(("target", "measured", "required", "met", "sense"), row)) for row in target_rows]
+    with open(os.path.join(out, "report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write("\n\n".join(sections[:1] + [targets_markdown(target_rows)] + sections[1:]) + "\n")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", help="folder for report.md, report.json, model_speed.png and log.txt")
     parser.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile measurements")
+    parser.add_argument("--budget", type=float, default=480,
+                        help="seconds for the whole report: each step gets at most what is left, and a step "
+                             "that would start with less than a minute left is skipped (default 480)")
+    parser.add_argument("--steps", help="comma-separated subset of the steps, in their order: "
+                                        + ", ".join(name for name, *_ in steps("", False)))
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         parser.error("the GPU report needs a CUDA GPU")
     os.makedirs(args.out, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="gpu_report_")
     os.makedirs(f"{scratch}/table1", exist_ok=True)
+    chosen = None if args.steps is None else args.steps.split(",")
     report = {**environment(torch.device("cuda")), "steps": {}}
     sections = [f"# GPU report\n\n{report['device']}; driver {report['driver']}; CUDA {report['cuda']}; "
                 f"torch {report['torch']}; Triton {report['triton']}; {report['date']}"]
+    deadline = time.monotonic() + args.budget
     with open(os.path.join(args.out, "log.txt"), "w") as log:
         for name, command, folder, limit in steps(scratch, args.skip_compile):
-            print(f"== {name}: {' '.join(command)}", file=log, flush=True)
-            start = time.monotonic()
-            try:
-                result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=limit,
-                                        env={**os.environ, "PIXELFOLDER_CUDA": "1", "PYTHONUNBUFFERED": "1"})
-                status = "ok" if result.returncode == 0 else f"failed (exit {result.returncode})"
-            except subprocess.TimeoutExpired:
-                status = f"stopped after {limit} s"
-            seconds = time.monotonic() - start
+            if chosen is not None and name not in chosen:
+                continue
+            left = deadline - time.monotonic()
+            if left < 60:
+                status, seconds = f"skipped ({left:.0f} s of the --budget left)", 0.0
+            else:
+                limit = min(limit, left)
+                print(f"== {name}: {' '.join(command)}", file=log, flush=True)
+                start = time.monotonic()
+                try:
+                    result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=limit,
+                                            env={**os.environ, "PIXELFOLDER_CUDA": "1", "PYTHONUNBUFFERED": "1"})
+                    status = "ok" if result.returncode == 0 else f"failed (exit {result.returncode})"
+                except subprocess.TimeoutExpired:
+                    status = f"stopped after {limit:.0f} s"
+                seconds = time.monotonic() - start
             data, text = read_results(folder)
             report["steps"][name] = {"status": status, "seconds": round(seconds, 1), "results": data}
             sections.append(f"## {name}: {status}, {seconds:.0f} s" + (f"\n\n{text}" if text else ""))
             print(f"{name}: {status} ({seconds:.0f} s)", flush=True)
-    for png in glob.glob(f"{scratch}/model_speed/*.png"):
-        shutil.copy(png, args.out)
-    target_rows = targets(report["steps"])
-    report["targets"] = [dict(zip(("target", "measured", "required", "met", "sense"), row)) for row in target_rows]
-    sections.insert(1, targets_markdown(target_rows))
-    with open(os.path.join(args.out, "report.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(args.out, "report.md"), "w") as f:
-        f.write("\n\n".join(sections) + "\n")
-    print("\n\n".join(sections))
+            for png in glob.glob(f"{scratch}/model_speed/*.png"):
+                shutil.copy(png, args.out)
+            write_report(args.out, report, sections)
+    print(open(os.path.join(args.out, "report.md")).read())
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The whole-model benchmarks run end to end and report what they cannot run; the GPU report judges
 the targets from their results."""
 import json
+import sys
 
 import pytest
 
@@ -76,3 +77,24 @@ def test_gpu_report_targets_are_judged_from_the_same_runs():
     text = gpu_report.targets_markdown(gpu_report.targets(steps))
     assert "| training im/s vs torch.compile of the reference | not measured | >= 1.3 | - |" in text
     assert "Where the time goes" in text
+
+
+def test_gpu_report_keeps_to_its_budget_and_writes_after_every_step(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    write = f"import os; os.makedirs({str(results)!r}, exist_ok=True); open({str(results / 'r.md')!r}, 'w').write('table')"
+    fake_steps = [("one", [sys.executable, "-c", write], str(results), 60),
+                  ("two", [sys.executable, "-c", "import time; time.sleep(3)"], None, 60),
+                  ("three", [sys.executable, "-c", "pass"], None, 60)]
+    monkeypatch.setattr(gpu_report, "steps", lambda scratch, skip_compile: fake_steps)
+    monkeypatch.setattr(gpu_report.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gpu_report, "environment", lambda device: dict.fromkeys(
+        ("device", "driver", "cuda", "torch", "triton", "date"), "test"))
+    out = tmp_path / "out"
+    gpu_report.main([str(out), "--budget", "62"])
+    statuses = {name: step["status"] for name, step in json.loads((out / "report.json").read_text())["steps"].items()}
+    assert statuses["one"] == statuses["two"] == "ok"
+    assert statuses["three"].startswith("skipped (")  # under a minute of the budget was left
+    report = (out / "report.md").read_text()
+    assert "## one: ok" in report and "table" in report and "## Targets" in report
+    gpu_report.main([str(out), "--steps", "one,three"])
+    assert list(json.loads((out / "report.json").read_text())["steps"]) == ["one", "three"]
