@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+import pixelfolder_ops as ops
 from test_data import write_image
 from training.checkpoint import LATEST, load_checkpoint
 from training.config import TrainConfig, parse_args
@@ -152,3 +153,14 @@ def test_cli_short_run_writes_a_checkpoint_and_sample_grids(tmp_path):
     with Image.open(out / "samples" / samples[-1]) as grid:  # 2 x 2 tiles of 16 px, 2 px apart
         assert grid.size == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2)
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(out / "tensorboard"))
+
+
+def test_compiled_training_lets_auto_measure_before_tracing(tmp_path, monkeypatch):
+    # torch.compile traces on the first step, where 'auto' measures nothing: the trainer runs one
+    # eager forward first, so that the compiled graphs hold measured choices.
+    monkeypatch.setenv("PIXELFOLDER_OPS_AUTO", "measure")
+    Trainer(tiny_config(tmp_path, compile=False))
+    assert ops.backend.auto_choices() == {}
+    Trainer(tiny_config(tmp_path, compile=True))
+    chosen = {op for op, _, _ in ops.backend.auto_choices()}
+    assert {"styled_conv2d", "to_rgb", "fused_leaky_relu"} <= chosen

@@ -89,6 +89,8 @@ class Trainer:
         # PixelFolder's first stage owns a conv_merge its forward never uses (official checkpoints have it).
         g_ddp = wrap_ddp(self.g_module, self.context, find_unused_parameters=True)
         self.d_ddp = wrap_ddp(self.d_module, self.context)
+        if config.compile:
+            self._measure_auto_backends()
         # Shapes never change during training, and tracing the ops with symbolic shapes fails.
         self.g_train = torch.compile(g_ddp, dynamic=False) if config.compile else g_ddp
         self.d_train = torch.compile(self.d_ddp, dynamic=False) if config.compile else self.d_ddp
@@ -110,6 +112,21 @@ class Trainer:
         checkpoint_path = find_checkpoint(config.resume, config.out) if config.resume else None
         if checkpoint_path is not None:
             self.load(checkpoint_path)
+
+    @torch.no_grad()
+    def _measure_auto_backends(self):
+        """One eager G and D forward at the training shapes, so that the 'auto' backend measures its
+        choices before torch.compile traces (it measures nothing while compiling). Its z and noise
+        come from their own generator: the training RNGs are untouched."""
+        rng = torch.Generator().manual_seed(0)
+        device = self.context.device
+        z = torch.randn(self.batch_per_process, self.config.style_dim, generator=rng).to(device)
+        noise = [n.to(device) for n in self.g_module.make_noise(self.batch_per_process, device="cpu", generator=rng)]
+        with self._autocast():
+            images = self.g_module(z, noise=noise)
+            if self.config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            self.d_module(images)
 
     def _report_dataset(self):
         source = getattr(self.dataset, "dataset", self.dataset)  # behind MirroredDataset
