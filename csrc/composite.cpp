@@ -5,6 +5,7 @@
 #include <ATen/ops/conv2d.h>
 #include <ATen/ops/conv_transpose2d.h>
 #include <ATen/ops/convolution_backward.h>
+#include <ATen/ops/einsum.h>
 
 #include "common.h"
 
@@ -50,6 +51,10 @@ std::vector<int64_t> down_blur_pad(const at::Tensor& kernel, int64_t kernel_size
 at::Tensor broadcast_per_channel(const at::Tensor& values) {  // (B, C) -> (B, C, 1, 1)
   return values.view({values.size(0), values.size(1), 1, 1});
 }
+
+// sum over (h, w) of a * b, (B, C): einsum contracts it as a batched matrix product, which reads each
+// tensor once and writes no product tensor the size of the inputs.
+at::Tensor spatial_dot(const at::Tensor& a, const at::Tensor& b) { return at::einsum("bchw,bchw->bc", {a, b}); }
 
 // conv(modulated_input, weight), with the up=2 / down=2 variants; not demodulated.
 at::Tensor conv(const at::Tensor& modulated_input, const at::Tensor& weight, int64_t up, int64_t down,
@@ -108,7 +113,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> modulated_backward(
   const auto grad_conv = demod.defined() ? grad_output.mul(broadcast_per_channel(demod)) : grad_output;
   auto [grad_modulated, grad_weight] = conv_backward(grad_conv, input.mul(scale), weight, up, down, kernel);
   auto grad_input = grad_modulated.mul(scale);
-  auto grad_styles = grad_modulated.mul(input).sum({2, 3});
+  auto grad_styles = spatial_dot(grad_modulated, input);
   if (demod.defined()) {
     // demod = rsqrt(q + eps), q[b, o] = sum_i styles[b, i]^2 * sum_k weight[o, i, k]^2.
     const auto grad_q = grad_demod.mul(demod.pow(3)).mul(-0.5);
@@ -163,7 +168,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> modulated_conv2d_backward(
   TORCH_CHECK(output.has_value(), op, ": argument 'output' is needed when demodulating");
   const auto demod = call_demod(weight, styles, eps);
   // d(loss)/d(demod) = sum_hw grad * conv = sum_hw grad * output / demod.
-  const auto grad_demod = grad_output.mul(*output).sum({2, 3}).div(demod);
+  const auto grad_demod = spatial_dot(grad_output, *output).div(demod);
   return modulated_backward(grad_output, demod, grad_demod, input, weight, styles, up, down, kernel);
 }
 
@@ -189,7 +194,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> styled_conv2d_backwar
   const auto demod = demodulate ? call_demod(weight, styles, eps) : at::Tensor();
   auto grad_preactivation = call_epilogue_backward(grad_output, conv_output, demod, noise, noise_strength, bias,
                                                    negative_slope, gain, unfold_output);
-  const auto grad_demod = demodulate ? grad_preactivation.mul(conv_output).sum({2, 3}) : at::Tensor();
+  const auto grad_demod = demodulate ? spatial_dot(grad_preactivation, conv_output) : at::Tensor();
   auto [grad_input, grad_weight, grad_styles] =
       modulated_backward(grad_preactivation, demod, grad_demod, input, weight, styles, up, 1, kernel);
   return {grad_input, grad_weight, grad_styles, grad_preactivation};
