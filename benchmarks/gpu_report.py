@@ -36,7 +36,7 @@ PYTHON = sys.executable
 
 def steps(scratch, skip_compile):
     """(name, command, folder it writes its results.json / results.md to, or None, time limit in s)."""
-    model_modes = "reference,cuda,triton,auto,cudagraphs"
+    model_modes = "reference,cuda,triton,auto,channels_last,cudagraphs"
     train_modes = "reference,cuda,triton,auto" + ("" if skip_compile else ",compile")
     runs = [
         ("build", [PYTHON, "setup.py", "build_ext", "--inplace"], None, 600),
@@ -64,7 +64,7 @@ def steps(scratch, skip_compile):
     return runs
 
 
-FUSED_MODES = ("cuda", "triton", "auto", "cudagraphs")
+FUSED_MODES = ("cuda", "triton", "auto", "channels_last", "cudagraphs")
 
 
 def rows_of(steps, step, filename):

@@ -1,8 +1,10 @@
 """Whole-generator inference speed and memory: the reference (the official data flow, eager), its
-torch.compile, the fused backends, and the fused backend under CUDA graphs, in one run.
+torch.compile (max-autotune), the fused backends, the `auto` backend with channels-last weights and
+activations, and `auto` under CUDA graphs, in one run.
 
     python -m benchmarks.model_speed --out DIR [--device cuda] [--models PixelFolder,StyleGAN2,...]
-        [--batches 1,32,128] [--dtypes float32,bfloat16] [--modes reference,compile,cuda,triton,auto,cudagraphs]
+        [--batches 1,32,128] [--dtypes float32,bfloat16]
+        [--modes reference,compile,cuda,triton,auto,channels_last,cudagraphs]
 
 Writes model_speed.json and model_speed.md (and model_speed.png where matplotlib is installed) to
 DIR. A configuration that cannot run here (a backend not built, out of memory) is reported with its
@@ -14,6 +16,7 @@ import os
 
 import torch
 
+import models
 import pixelfolder_ops
 from benchmarks.complexity import count_gmacs
 from benchmarks.generators import GENERATOR_NAMES, build_generator
@@ -21,8 +24,7 @@ from benchmarks.timing import (comma_list, compare_to_reference, environment, ma
                                write_results)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-MODES = ("reference", "compile", "cuda", "triton", "auto", "cudagraphs")
-FUSED_BACKENDS = ("cuda", "triton", "auto")
+MODES = ("reference", "compile", "cuda", "triton", "auto", "channels_last", "cudagraphs")
 
 
 def dtype_name(dtype):
@@ -34,8 +36,10 @@ def forward_for(mode, name, batch, device, dtype):
     generator = build_generator(name, official_data_flow=mode in ("reference", "compile"))
     generator = generator.to(device=device, dtype=dtype).eval().requires_grad_(False)
     z = torch.randn(batch, generator.style_dim, device=device, dtype=dtype)
-    backend = "reference" if mode in ("reference", "compile") else "auto" if mode == "cudagraphs" else mode
+    backend = {"reference": "reference", "compile": "reference", "channels_last": "auto", "cudagraphs": "auto"}.get(mode, mode)
     pixelfolder_ops.set_backend(backend)  # raises BackendUnavailableError for a backend not built here
+    if mode == "channels_last":
+        models.to_channels_last(generator)
     if mode == "compile":
         compiled = torch.compile(generator, mode="max-autotune")
         return lambda: compiled(z)

@@ -7,6 +7,8 @@
 
 #include <limits>
 
+#include "common.h"
+
 namespace pixelfolder {
 
 template <typename T>
@@ -50,8 +52,7 @@ struct ChannelLayout {
   bool channels_last;
 
   static ChannelLayout of(const at::Tensor& t) {
-    const bool channels_last = t.dim() == 4 && !t.is_contiguous() &&
-                               t.is_contiguous(at::MemoryFormat::ChannelsLast);
+    const bool channels_last = output_memory_format(t) == at::MemoryFormat::ChannelsLast;
     const int64_t channels = t.dim() >= 2 ? t.size(1) : 1;
     int64_t inner = 1;
     for (int64_t d = 2; d < t.dim(); ++d) inner *= t.size(d);

@@ -38,11 +38,14 @@ inline void check_dtype_for_device(const char* op, const at::Tensor& t) {
               ": dtype ", type, " is not supported on ", t.device().type());
 }
 
-// Outputs of 4-D ops are channels-last exactly when the input is channels-last and not also
-// NCHW-contiguous (pixelfolder_ops/extension/_layout.py states the same rule for the fake kernels).
+// Outputs of 4-D ops are channels-last exactly when one image of the input is channels-last and not
+// also NCHW-contiguous: a batch broadcast from one image (batch stride 0, as the generators' inputs
+// made once per call) takes that image's layout (pixelfolder_ops/_layout.py states the same rule
+// for the fake kernels).
 inline at::MemoryFormat output_memory_format(const at::Tensor& input) {
-  const bool channels_last = input.dim() == 4 && !input.is_contiguous() &&
-                             input.is_contiguous(at::MemoryFormat::ChannelsLast);
+  if (input.dim() != 4 || input.size(0) == 0) return at::MemoryFormat::Contiguous;
+  const auto image = input.narrow(0, 0, 1);
+  const bool channels_last = !image.is_contiguous() && image.is_contiguous(at::MemoryFormat::ChannelsLast);
   return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 

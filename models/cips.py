@@ -41,8 +41,9 @@ class CIPS(StyleGenerator):
 
     def synthesis(self, latent, noise):
         batch, w = latent.shape[0], latent[:, 0]
-        features = self.lff(self.size, self.size).expand(batch, -1, -1, -1)
-        x = self.conv1(torch.cat([features, self.emb(batch)], dim=1), w, noise[0])
+        # The input does not depend on z: made for one image, then broadcast over the batch.
+        features = torch.cat([self.lff(self.size, self.size), self.emb(1)], dim=1)
+        x = self.conv1(features.expand(batch, -1, -1, -1), w, noise[0])
         rgb, stage_images = None, []
         for block, to_rgb in enumerate(self.to_rgbs):
             x = self.linears[2 * block](x, w, noise[1 + 2 * block])

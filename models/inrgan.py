@@ -76,6 +76,8 @@ def logarithmic_frequencies(size, diagonals):
 class CoordinateEmbedding(nn.Module):
     """[sin, cos] of fixed Fourier frequencies over the size x size grid, then a learned constant."""
 
+    memory_format = torch.contiguous_format  # of the features; see layers.to_channels_last
+
     def __init__(self, size, constant_channels, diagonals, random_frequencies):
         super().__init__()
         frequencies = logarithmic_frequencies(size, diagonals)
@@ -91,7 +93,8 @@ class CoordinateEmbedding(nn.Module):
 
     def forward(self, batch):
         fourier = ops.fourier_embedding(self.frequencies, self.phases, self.size, self.size)
-        return torch.cat([fourier, self.constant], dim=1).expand(batch, -1, -1, -1)
+        features = torch.cat([fourier, self.constant], dim=1).contiguous(memory_format=self.memory_format)
+        return features.expand(batch, -1, -1, -1)
 
 
 class FMMLinear(nn.Module):
@@ -116,7 +119,12 @@ class FMMLinear(nn.Module):
         modulation = torch.bmm(left, right) / math.sqrt(self.rank)
         weight = self.weight * (1 + modulation)
         weight = weight / (weight.norm(dim=2, keepdim=True) + 1e-8)
-        out = torch.bmm(weight, input.flatten(2)).view(batch, out_channel, height, width)
+        if ops.output_memory_format(input) == torch.channels_last:
+            # (B, H*W, C_in) pixels by (C_in, C_out): the output comes out channels-last too.
+            pixels = input.permute(0, 2, 3, 1).reshape(batch, height * width, in_channel)
+            out = torch.bmm(pixels, weight.transpose(1, 2)).view(batch, height, width, out_channel).permute(0, 3, 1, 2)
+        else:
+            out = torch.bmm(weight, input.flatten(2)).view(batch, out_channel, height, width)
         return self.activate(out)
 
     def extra_repr(self):

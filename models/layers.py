@@ -4,6 +4,7 @@ the official implementations, so their state dicts load with no key mapping.
 Equalized learning rate everywhere: weights are stored N(0, 1) (divided by lr_mul for linear
 layers) and scaled at run time by lr_mul / sqrt(fan_in); biases are scaled by lr_mul.
 """
+import itertools
 import math
 
 import torch
@@ -194,6 +195,8 @@ class FourierCoordinateLayer(nn.Module):
     uniform in +-sqrt(9 / 2); the phases b take PyTorch's conv-bias init. Stored as ``ffm.conv``, a
     1x1 conv of 2 inputs, as official checkpoints hold it."""
 
+    memory_format = torch.contiguous_format  # of the features; see to_channels_last
+
     def __init__(self, channels):
         super().__init__()
         self.ffm = nn.Module()
@@ -202,7 +205,8 @@ class FourierCoordinateLayer(nn.Module):
 
     def forward(self, height, width):
         conv = self.ffm.conv
-        return ops.fourier_embedding(conv.weight[:, :, 0, 0], conv.bias, height, width)
+        features = ops.fourier_embedding(conv.weight[:, :, 0, 0], conv.bias, height, width)
+        return features.contiguous(memory_format=self.memory_format)
 
 
 class MappingNetwork(nn.Sequential):
@@ -211,6 +215,20 @@ class MappingNetwork(nn.Sequential):
     def __init__(self, style_dim=512, n_mlp=8, lr_mlp=0.01):
         super().__init__(PixelNorm(), *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu")
                                         for _ in range(n_mlp)])
+
+
+def to_channels_last(module):
+    """Channels-last layout for a module's 4-D parameters and buffers and for the activations its
+    layers make from nothing (Fourier features: ``memory_format``), in place. Every later activation
+    follows: the convs and every pixelfolder_ops op keep their input's layout. (Module.to refuses the
+    5-D modulated-conv weights, so it cannot do this.)"""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        if tensor.dim() == 4:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    for layer in module.modules():
+        if hasattr(layer, "memory_format"):
+            layer.memory_format = torch.channels_last
+    return module
 
 
 def log2_size(model, size, minimum):

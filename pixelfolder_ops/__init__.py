@@ -4,6 +4,7 @@ Every op takes an optional keyword ``backend=``; see ``pixelfolder_ops.backend``
 ``fused_leaky_relu``, ``FusedLeakyReLU`` and ``upfirdn2d`` keep the StyleGAN2-family signatures, so
 code written against that family's ``op`` module switches by changing its import.
 """
+from ._layout import memory_format as output_memory_format
 from .backend import (BackendUnavailableError, available_backends, get_backend, set_backend,
                       use_backend)
 from .fold import fold, unfold
@@ -18,6 +19,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError", "FusedLeakyReLU", "available_backends", "fold", "fourier_embedding",
-    "fused_leaky_relu", "get_backend", "make_resample_kernel", "modulated_conv2d", "set_backend",
-    "styled_conv2d", "to_rgb", "unfold", "upfirdn2d", "use_backend",
+    "fused_leaky_relu", "get_backend", "make_resample_kernel", "modulated_conv2d", "output_memory_format",
+    "set_backend", "styled_conv2d", "to_rgb", "unfold", "upfirdn2d", "use_backend",
 ]

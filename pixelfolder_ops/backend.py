@@ -170,16 +170,21 @@ def _can_measure(device):
 
 def _fastest(op, candidates, device, args, repeats=3):
     """The candidate backend with the shortest best-of-``repeats`` time, after one untimed call (which
-    also compiles and autotunes what needs it)."""
+    also compiles and autotunes what needs it). A candidate that cannot run these arguments is left
+    out; when none can, the preferred one's error is raised."""
     def synchronize():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    seconds = {}
+    seconds, errors = {}, []
     with torch.no_grad():
         for name in candidates:
             function = getattr(_backend_module(name), op)
-            function(*args)
+            try:
+                function(*args)
+            except Exception as error:  # e.g. a dtype this backend's kernels do not take
+                errors.append(error)
+                continue
             best = float("inf")
             for _ in range(repeats):
                 synchronize()
@@ -188,4 +193,6 @@ def _fastest(op, candidates, device, args, repeats=3):
                 synchronize()
                 best = min(best, time.perf_counter() - start)
             seconds[name] = best
+    if not seconds:
+        raise errors[0]
     return min(seconds, key=seconds.get)

@@ -9,6 +9,7 @@ import torch
 
 import models
 import pixelfolder_ops as ops
+from pixelfolder_ops import _layout as ops_layout
 from pixelfolder_ops import extension, reference
 from pixelfolder_ops.extension.to_rgb import skip_pad
 
@@ -327,6 +328,35 @@ def test_generator_forward_compiles_to_one_graph(name, backend):
     with ops.use_backend(backend), torch.no_grad():
         compiled = torch.compile(generator, fullgraph=True, backend="eager")
         torch.testing.assert_close(compiled(z, noise=noise), generator(z, noise=noise))
+
+
+@needs_extension
+@pytest.mark.parametrize("factory", [lambda: models.PixelFolder(64, width=0.125),
+                                     lambda: models.StyleGAN2Generator(32, width=0.125), lambda: models.CIPS(16, width=0.125),
+                                     lambda: models.INRGAN(32, width=0.125)],
+                         ids=["PixelFolder", "StyleGAN2", "CIPS", "INRGAN"])
+def test_generators_run_channels_last_end_to_end(factory):
+    # After to_channels_last every activation of more than one channel is channels-last, from the
+    # layers that make them from nothing to the images, and the images are the same.
+    torch.manual_seed(0)
+    generator = factory().eval()
+    z, noise = torch.randn(2, 512), generator.make_noise(2)
+    with torch.no_grad(), ops.use_backend("cpu"):
+        expected = generator(z, noise=noise)
+        models.to_channels_last(generator)
+        layouts = []
+
+        def record(module, inputs, output):
+            output = output[0] if isinstance(output, tuple) else output
+            if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[1] > 1:
+                layouts.append((type(module).__name__, ops_layout.memory_format(output)))
+
+        for module in generator.modules():
+            module.register_forward_hook(record)
+        images = generator(z, noise=noise)
+    assert layouts and all(layout == torch.channels_last for _, layout in layouts), layouts
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(images, expected, rtol=1e-4, atol=1e-5)
 
 
 @needs_extension

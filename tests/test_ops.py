@@ -383,6 +383,22 @@ def test_auto_measures_each_signature_once_and_keeps_the_fastest(monkeypatch):
         ops.fold(x)
 
 
+def test_auto_leaves_out_a_backend_that_cannot_run_the_arguments(monkeypatch):
+    def fold(x):
+        raise RuntimeError("fold: dtype Double is not supported")
+
+    monkeypatch.setitem(backend._modules, "cpu", types.SimpleNamespace(fold=fold, unavailable_reason=lambda n: None))
+    monkeypatch.setattr(backend, "_unavailable_reason", lambda name: None)
+    monkeypatch.setenv("PIXELFOLDER_OPS_AUTO", "measure")
+    x = randn(1, 2, 4, 4)
+    assert torch.equal(ops.fold(x), ops.fold(x, backend="reference"))
+    assert list(ops.backend.auto_choices().values()) == ["reference"]
+    monkeypatch.setitem(backend._modules, "reference", types.SimpleNamespace(fold=fold))
+    ops.backend.clear_auto_choices()
+    with pytest.raises(RuntimeError, match="dtype Double is not supported"):  # none can: the preferred one's error
+        ops.fold(x)
+
+
 def test_unknown_backend_is_an_error():
     with pytest.raises(ValueError, match="unknown backend 'fast'"):
         ops.set_backend("fast")

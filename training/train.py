@@ -13,7 +13,6 @@ weights as an uninterrupted run on the same machine and number of processes).
 """
 import copy
 import dataclasses
-import itertools
 import logging
 import os
 import random
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 import pixelfolder_ops as ops
+from models import to_channels_last
 from training.checkpoint import capture_rng_state, find_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
 from training.config import RESUMABLE_CHANGES, parse_args
 from training.data import BatchStream, make_dataset
@@ -41,14 +41,6 @@ def lazy_adam_hyperparameters(config, regularize_every):
     steps per k, so lr is scaled by c = k / (k + 1) and betas raised to c (c = 1 for k = 0: none)."""
     c = regularize_every / (regularize_every + 1) if regularize_every else 1.0
     return {"lr": config.lr * c, "betas": (config.beta1 ** c, config.beta2 ** c)}
-
-
-def to_channels_last(module):
-    """Channels-last layout for the 4-D parameters and buffers (Module.to refuses the 5-D
-    modulated-conv weights)."""
-    for tensor in itertools.chain(module.parameters(), module.buffers()):
-        if tensor.dim() == 4:
-            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
 
 
 def seed_everything(seed):

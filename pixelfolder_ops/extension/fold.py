@@ -1,7 +1,7 @@
 """fold / unfold on the compiled kernels; each is the other's gradient, so both differentiate to any order."""
 import torch
 
-from ._layout import empty
+from .._layout import empty
 
 
 def fold(input):

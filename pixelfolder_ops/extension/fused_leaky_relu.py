@@ -2,7 +2,7 @@
 sign (no input kept); it is itself differentiable, for the discriminator's R1 penalty."""
 import torch
 
-from ._layout import empty
+from .._layout import empty
 
 
 def fused_leaky_relu(input, bias, negative_slope, scale):

@@ -3,7 +3,7 @@ the demodulation coefficients d from their own kernel. First-order gradients."""
 import torch
 
 from ._autograd import first_order_only, refuse_filter_gradient
-from ._layout import empty
+from .._layout import empty
 
 
 def modulated_conv2d(input, weight, styles, demodulate, up, down, kernel, eps):

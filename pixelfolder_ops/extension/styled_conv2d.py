@@ -3,7 +3,7 @@ demodulation, noise, bias, leaky ReLU, gain and optional unfold. First-order gra
 import torch
 
 from ._autograd import first_order_only, refuse_filter_gradient
-from ._layout import empty
+from .._layout import empty
 from .modulated_conv2d import output_shape
 
 

@@ -5,7 +5,7 @@ import torch
 
 from .._gradients import modulated_1x1_conv_backward
 from ._autograd import refuse_filter_gradient
-from ._layout import empty
+from .._layout import empty
 
 _NO_PAD = [0, 0, 0, 0]
 

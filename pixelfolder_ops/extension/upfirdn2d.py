@@ -7,7 +7,7 @@ upsampled, padded input with the output gradient (one dilated conv over every ch
 import torch
 import torch.nn.functional as F
 
-from ._layout import empty
+from .._layout import empty
 
 
 def upfirdn2d(input, kernel, up, down, pad):

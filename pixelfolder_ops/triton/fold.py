@@ -4,6 +4,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .._layout import empty
+
 _BLOCK = 1024
 
 
@@ -34,13 +36,6 @@ def _fold_copy_kernel(folded_ptr, unfolded_ptr, numel, channels, height, width,
         tl.store(unfolded_ptr + unfolded, tl.load(folded_ptr + folded, mask=in_range), mask=in_range)
 
 
-def _empty_in_layout_of(input, shape):
-    """A new tensor of ``shape`` that keeps ``input``'s memory format (channels-last stays so)."""
-    channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=memory_format)
-
-
 def _folded_shape(input):
     batch, channels, height, width = input.shape
     return batch, 4 * channels, height // 2, width // 2
@@ -61,26 +56,26 @@ def _copy(folded, unfolded, fold_direction):
 
 @torch.library.custom_op("pixelfolder_triton::fold", mutates_args=())
 def fold_op(input: torch.Tensor) -> torch.Tensor:
-    out = _empty_in_layout_of(input, _folded_shape(input))
+    out = empty(_folded_shape(input), input)
     _copy(out, input, fold_direction=True)
     return out
 
 
 @torch.library.custom_op("pixelfolder_triton::unfold", mutates_args=())
 def unfold_op(input: torch.Tensor) -> torch.Tensor:
-    out = _empty_in_layout_of(input, _unfolded_shape(input))
+    out = empty(_unfolded_shape(input), input)
     _copy(input, out, fold_direction=False)
     return out
 
 
 @fold_op.register_fake
 def _(input):
-    return _empty_in_layout_of(input, _folded_shape(input))
+    return empty(_folded_shape(input), input)
 
 
 @unfold_op.register_fake
 def _(input):
-    return _empty_in_layout_of(input, _unfolded_shape(input))
+    return empty(_unfolded_shape(input), input)
 
 
 # Each is the other's exact inverse, hence its adjoint (a permutation): gradients of any order.
