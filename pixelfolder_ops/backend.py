@@ -11,6 +11,7 @@ the CPU it takes the first available of (cpu, reference), so CPU runs stay bitwi
 ``PIXELFOLDER_OPS_AUTO=measure`` or ``=preference`` sets this for every device. Under torch.compile
 or CUDA graph capture nothing is measured: a signature chosen by an earlier eager call keeps its
 backend, a new one gets the preference order, so run one eager call before compiling or capturing.
+``adopt_auto_choices`` takes another process's choices (multi-GPU training: the same kernels everywhere).
 """
 import contextlib
 import importlib
@@ -122,6 +123,13 @@ _auto_choices = {}
 def auto_choices():
     """What ``auto`` has measured so far: {(op, device, signature): backend name}."""
     return dict(_auto_choices)
+
+
+def adopt_auto_choices(choices, device):
+    """Take ``choices`` (another process's ``auto_choices()``) as this process's, for ``device``: in
+    multi-GPU training every process then runs every layer on the same backend."""
+    for (op, _, signature), name in choices.items():
+        _auto_choices[(op, str(device), signature)] = name
 
 
 def clear_auto_choices():

@@ -1,10 +1,13 @@
-"""Training on two gloo processes (DistributedDataParallel on the CPU) keeps both in step."""
+"""Training on two gloo processes (DistributedDataParallel on the CPU) keeps both in step, on the
+same backends."""
 import os
+import pickle
 import socket
 
 import torch
 import torch.multiprocessing as mp
 
+from pixelfolder_ops import backend
 from test_train import tiny_config
 from training.checkpoint import LATEST, load_checkpoint
 from training.train import train
@@ -20,7 +23,13 @@ def train_one_rank(rank, port, out):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    # 'auto' measures, and each process would choose differently: rank 0 the last candidate, rank 1
+    # the first. The trainer must make them agree (on rank 0's).
+    os.environ["PIXELFOLDER_OPS_AUTO"] = "measure"
+    backend._fastest = lambda op, candidates, device, args: candidates[-1 if rank == 0 else 0]
     trainer = train(tiny_config(out, batch=8, steps=3, device="cpu"))
+    with open(os.path.join(out, f"auto-rank{rank}.pkl"), "wb") as f:
+        pickle.dump(backend.auto_choices(), f)
     weights = {"g": trainer.g_module.state_dict(), "d": trainer.d_module.state_dict(),
                "g_ema": trainer.g_ema.state_dict()}
     torch.save(weights, os.path.join(out, f"weights-rank{rank}.pt"))
@@ -33,6 +42,10 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     for network in ("g", "d", "g_ema"):
         for name, value in rank0[network].items():
             assert torch.equal(value, rank1[network][name]), f"{network}.{name}"
+    # Rank 1 runs every signature on rank 0's choice (rank 0 alone also measured its sample grids).
+    choices = [pickle.loads((tmp_path / f"auto-rank{rank}.pkl").read_bytes()) for rank in (0, 1)]
+    assert choices[1] and all(choices[0][key] == name for key, name in choices[1].items())
+    assert set(choices[1].values()) == {"reference"}
     # Rank 0 alone wrote the checkpoint; it holds both processes' RNG states (different streams).
     checkpoint = load_checkpoint(str(tmp_path / LATEST), initial)
     assert checkpoint["step"] == 3 and len(checkpoint["rng"]) == 2

@@ -81,7 +81,7 @@ class Trainer:
         # PixelFolder's first stage owns a conv_merge its forward never uses (official checkpoints have it).
         g_ddp = wrap_ddp(self.g_module, self.context, find_unused_parameters=True)
         self.d_ddp = wrap_ddp(self.d_module, self.context)
-        if config.compile:
+        if config.compile or self.context.distributed:
             self._measure_auto_backends()
         # Shapes never change during training, and tracing the ops with symbolic shapes fails.
         self.g_train = torch.compile(g_ddp, dynamic=False) if config.compile else g_ddp
@@ -108,8 +108,9 @@ class Trainer:
     @torch.no_grad()
     def _measure_auto_backends(self):
         """One eager G and D forward at the training shapes, so that the 'auto' backend measures its
-        choices before torch.compile traces (it measures nothing while compiling). Its z and noise
-        come from their own generator: the training RNGs are untouched."""
+        choices before torch.compile traces (it measures nothing while compiling); with several
+        processes, all then take rank 0's choices. Its z and noise come from their own generator: the
+        training RNGs are untouched."""
         rng = torch.Generator().manual_seed(0)
         device = self.context.device
         z = torch.randn(self.batch_per_process, self.config.style_dim, generator=rng).to(device)
@@ -119,6 +120,9 @@ class Trainer:
             if self.config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             self.d_module(images)
+        if self.context.distributed:
+            chosen_by_rank0 = all_gather_objects(ops.backend.auto_choices(), self.context)[0]
+            ops.backend.adopt_auto_choices(chosen_by_rank0, device)
 
     def _report_dataset(self):
         source = getattr(self.dataset, "dataset", self.dataset)  # behind MirroredDataset
