@@ -146,8 +146,18 @@ def _auto_measures(device):
     return mode == "measure"
 
 
+def _auto_candidates(device):
+    return [n for n in _AUTO_PREFERENCE.get(device.type, ("reference",)) if _unavailable_reason(n) is None]
+
+
+def auto_measures(device):
+    """Whether the backend in force is 'auto' and it measures on ``device``: measuring is on there
+    and more than one backend can run."""
+    return get_backend() == "auto" and _auto_measures(device) and len(_auto_candidates(device)) > 1
+
+
 def _auto_backend(op, device, args):
-    candidates = [n for n in _AUTO_PREFERENCE.get(device.type, ("reference",)) if _unavailable_reason(n) is None]
+    candidates = _auto_candidates(device)
     if len(candidates) == 1 or not _auto_measures(device):
         return candidates[0]
     key = (op, str(device), _signature(args))

@@ -161,6 +161,10 @@ def test_compiled_training_lets_auto_measure_before_tracing(tmp_path, monkeypatc
     monkeypatch.setenv("PIXELFOLDER_OPS_AUTO", "measure")
     Trainer(tiny_config(tmp_path, compile=False))
     assert ops.backend.auto_choices() == {}
+    with monkeypatch.context() as patch:  # nothing to measure: no extra forward either
+        patch.setenv("PIXELFOLDER_OPS_AUTO", "preference")
+        patch.setattr(Trainer, "_measure_auto_backends", lambda self: pytest.fail("measured without need"))
+        Trainer(tiny_config(tmp_path, compile=True))
     Trainer(tiny_config(tmp_path, compile=True))
     chosen = {op for op, _, _ in ops.backend.auto_choices()}
     assert {"styled_conv2d", "to_rgb", "fused_leaky_relu"} <= chosen

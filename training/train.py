@@ -81,7 +81,7 @@ class Trainer:
         # PixelFolder's first stage owns a conv_merge its forward never uses (official checkpoints have it).
         g_ddp = wrap_ddp(self.g_module, self.context, find_unused_parameters=True)
         self.d_ddp = wrap_ddp(self.d_module, self.context)
-        if config.compile or self.context.distributed:
+        if (config.compile or self.context.distributed) and ops.backend.auto_measures(device):
             self._measure_auto_backends()
         # Shapes never change during training, and tracing the ops with symbolic shapes fails.
         self.g_train = torch.compile(g_ddp, dynamic=False) if config.compile else g_ddp

@@ -46,6 +46,22 @@ def _output_offsets(image, h, w, channels, out_channels, stride_b, stride_c, str
     return row_offset[:, None] + col_offset[None, :]
 
 
+@triton.jit
+def _noise_and_bias(noise_ptr, strength_ptr, bias_ptr, image, h, w, cols, pixel_ok, col_ok,
+                    noise_stride_b, noise_stride_h, noise_stride_w,
+                    HAS_NOISE: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The epilogue's additive terms for a (pixels, channels) tile in float32: noise_strength *
+    noise[b, h, w] + bias[c], each zero when absent."""
+    shift = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if HAS_NOISE:
+        noise = tl.load(noise_ptr + image * noise_stride_b + h * noise_stride_h + w * noise_stride_w,
+                        mask=pixel_ok, other=0.0).to(tl.float32)
+        shift += noise[:, None] * tl.load(strength_ptr).to(tl.float32)
+    if HAS_BIAS:
+        shift += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    return shift
+
+
 @triton.autotune(configs=autotune_configs(_GPU_CONFIGS, _INTERPRETER_CONFIG),
                  key=["pixels", "in_channels", "out_channels", "KERNEL_SIZE"])
 @triton.jit
@@ -102,12 +118,8 @@ def _styled_conv2d_kernel(
     tile_ok = row_ok[:, None] & col_ok[None, :]
     if DEMODULATE:
         acc *= tl.load(demod_ptr + image[:, None] * out_channels + cols[None, :], mask=tile_ok, other=0.0)
-    if HAS_NOISE:
-        noise = tl.load(noise_ptr + image * noise_stride_b + h * noise_stride_h + w * noise_stride_w,
-                        mask=row_ok, other=0.0).to(tl.float32)
-        acc += noise[:, None] * tl.load(strength_ptr).to(tl.float32)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    acc += _noise_and_bias(noise_ptr, strength_ptr, bias_ptr, image, h, w, cols, row_ok, col_ok,
+                           noise_stride_b, noise_stride_h, noise_stride_w, HAS_NOISE, HAS_BIAS, BLOCK_M, BLOCK_N)
     out = tl.where(acc > 0, acc, acc * negative_slope) * gain
 
     # The unfold costs no pass of its own: it is in the store addresses.
@@ -153,13 +165,8 @@ def _epilogue_backward_kernel(
     demod = tl.full((BLOCK_N,), 1.0, tl.float32)
     if DEMODULATE:
         demod = tl.load(demod_ptr + image * out_channels + cols, mask=col_ok, other=1.0)
-    shift = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # noise + bias
-    if HAS_NOISE:
-        noise = tl.load(noise_ptr + image * noise_stride_b + h * noise_stride_h + w * noise_stride_w,
-                        mask=pixel_ok, other=0.0).to(tl.float32)
-        shift += noise[:, None] * tl.load(strength_ptr).to(tl.float32)
-    if HAS_BIAS:
-        shift += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    shift = _noise_and_bias(noise_ptr, strength_ptr, bias_ptr, image, h, w, cols, pixel_ok, col_ok,
+                            noise_stride_b, noise_stride_h, noise_stride_w, HAS_NOISE, HAS_BIAS, BLOCK_M, BLOCK_N)
     saved = tl.load(saved_ptr + _output_offsets(image_rows, h, w, cols, out_channels, saved_stride_b, saved_stride_c,
                                                 saved_stride_h, saved_stride_w, UNFOLD_OUTPUT and not RECOMPUTED),
                     mask=tile_ok, other=0.0).to(tl.float32)
