@@ -14,15 +14,24 @@
 
 namespace pixelfolder {
 
-// TORCH_CHECK that names the op and the argument.
-inline void check_tensor(const char* op, const char* arg, const at::Tensor& t, int64_t ndim,
-                         c10::DeviceType device) {
-  TORCH_CHECK(t.device().type() == device, op, ": argument '", arg, "' must be on ",
-              c10::DeviceTypeName(device), ", got ", t.device());
+// TORCH_CHECK that names the op and the argument. Every tensor of an op must be on one device, its
+// index included: a kernel launched on cuda:0 must not be given cuda:1 memory.
+inline void check_tensor(const char* op, const char* arg, const at::Tensor& t, int64_t ndim, c10::Device device) {
+  TORCH_CHECK(t.device() == device, op, ": argument '", arg, "' must be on ", device,
+              " (the device of the op's other tensors), got ", t.device());
   TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": argument '", arg,
               "' must be a floating-point tensor, got ", t.scalar_type());
   TORCH_CHECK(ndim < 0 || t.dim() == ndim, op, ": argument '", arg, "' must be ", ndim,
               "-D, got shape ", t.sizes());
+}
+
+// The op's first tensor, on the kernel's device type: its device is the one the others must be on.
+inline c10::Device check_first_tensor(const char* op, const char* arg, const at::Tensor& t, int64_t ndim,
+                                      c10::DeviceType kernel_device) {
+  TORCH_CHECK(t.device().type() == kernel_device, op, ": argument '", arg, "' must be on ",
+              c10::DeviceTypeName(kernel_device), ", got ", t.device());
+  check_tensor(op, arg, t, ndim, t.device());
+  return t.device();
 }
 
 inline void check_same_dtype(const char* op, const char* arg, const at::Tensor& t,

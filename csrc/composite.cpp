@@ -2,6 +2,7 @@
 // with per-image weights W * s[b] * d[b], and runs as one dense conv over the batch.
 #include "composite.h"
 
+#include <ATen/OpMathType.h>
 #include <ATen/ops/conv2d.h>
 #include <ATen/ops/conv_transpose2d.h>
 #include <ATen/ops/convolution_backward.h>
@@ -17,7 +18,7 @@ int64_t floor_div(int64_t a, int64_t b) { return a / b - (a % b != 0 && (a < 0) 
 void check_modulated_arguments(const char* op, const at::Tensor& input, const at::Tensor& weight,
                                const at::Tensor& styles, int64_t up, int64_t down,
                                const c10::optional<at::Tensor>& kernel) {
-  const auto device = input.device().type();
+  const auto device = input.device();
   check_tensor(op, "input", input, 4, device);
   check_tensor(op, "weight", weight, 4, device);
   check_tensor(op, "styles", styles, 2, device);
@@ -110,16 +111,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> modulated_backward(
     const at::Tensor& weight, const at::Tensor& styles, int64_t up, int64_t down,
     const c10::optional<at::Tensor>& kernel) {
   const auto scale = broadcast_per_channel(styles);
-  const auto grad_conv = demod.defined() ? grad_output.mul(broadcast_per_channel(demod)) : grad_output;
+  const auto grad_conv =
+      demod.defined() ? grad_output.mul(broadcast_per_channel(demod)).to(grad_output.scalar_type()) : grad_output;
   auto [grad_modulated, grad_weight] = conv_backward(grad_conv, input.mul(scale), weight, up, down, kernel);
   auto grad_input = grad_modulated.mul(scale);
   auto grad_styles = spatial_dot(grad_modulated, input);
   if (demod.defined()) {
-    // demod = rsqrt(q + eps), q[b, o] = sum_i styles[b, i]^2 * sum_k weight[o, i, k]^2.
+    // demod = rsqrt(q + eps), q[b, o] = sum_i styles[b, i]^2 * sum_k weight[o, i, k]^2, in demod's
+    // dtype (float32 for 16-bit tensors).
     const auto grad_q = grad_demod.mul(demod.pow(3)).mul(-0.5);
-    const auto weight_energy = weight.square().sum({2, 3});  // (C_out, C_in)
-    grad_styles.add_(styles.mul(grad_q.mm(weight_energy)), 2);
-    grad_weight.add_(weight.mul(grad_q.t().mm(styles.square()).view({weight.size(0), weight.size(1), 1, 1})), 2);
+    const auto s = styles.to(demod.scalar_type()), w = weight.to(demod.scalar_type());
+    const auto weight_energy = w.square().sum({2, 3});  // (C_out, C_in)
+    grad_styles.add_(s.mul(grad_q.mm(weight_energy)), 2);
+    grad_weight.add_(w.mul(grad_q.t().mm(s.square()).view({weight.size(0), weight.size(1), 1, 1})), 2);
   }
   return {grad_input.contiguous(output_memory_format(input)), grad_weight.contiguous(), grad_styles.contiguous()};
 }
@@ -205,7 +209,7 @@ at::Tensor to_rgb(const at::Tensor& input, const at::Tensor& weight, const at::T
                   at::IntArrayRef skip_pad) {
   constexpr const char* op = "to_rgb";
   check_modulated_arguments(op, input, weight, styles, 1, 1, c10::nullopt);
-  check_tensor(op, "bias", bias, 1, input.device().type());
+  check_tensor(op, "bias", bias, 1, input.device());
   check_same_dtype(op, "bias", bias, input);
   // A 1x1 conv to a few channels is one batched GEMM per image with the modulated weight (B, C_out, C_in):
   // the modulation then costs no pass over the input.
@@ -216,7 +220,7 @@ at::Tensor to_rgb(const at::Tensor& input, const at::Tensor& weight, const at::T
                     .baddbmm(modulated_weight, input.flatten(2))
                     .view({batch, out_channels, height, width});
   if (skip) {
-    check_tensor(op, "skip", *skip, 4, input.device().type());
+    check_tensor(op, "skip", *skip, 4, input.device());
     check_same_dtype(op, "skip", *skip, input);
     if (skip_kernel) {
       output.add_(call_upfirdn2d(*skip, *skip_kernel, {2, 2}, {1, 1}, skip_pad));
@@ -231,13 +235,15 @@ void check_epilogue_arguments(const char* op, const at::Tensor& conv_output, con
                               const c10::optional<at::Tensor>& noise,
                               const c10::optional<at::Tensor>& noise_strength,
                               const c10::optional<at::Tensor>& bias, bool unfold_output) {
-  const auto device = conv_output.device().type();
+  const auto device = conv_output.device();
   check_tensor(op, "conv_output", conv_output, 4, device);
   check_dtype_for_device(op, conv_output);
   const int64_t batch = conv_output.size(0), channels = conv_output.size(1);
   if (demod) {
     check_tensor(op, "demod", *demod, 2, device);
-    check_same_dtype(op, "demod", *demod, conv_output);
+    const auto demod_type = at::toOpMathType(conv_output.scalar_type());
+    TORCH_CHECK(demod->scalar_type() == demod_type, op, ": argument 'demod' must have dtype ", demod_type,
+                " (the demodulation's, float32 for 16-bit tensors), got ", demod->scalar_type());
     TORCH_CHECK(demod->size(0) == batch && demod->size(1) == channels, op, ": argument 'demod' must be (", batch,
                 ", ", channels, "), got shape ", demod->sizes());
   }

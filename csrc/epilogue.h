@@ -28,7 +28,7 @@ struct EpilogueRow {
 
 template <typename scalar_t, typename opmath_t>
 struct EpiloguePointers {
-  const scalar_t* demod;           // (B, C) or null
+  const opmath_t* demod;           // (B, C) or null
   const scalar_t* noise;           // (B or 1, 1, H, W) or null
   const scalar_t* noise_strength;  // one element, or null
   const scalar_t* bias;            // (C,) or null
@@ -47,14 +47,15 @@ struct EpiloguePointers {
   }
 };
 
-// The epilogue's operands (bias and demod contiguous); a noise of one image is broadcast over the batch.
+// The epilogue's operands (bias and demod contiguous, demod in opmath_t); a noise of one image is
+// broadcast over the batch.
 template <typename scalar_t, typename opmath_t = at::opmath_type<scalar_t>>
 EpiloguePointers<scalar_t, opmath_t> epilogue_pointers(const at::Tensor& conv_output,
                                                        const c10::optional<at::Tensor>& demod,
                                                        const c10::optional<at::Tensor>& noise,
                                                        const c10::optional<at::Tensor>& noise_strength,
                                                        const c10::optional<at::Tensor>& bias) {
-  return {demod ? demod->data_ptr<scalar_t>() : nullptr,
+  return {demod ? demod->data_ptr<opmath_t>() : nullptr,
           noise ? noise->data_ptr<scalar_t>() : nullptr,
           noise ? noise_strength->data_ptr<scalar_t>() : nullptr,
           bias ? bias->data_ptr<scalar_t>() : nullptr,

@@ -2,6 +2,7 @@
 // the kernel runs on is the only thing that differs between the two.
 #pragma once
 
+#include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 
@@ -10,8 +11,8 @@
 namespace pixelfolder {
 
 // fold: (B, C, H, W) -> (B, 4C, H/2, W/2).
-inline void check_fold_arguments(const at::Tensor& input, c10::DeviceType device) {
-  check_tensor("fold", "input", input, 4, device);
+inline void check_fold_arguments(const at::Tensor& input, c10::DeviceType kernel_device) {
+  check_first_tensor("fold", "input", input, 4, kernel_device);
   check_dtype_for_device("fold", input);
   TORCH_CHECK(input.size(2) % 2 == 0 && input.size(3) % 2 == 0,
               "fold: argument 'input' must have even height and width, got shape ", input.sizes());
@@ -22,20 +23,22 @@ inline at::Tensor empty_fold_output(const at::Tensor& input) {
 }
 
 // unfold: (B, 4C, H, W) -> (B, C, 2H, 2W).
-inline void check_unfold_arguments(const at::Tensor& input, c10::DeviceType device) {
-  check_tensor("unfold", "input", input, 4, device);
+inline void check_unfold_arguments(const at::Tensor& input, c10::DeviceType kernel_device) {
+  check_first_tensor("unfold", "input", input, 4, kernel_device);
   check_dtype_for_device("unfold", input);
   TORCH_CHECK(input.size(1) % 4 == 0,
               "unfold: argument 'input' must have a channel count divisible by 4, got shape ", input.sizes());
 }
 
-inline at::Tensor empty_unfold_output(const at::Tensor& input) {
-  return empty_4d({input.size(0), input.size(1) / 4, input.size(2) * 2, input.size(3) * 2}, input);
+inline std::vector<int64_t> unfold_output_sizes(const at::Tensor& input) {
+  return {input.size(0), input.size(1) / 4, input.size(2) * 2, input.size(3) * 2};
 }
 
+inline at::Tensor empty_unfold_output(const at::Tensor& input) { return empty_4d(unfold_output_sizes(input), input); }
+
 inline void check_fused_leaky_relu_arguments(const char* op, const at::Tensor& input,
-                                             const c10::optional<at::Tensor>& bias, c10::DeviceType device) {
-  check_tensor(op, "input", input, -1, device);
+                                             const c10::optional<at::Tensor>& bias, c10::DeviceType kernel_device) {
+  const auto device = check_first_tensor(op, "input", input, -1, kernel_device);
   check_dtype_for_device(op, input);
   if (bias) {
     check_tensor(op, "bias", *bias, 1, device);
@@ -47,8 +50,8 @@ inline void check_fused_leaky_relu_arguments(const char* op, const at::Tensor& i
 }
 
 inline void check_fused_leaky_relu_backward_arguments(const char* op, const at::Tensor& grad_output,
-                                                      const at::Tensor& output, c10::DeviceType device) {
-  check_tensor(op, "grad_output", grad_output, -1, device);
+                                                      const at::Tensor& output, c10::DeviceType kernel_device) {
+  const auto device = check_first_tensor(op, "grad_output", grad_output, -1, kernel_device);
   check_tensor(op, "output", output, -1, device);
   check_same_dtype(op, "grad_output", grad_output, output);
   check_dtype_for_device(op, output);
@@ -58,8 +61,8 @@ inline void check_fused_leaky_relu_backward_arguments(const char* op, const at::
 
 // modulated_conv2d_demod: weight (O, I, kh, kw) and styles (B, I) give demod (B, O).
 inline void check_modulated_conv2d_demod_arguments(const char* op, const at::Tensor& weight,
-                                                   const at::Tensor& styles, c10::DeviceType device) {
-  check_tensor(op, "weight", weight, 4, device);
+                                                   const at::Tensor& styles, c10::DeviceType kernel_device) {
+  const auto device = check_first_tensor(op, "weight", weight, 4, kernel_device);
   check_tensor(op, "styles", styles, 2, device);
   check_same_dtype(op, "styles", styles, weight);
   check_dtype_for_device(op, weight);
@@ -67,22 +70,36 @@ inline void check_modulated_conv2d_demod_arguments(const char* op, const at::Ten
               "), got shape ", styles.sizes());
 }
 
-// styled_conv2d_epilogue_backward's grad_output, beside check_epilogue_arguments (epilogue.h).
-inline void check_epilogue_grad_output(const char* op, const at::Tensor& grad_output,
-                                       const at::Tensor& conv_output, c10::DeviceType device) {
-  check_tensor(op, "grad_output", grad_output, 4, device);
-  check_same_dtype(op, "grad_output", grad_output, conv_output);
+// The demodulation coefficients (B, C_out) in the compute type, float32 for 16-bit weights: the
+// epilogue scales by them unrounded, as the reference does.
+inline at::Tensor empty_demod(const at::Tensor& weight, const at::Tensor& styles) {
+  return at::empty({styles.size(0), weight.size(0)}, weight.options().dtype(at::toOpMathType(weight.scalar_type())));
 }
 
-// The epilogue's output: the conv output's shape, or unfolded to (B, C/4, 2H, 2W).
+// The epilogue's output shape: the conv output's, or unfolded to (B, C/4, 2H, 2W).
+inline std::vector<int64_t> epilogue_output_sizes(const at::Tensor& conv_output, bool unfold_output) {
+  return unfold_output ? unfold_output_sizes(conv_output) : conv_output.sizes().vec();
+}
+
 inline at::Tensor empty_epilogue_output(const at::Tensor& conv_output, bool unfold_output) {
-  return unfold_output ? empty_unfold_output(conv_output) : empty_4d(conv_output.sizes(), conv_output);
+  return empty_4d(epilogue_output_sizes(conv_output, unfold_output), conv_output);
+}
+
+// styled_conv2d_epilogue_backward's grad_output, after check_epilogue_arguments (composite.h): the
+// kernels read it where the forward stored, so it must have the forward output's shape.
+inline void check_epilogue_grad_output(const char* op, const at::Tensor& grad_output,
+                                       const at::Tensor& conv_output, bool unfold_output) {
+  check_tensor(op, "grad_output", grad_output, 4, conv_output.device());
+  check_same_dtype(op, "grad_output", grad_output, conv_output);
+  const auto expected = epilogue_output_sizes(conv_output, unfold_output);
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(expected), op, ": argument 'grad_output' must have the "
+              "output's shape ", at::IntArrayRef(expected), ", got ", grad_output.sizes());
 }
 
 inline void check_upfirdn2d_arguments(const char* op, const at::Tensor& input, const at::Tensor& kernel,
                                       at::IntArrayRef up, at::IntArrayRef down, at::IntArrayRef pad,
-                                      c10::DeviceType device) {
-  check_tensor(op, "input", input, 4, device);
+                                      c10::DeviceType kernel_device) {
+  const auto device = check_first_tensor(op, "input", input, 4, kernel_device);
   check_tensor(op, "kernel", kernel, 2, device);
   check_same_dtype(op, "kernel", kernel, input);
   check_dtype_for_device(op, input);
@@ -113,8 +130,8 @@ inline at::Tensor empty_upfirdn2d_output(const at::Tensor& input, const UpFirDnA
 // fourier_embedding's parameters: weight (C, 2) holds each channel's x and y frequencies, bias (C,)
 // its phase.
 inline void check_fourier_embedding_parameters(const char* op, const at::Tensor& weight, const at::Tensor& bias,
-                                               c10::DeviceType device) {
-  check_tensor(op, "weight", weight, 2, device);
+                                               c10::DeviceType kernel_device) {
+  const auto device = check_first_tensor(op, "weight", weight, 2, kernel_device);
   check_tensor(op, "bias", bias, 1, device);
   check_same_dtype(op, "bias", bias, weight);
   check_dtype_for_device(op, weight);
@@ -124,17 +141,17 @@ inline void check_fourier_embedding_parameters(const char* op, const at::Tensor&
 }
 
 inline void check_fourier_embedding_arguments(const char* op, const at::Tensor& weight, const at::Tensor& bias,
-                                              int64_t height, int64_t width, c10::DeviceType device) {
-  check_fourier_embedding_parameters(op, weight, bias, device);
+                                              int64_t height, int64_t width, c10::DeviceType kernel_device) {
+  check_fourier_embedding_parameters(op, weight, bias, kernel_device);
   TORCH_CHECK(height > 0 && width > 0, op, ": arguments 'height' and 'width' must be positive, got ",
               height, " and ", width);
 }
 
 inline void check_fourier_embedding_backward_arguments(const char* op, const at::Tensor& grad_output,
                                                        const at::Tensor& weight, const at::Tensor& bias,
-                                                       c10::DeviceType device) {
-  check_fourier_embedding_parameters(op, weight, bias, device);
-  check_tensor(op, "grad_output", grad_output, 4, device);
+                                                       c10::DeviceType kernel_device) {
+  check_fourier_embedding_parameters(op, weight, bias, kernel_device);
+  check_tensor(op, "grad_output", grad_output, 4, weight.device());
   check_same_dtype(op, "grad_output", grad_output, weight);
   const int64_t channels = weight.size(0);
   TORCH_CHECK(grad_output.size(0) == 1 && grad_output.size(1) == channels, op,

@@ -7,6 +7,9 @@
 #ifdef PIXELFOLDER_WITH_CUDA
 #include "cuda/build_info.h"
 #endif
+#ifdef PIXELFOLDER_CUDA_EMULATION
+#include "emulation/cuda_emulation.h"
+#endif
 
 TORCH_LIBRARY(pixelfolder_ops, m) {
   m.def("fold(Tensor input) -> Tensor");
@@ -27,7 +30,8 @@ TORCH_LIBRARY(pixelfolder_ops, m) {
   m.def("fourier_embedding(Tensor weight, Tensor bias, int height, int width) -> Tensor");
   m.def("fourier_embedding_backward(Tensor grad_output, Tensor weight, Tensor bias) -> (Tensor, Tensor)");
 
-  // d[b, o] = rsqrt(sum_i styles[b, i]^2 * sum_k weight[o, i, k]^2 + eps), shape (B, C_out).
+  // d[b, o] = rsqrt(sum_i styles[b, i]^2 * sum_k weight[o, i, k]^2 + eps), shape (B, C_out), in the
+  // compute type (float32 for 16-bit weights).
   m.def("modulated_conv2d_demod(Tensor weight, Tensor styles, float eps) -> Tensor");
   m.def("modulated_conv2d(Tensor input, Tensor weight, Tensor styles, bool demodulate, int up, "
         "int down, Tensor? kernel, float eps) -> Tensor");
@@ -77,6 +81,13 @@ pybind11::dict build_info() {
   info["cuda_arch_list"] = pybind11::list();
 #endif
   info["backends"] = backends;
+  // The emulation build's "cpu" backend runs the CUDA kernels (csrc/emulation).
+#ifdef PIXELFOLDER_CUDA_EMULATION
+  info["cuda_emulation"] = true;
+  info["cuda_emulation_seed"] = pixelfolder::cuda_emulation::seed();
+#else
+  info["cuda_emulation"] = false;
+#endif
   // Without OpenMP, at::parallel_for runs the CPU kernels on one core.
 #ifdef _OPENMP
   info["cpu_parallel"] = true;

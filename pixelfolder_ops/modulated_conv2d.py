@@ -8,7 +8,12 @@ from .backend import call
 
 def make_resample_kernel(kernel, dtype=torch.float32, device=None):
     """A 1-D FIR (e.g. [1, 3, 3, 1]) as the separable 2-D kernel outer(k, k), normalised to sum 1;
-    a 2-D kernel is only normalised."""
+    a 2-D kernel is only normalised. ValueError for taps that cannot be normalised (a zero sum)."""
+    return _normalised_kernel("make_resample_kernel", "kernel", kernel, dtype, device)
+
+
+def _normalised_kernel(op, arg, kernel, dtype, device):
+    _checks.resample_kernel(op, arg, kernel)
     kernel = torch.as_tensor(kernel, dtype=dtype, device=device)
     if kernel.dim() == 1:
         kernel = kernel[:, None] * kernel[None, :]
@@ -26,7 +31,7 @@ def check_modulated_conv2d(op, input, weight, styles, up, down, resample_kernel)
         _checks.fail(op, "weight", f"of shape (C_out, {in_channels}, k, k) to match input's channels",
                      f"shape {tuple(weight.shape)}")
     _checks.size(op, "styles", tuple(styles.shape), (batch, in_channels))
-    if up not in (1, 2) or down not in (1, 2) or up * down == 4:
+    if not (_checks.is_int(up) and _checks.is_int(down)) or up not in (1, 2) or down not in (1, 2) or up * down == 4:
         _checks.fail(op, "up/down", "1 or 2, and not both 2", f"up={up!r}, down={down!r}")
     kernel_size = weight.shape[-1]
     if weight.shape[-2] != kernel_size or kernel_size % 2 == 0:
@@ -34,7 +39,7 @@ def check_modulated_conv2d(op, input, weight, styles, up, down, resample_kernel)
     if down == 2 and (input.shape[-1] % 2 or input.shape[-2] % 2):
         _checks.fail(op, "input", "of even height and width for down=2", f"shape {tuple(input.shape)}")
     if up == 2 or down == 2:
-        return make_resample_kernel(resample_kernel, input.dtype, input.device)
+        return _normalised_kernel(op, "resample_kernel", resample_kernel, input.dtype, input.device)
     return None
 
 
@@ -49,5 +54,6 @@ def modulated_conv2d(input, weight, styles, demodulate=True, up=1, down=1, resam
     (B, C_out, H, W), (B, C_out, 2H, 2W) or (B, C_out, H/2, W/2).
     """
     kernel = check_modulated_conv2d("modulated_conv2d", input, weight, styles, up, down, resample_kernel)
+    eps = _checks.number("modulated_conv2d", "eps", eps, minimum=0)
     return call(backend, "modulated_conv2d", input.device, input, weight, styles, bool(demodulate), up, down,
-                kernel, float(eps))
+                kernel, eps)

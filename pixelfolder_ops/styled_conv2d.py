@@ -34,5 +34,8 @@ def styled_conv2d(input, weight, styles, noise=None, noise_strength=None, bias=N
         _checks.same_dtype_device(op, "input", input, bias=bias)
     if unfold_output and out_channels % 4:
         _checks.fail(op, "weight", "a C_out divisible by 4 for unfold_output", f"shape {tuple(weight.shape)}")
+    negative_slope = _checks.number(op, "negative_slope", negative_slope, minimum=0)
+    gain = _checks.number(op, "gain", gain, above=0)
+    eps = _checks.number(op, "eps", eps, minimum=0)
     return call(backend, "styled_conv2d", input.device, input, weight, styles, noise, noise_strength, bias,
-                bool(demodulate), up, kernel, float(negative_slope), float(gain), bool(unfold_output), float(eps))
+                bool(demodulate), up, kernel, negative_slope, gain, bool(unfold_output), eps)

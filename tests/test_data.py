@@ -1,5 +1,7 @@
 """Training data: the procedural shapes, image folders, LMDB (prepare_data round trip), the batch stream."""
 import os
+import signal
+import warnings
 
 import lmdb
 import numpy as np
@@ -8,7 +10,8 @@ import torch
 from PIL import Image
 
 from training.data import (BatchStream, ImageFolderDataset, LMDBDataset, MirroredDataset, ProceduralShapesDataset,
-                           make_dataset)
+                           ignore_stop_signals, make_dataset)
+from training.cli import default_num_workers
 from training.prepare_data import main as prepare_data_main
 
 
@@ -66,7 +69,41 @@ def test_folder_dataset_replaces_an_image_that_fails_to_decode(tmp_path, caplog)
     dataset = ImageFolderDataset(str(tmp_path), 32)
     assert len(dataset) == 2 and dataset.skipped == []
     assert torch.equal(dataset[1], dataset[0])
-    assert "b.png: cannot decode the image" in caplog.text
+    assert torch.equal(dataset[1], dataset[0])  # drawn again: no second warning
+    assert caplog.text.count("b.png: cannot decode the image") == 1
+
+
+def test_a_damaged_image_is_warned_about_once_by_all_loader_workers(tmp_path):
+    write_image(tmp_path / "a.png", 32, 32, seed=1)
+    write_image(tmp_path / "b.png", 32, 32, seed=2)
+    data = (tmp_path / "b.png").read_bytes()
+    (tmp_path / "b.png").write_bytes(data[: len(data) // 2])
+    dataset = ImageFolderDataset(str(tmp_path), 32)
+    stream = BatchStream(dataset, batch_size=1, seed=0, num_workers=2)
+    for _ in range(4):  # both images in two epochs, read by two worker processes
+        next(stream)
+    # The workers' record of the warning is shared memory: a worker that draws the file later is silent.
+    assert dataset.warned.tolist() == [False, True]
+
+
+def test_the_default_number_of_workers_draws_no_warning_from_pytorch():
+    # PyTorch warns when a loader has more workers than the cores this process may use.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stream = BatchStream(ProceduralShapesDataset(8, length=4), 2, num_workers=default_num_workers())
+        assert next(stream).shape == (2, 3, 8, 8)
+
+
+def test_loader_workers_leave_ctrl_c_and_sigterm_to_the_training_process():
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        ignore_stop_signals()
+        assert signal.getsignal(signal.SIGINT) == signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    assert BatchStream(ProceduralShapesDataset(8, length=2), 1, num_workers=1).loader.worker_init_fn \
+        is ignore_stop_signals
 
 
 def test_folder_dataset_bad_input_is_a_clear_error(tmp_path, image_folder):

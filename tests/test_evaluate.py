@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from test_data import write_image
 from test_generate import our_checkpoint
 from training import evaluate, generate
 from training.inception import (WEIGHTS_ENV, WEIGHTS_NAME, FIDInceptionV3, average_pool_3x3, load_inception,
@@ -79,8 +80,33 @@ def test_list_images_is_recursive_and_filters_extensions(tmp_path):
         (tmp_path / name).touch()
     assert evaluate.list_images(tmp_path) == ["b.png", "d.jpeg", "sub/a.JPG", "sub/deeper/c.webp"]
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no .png"):
+    with pytest.raises(ValueError, match="holds no images"):
         evaluate.list_images(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        evaluate.list_images(tmp_path / "absent")
+
+
+def test_dataset_images_that_cannot_be_read_are_skipped_as_in_training(tmp_path, caplog):
+    for index in range(2):
+        write_image(tmp_path / f"{index}.png", 24, 24, seed=index)
+    (tmp_path / "broken.jpg").write_bytes(b"garbage")
+    data = (tmp_path / "1.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
+    images = evaluate.ImageFiles(str(tmp_path), evaluate.list_images(tmp_path), 16)
+    images.report_skipped()
+    assert "skipped 1 unreadable image file(s)" in caplog.text and "broken.jpg" in caplog.text
+    assert len(images) == 3
+    pixels = [images[index] for index in range(3)]
+    assert all(image.dtype == torch.uint8 and image.shape == (3, 16, 16) for image in pixels)
+    assert torch.equal(pixels[2], pixels[0])  # the truncated image: the next readable one stands in
+    assert "truncated.png: cannot decode the image" in caplog.text
+
+
+def test_dataset_images_smaller_than_the_resolution_are_refused(tmp_path):
+    write_image(tmp_path / "small.png", 12, 12)
+    with pytest.raises(ValueError, match=r"small\.png is 12x12 px, smaller than the evaluation resolution 16x16.*"
+                                         r"--resolution"):
+        evaluate.ImageFiles(str(tmp_path), ["small.png"], 16)
 
 
 def test_equal_sized_subsamples_the_larger_set():
@@ -114,9 +140,10 @@ def test_statistics_files_with_and_without_features(tmp_path):
         evaluate.load_statistics(tmp_path / "other.npz")
 
 
-def test_cli_names_missing_inception_weights(tmp_path, tiny_checkpoint):
-    with pytest.raises(SystemExit, match="error: FID Inception weights not found at .*absent.pth"):
+def test_cli_names_missing_inception_weights(tmp_path, tiny_checkpoint, capsys):
+    with pytest.raises(SystemExit, match="1"):
         evaluate.main([tiny_checkpoint, "--dataset", str(tmp_path), "--inception", str(tmp_path / "absent.pth")])
+    assert capsys.readouterr().err.startswith(f"error: FID Inception weights not found at '{tmp_path / 'absent.pth'}'")
 
 
 def test_evaluate_end_to_end_writes_and_reuses_the_dataset_cache(tmp_path, inception_weights, tiny_checkpoint,

@@ -2,6 +2,8 @@
 gradgradcheck where the discriminator needs it), torch.library.opcheck, torch.compile, and the models.
 The CUDA versions of these tests are in test_extension_cuda.py."""
 import math
+import os
+import re
 import sys
 
 import pytest
@@ -25,6 +27,8 @@ def test_extension_builds_and_reports():
     info = extension.build_info()
     assert "cpu" in info["backends"] and info["torch_version"] == torch.__version__.split("+")[0]
     assert "cpu" in ops.available_backends()
+    # PIXELFOLDER_CUDA_EMULATION=1: the "cpu" backend runs the CUDA kernels' bodies (csrc/emulation).
+    assert info["cuda_emulation"] == (os.environ.get("PIXELFOLDER_CUDA_EMULATION") == "1")
     # The CPU kernels use every core where torch itself runs on OpenMP.
     assert info["cpu_parallel"] == (sys.platform.startswith("linux") and "OpenMP" in torch.__config__.parallel_info())
 
@@ -153,6 +157,19 @@ def test_gradgradcheck(case):
 
 
 @needs_extension
+def test_fourier_embedding_gradient_over_more_pixels_than_a_block_has_threads():
+    # 24 x 20 pixels per channel, more than the 256 threads of the CUDA backward's block: every
+    # thread's partial sum is non-zero, so every step of the block's shared-memory reduction counts
+    # (op_cases' 5 x 7 leaves the upper half of it zeros).
+    weight, bias = randn(4, 2, seed=1, requires_grad=True), randn(4, seed=2, requires_grad=True)
+    grad = randn(1, 4, 24, 20, seed=3)
+    actual = torch.autograd.grad(extension.fourier_embedding(weight, bias, 24, 20), (weight, bias), grad)
+    expected = torch.autograd.grad(reference.fourier_embedding(weight, bias, 24, 20), (weight, bias), grad)
+    for a, e in zip(actual, expected):
+        assert_close(a, e, torch.float64)
+
+
+@needs_extension
 @pytest.mark.parametrize("case", ["fourier_embedding", "modulated_conv2d", "styled_conv2d"])
 def test_second_order_is_a_clear_error(case):
     name, args = op_cases(requires_grad=True)[case]
@@ -198,6 +215,14 @@ def test_opcheck(case):
 
 
 @needs_extension
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_opcheck_of_the_demodulation_factor(dtype):
+    # The factor is float32 for 16-bit weights: the fake kernel must say so too.
+    weight, styles = randn(4, 3, 3, 3, dtype=dtype, seed=1), randn(2, 3, dtype=dtype, seed=2)
+    torch.library.opcheck(torch.ops.pixelfolder_ops.modulated_conv2d_demod.default, (weight, styles, 1e-8))
+
+
+@needs_extension
 def test_opcheck_of_backward_ops():
     grad = randn(2, 5, 3, 7, dtype=torch.float32, seed=1)
     output = randn(2, 5, 3, 7, dtype=torch.float32, seed=2).requires_grad_()
@@ -225,17 +250,53 @@ def test_cpp_checks_name_the_op_and_argument():
         torch.ops.pixelfolder_ops.fold(torch.ones(1, 1, 4, 4, dtype=torch.int32))
 
 
+# Unit roundoff (half the machine epsilon) of the 16-bit types.
+UNIT_ROUNDOFF = {torch.bfloat16: 2.0 ** -9, torch.float16: 2.0 ** -12}
+
+
+@needs_extension
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("case", CASES)
+def test_16_bit_against_a_float64_oracle(case, dtype, layout):
+    # The oracle runs in float64 on the same 16-bit inputs, and the kernels compute in float32, so what
+    # remains is the rounding of values stored in 16 bits, each within u of itself: the result
+    # (rtol 2u: it and one intermediate), and intermediates (the modulated input, the conv output before
+    # the blur and the epilogue) whose errors, of either sign, add up over the longest sum behind an
+    # output, K = 27 conv terms (3 channels x 3 x 3), to about sqrt(K) u times the outputs' scale.
+    name, args = op_cases(torch.float32, layout)[case]
+    args16 = [a.to(dtype) if isinstance(a, torch.Tensor) else a for a in args]
+    expected = getattr(reference, name)(*[a.double() if isinstance(a, torch.Tensor) else a for a in args16])
+    actual = getattr(extension, name)(*args16)
+    assert actual.dtype == dtype and actual.shape == expected.shape
+    u = UNIT_ROUNDOFF[dtype]
+    torch.testing.assert_close(actual.double(), expected, rtol=2 * u, atol=math.sqrt(27) * u * expected.abs().max().item())
+
+
 @needs_extension
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_16_bit_inputs_on_the_cpu(dtype):
-    # float32 accumulation; the CPU kernels take what the public layer accepts, so "auto" never refuses.
-    for case in ["fold", "fused_leaky_relu", "upfirdn2d_up", "fourier_embedding", "styled_conv2d", "to_rgb"]:
-        name, args = op_cases(torch.float32)[case]
-        args16 = [a.to(dtype) if isinstance(a, torch.Tensor) else a for a in args]
-        expected = getattr(reference, name)(*args)
-        actual = getattr(extension, name)(*args16)
-        assert actual.dtype == dtype
-        torch.testing.assert_close(actual.float(), expected, rtol=5e-2, atol=5e-2 * expected.abs().max().item())
+def test_demodulation_of_16_bit_weights_stays_float32(dtype):
+    weight = randn(6, 5, 3, 3, dtype=torch.float32, seed=1).to(dtype)
+    styles = randn(3, 5, dtype=torch.float32, seed=2).to(dtype)
+    demod = torch.ops.pixelfolder_ops.modulated_conv2d_demod(weight, styles, 1e-8)
+    modulated = weight.double()[None] * styles.double()[:, None, :, None, None]
+    oracle = modulated.square().sum((2, 3, 4)).add(1e-8).rsqrt()
+    assert demod.dtype == torch.float32
+    # 45 float32 products summed: within 1e-5 relative, where a 16-bit result is off by up to u.
+    torch.testing.assert_close(demod.double(), oracle, rtol=1e-5, atol=0)
+
+
+@needs_extension
+@pytest.mark.parametrize("unfold_output", [False, True])
+def test_epilogue_backward_refuses_a_gradient_of_another_shape(unfold_output):
+    # The kernels read the gradient where the forward stored: a smaller one would be read out of bounds.
+    conv_output = randn(2, 8, 16, 16, dtype=torch.float32)
+    output_shape = "[2, 2, 32, 32]" if unfold_output else "[2, 8, 16, 16]"
+    with pytest.raises(RuntimeError, match=re.escape(f"argument 'grad_output' must have the output's shape "
+                                                     f"{output_shape}, got [1, 1, 2, 2]")):
+        torch.ops.pixelfolder_ops.styled_conv2d_epilogue_backward(randn(1, 1, 2, 2, dtype=torch.float32), conv_output,
+                                                                  None, None, None, None, 0.2, math.sqrt(2),
+                                                                  unfold_output)
 
 
 @needs_extension

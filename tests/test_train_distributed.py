@@ -1,7 +1,8 @@
 """Training on two gloo processes (DistributedDataParallel on the CPU) keeps both in step, on the
-same backends."""
+same backends, and stops both at the same step when one is signalled."""
 import os
 import pickle
+import signal
 import socket
 
 import torch
@@ -10,7 +11,7 @@ import torch.multiprocessing as mp
 from pixelfolder_ops import backend
 from test_train import tiny_config
 from training.checkpoint import LATEST, load_checkpoint
-from training.train import train
+from training.train import Trainer, train
 
 
 def free_port():
@@ -50,3 +51,28 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     checkpoint = load_checkpoint(str(tmp_path / LATEST), initial)
     assert checkpoint["step"] == 3 and len(checkpoint["rng"]) == 2
     assert not torch.equal(checkpoint["rng"][0]["torch"], checkpoint["rng"][1]["torch"])
+
+
+def train_until_rank1_is_signalled(rank, port, out):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    step = Trainer.train_step
+
+    def step_then_signal_rank1(self):
+        losses = step(self)
+        if rank == 1 and self.step == 2:  # as a cluster preempting one node first would
+            os.kill(os.getpid(), signal.SIGTERM)
+        return losses
+
+    Trainer.train_step = step_then_signal_rank1
+    trainer = train(tiny_config(out, batch=8, steps=50, device="cpu"))
+    with open(os.path.join(out, f"stopped-rank{rank}.pkl"), "wb") as f:
+        pickle.dump((trainer.step, trainer.stopped_by), f)
+
+
+def test_a_signal_to_one_process_stops_all_of_them_at_the_same_step(tmp_path):
+    mp.spawn(train_until_rank1_is_signalled, args=(free_port(), str(tmp_path)), nprocs=2)
+    stopped = [pickle.loads((tmp_path / f"stopped-rank{rank}.pkl").read_bytes()) for rank in (0, 1)]
+    assert stopped == [(2, signal.SIGTERM), (2, signal.SIGTERM)]
+    assert load_checkpoint(str(tmp_path / LATEST))["step"] == 2

@@ -6,17 +6,22 @@ marker, the config (a dict), the step, the state dicts of g, d, g_ema and both o
 stream's position and every process's RNG states.
 """
 import contextlib
+import glob
+import logging
 import os
 import random
 import shutil
 import tempfile
+import zipfile
 
 import numpy as np
 import torch
 
+from training import cli
 from training.config import ARCHITECTURE_FIELDS, TrainConfig
 from training.networks import build_generator
 
+logger = logging.getLogger(__name__)
 FORMAT = "pixelfolder-training-checkpoint"
 VERSION = 1
 LATEST = "checkpoint-latest.pt"
@@ -56,7 +61,9 @@ def save_checkpoint(state, directory):
     latest, previous = os.path.join(directory, LATEST), os.path.join(directory, PREVIOUS)
     temporary = _write_durably({"format": FORMAT, "version": VERSION, **state}, directory, LATEST)
     try:
-        if os.path.exists(latest):
+        if zipfile.is_zipfile(latest):
+            # Only a whole file (a torch.save archive with its directory at the end) becomes the previous
+            # one: a damaged latest, resumed from its previous, must not push that good one out.
             # A hard link (a copy where links are not supported) keeps the old latest as previous
             # without a moment when latest is missing.
             kept = f"{temporary}.previous"
@@ -74,15 +81,49 @@ def save_checkpoint(state, directory):
     return latest
 
 
+def temporary_files(directory):
+    """The temporary files ``save_checkpoint`` writes in ``directory``; any found before a run starts
+    are left by a save that was killed."""
+    return glob.glob(os.path.join(glob.escape(directory), f".{LATEST}.*.tmp*"))
+
+
+def remove_stale_temporaries(directory):
+    """Delete the temporary files a killed save left in ``directory``; returns their paths."""
+    removed = []
+    for path in temporary_files(directory):
+        with contextlib.suppress(FileNotFoundError):
+            size = os.path.getsize(path)
+            os.remove(path)
+            removed.append((path, size))
+    if removed:
+        logger.info(f"removed {len(removed)} temporary checkpoint file(s) ({sum(s for _, s in removed) / 2 ** 20:.0f} "
+                    f"MiB) left in {directory} by an interrupted save")
+    return [path for path, _ in removed]
+
+
+def checkpoint_file(path):
+    """``path`` if it is not a folder; a run folder's latest checkpoint, or its previous one, with a
+    warning, where the latest cannot be read."""
+    if not os.path.isdir(path):
+        return path
+    latest, previous = os.path.join(path, LATEST), os.path.join(path, PREVIOUS)
+    try:
+        load_checkpoint(latest, mmap=True)
+    except (ValueError, FileNotFoundError) as error:
+        if not os.path.isfile(previous):
+            raise
+        step = load_checkpoint(previous, mmap=True)["step"]
+        logger.warning(f"{error}; using {previous} (step {step}) instead")
+        return previous
+    return latest
+
+
 def find_checkpoint(resume, out):
-    """The checkpoint file ``--resume`` names: a file, a run folder's latest, or for 'auto' the
-    latest in ``out`` if there is one (else None: a fresh start)."""
+    """The checkpoint file ``--resume`` names: a file, a run folder's latest (see ``checkpoint_file``),
+    or for 'auto' the latest in ``out`` if there is one (else None: a fresh start)."""
     if resume == "auto":
-        latest = os.path.join(out, LATEST)
-        return latest if os.path.exists(latest) else None
-    if os.path.isdir(resume):
-        return os.path.join(resume, LATEST)
-    return resume
+        return checkpoint_file(out) if os.path.exists(os.path.join(out, LATEST)) else None
+    return checkpoint_file(resume)
 
 
 def describe(architecture):
@@ -92,17 +133,22 @@ def describe(architecture):
     return f"{model} at {architecture['size']}x{architecture['size']} px ({details})"
 
 
-def read_checkpoint(path):
-    """Whatever ``torch.load`` finds at ``path`` (weights only), on the CPU; ValueError naming the path
-    for a file that is truncated, corrupt or no checkpoint."""
+def read_checkpoint(path, mmap=False):
+    """Whatever ``torch.load`` finds at ``path`` (weights only), on the CPU (``mmap``: tensors read
+    when used); ValueError naming the path for a file that is truncated, corrupt or no checkpoint, and
+    the previous checkpoint beside a damaged latest one."""
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint {path} is a folder, not a checkpoint file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as error:  # torch.load raises many types for a damaged file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        previous = os.path.join(os.path.dirname(path), PREVIOUS)
+        way_back = (f"; the checkpoint before it is {previous}"
+                    if os.path.basename(path) == LATEST and os.path.isfile(previous) else "")
         raise ValueError(f"checkpoint {path} cannot be read: it is truncated, corrupt or not a checkpoint "
-                         f"saved by training.train ({reason})") from error
+                         f"({cli.reason(error)}){way_back}") from error
 
 
 def is_training_checkpoint(checkpoint):
@@ -129,10 +175,10 @@ def check_checkpoint(checkpoint, path, architecture=None):
                              f"{describe(architecture)}")
 
 
-def load_checkpoint(path, architecture=None):
+def load_checkpoint(path, architecture=None, mmap=False):
     """The training checkpoint at ``path``, on the CPU, checked (see ``read_checkpoint`` and
     ``check_checkpoint`` for the errors)."""
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path, mmap)
     check_checkpoint(checkpoint, path, architecture)
     return checkpoint
 

@@ -4,12 +4,13 @@ built-in procedural shapes; and an endless, resumable stream of batches over the
 Images smaller than the training size are an error naming the file, never upscaled: upscaled
 images would teach the generator blur. A folder is scanned at start-up by reading each file's
 header: files Pillow cannot identify are skipped and counted. Damage further into a file shows
-only when it is decoded: the next readable image stands in for it, with a warning naming the file.
+only when it is decoded: the next readable image stands in for it, with one warning naming the file.
 """
 import io
 import itertools
 import logging
 import os
+import signal
 from pathlib import Path
 
 import lmdb
@@ -38,10 +39,14 @@ def list_image_files(root):
     return files
 
 
-def too_small_error(name, width, height, size, others=0):
+TRAINING = ("the training size", "train at a smaller --size")  # what a size is, and how to choose a smaller one
+
+
+def too_small_error(name, width, height, size, others=0, purpose=TRAINING):
     more = f" (and {others} more image(s) like it)" if others else ""
-    return ValueError(f"{name} is {width}x{height} px, smaller than the training size {size}x{size}{more}: "
-                      f"remove such images or train at a smaller --size (images are never upscaled)")
+    wanted, smaller = purpose
+    return ValueError(f"{name} is {width}x{height} px, smaller than {wanted} {size}x{size}{more}: "
+                      f"remove such images or {smaller} (images are never upscaled)")
 
 
 def probe_image(source):
@@ -52,36 +57,55 @@ def probe_image(source):
 
 
 class ImageFolderDataset(Dataset):
-    """The images under a folder, centre-cropped and resized to ``size``. ``skipped`` lists the
-    unreadable files as (path, reason)."""
+    """The images under a folder (or the ``files`` given, paths relative to it), centre-cropped and
+    resized to ``size``, as floats in [-1, 1] (``pixels``: as uint8); ``purpose`` words the error for
+    images smaller than ``size`` (see ``too_small_error``). ``skipped`` lists the files whose
+    header cannot be read as (path, reason); a file that fails to decode further in is warned about
+    once and the next readable image stands in for it."""
 
-    def __init__(self, root, size):
+    def __init__(self, root, size, files=None, purpose=TRAINING):
         self.size = size
+        paths = list_image_files(root) if files is None else [os.path.join(root, name) for name in files]
         dimensions, self.skipped = {}, []
-        for path in list_image_files(root):
+        for path in paths:
             try:
                 dimensions[path] = probe_image(path)
             except UNREADABLE_IMAGE_ERRORS as error:
                 self.skipped.append((path, str(error)))
         too_small = [(path, *dims) for path, dims in dimensions.items() if min(dims) < size]
         if too_small:
-            raise too_small_error(*too_small[0], size, others=len(too_small) - 1)
+            raise too_small_error(*too_small[0], size, others=len(too_small) - 1, purpose=purpose)
         self.files = list(dimensions)
         if not self.files:
             raise ValueError(f"data folder {root}: none of its {len(self.skipped)} image files can be read "
                              f"(first: {self.skipped[0][0]}: {self.skipped[0][1]})")
+        # Which files were warned about, shared with the loader's worker processes: once for all of them.
+        self.warned = torch.zeros(len(self.files), dtype=torch.bool).share_memory_()
 
     def __len__(self):
         return len(self.files)
 
-    def __getitem__(self, index):
+    def pixels(self, index):
         for offset in range(len(self.files)):
-            path = self.files[(index + offset) % len(self.files)]
+            position = (index + offset) % len(self.files)
             try:
-                return from_uint8(read_image(path, self.size))
+                return read_image(self.files[position], self.size)
             except UNREADABLE_IMAGE_ERRORS as error:
-                logger.warning(f"{path}: cannot decode the image ({error}); the next image stands in for it")
+                if not self.warned[position]:
+                    self.warned[position] = True
+                    logger.warning(f"{self.files[position]}: cannot decode the image ({error}); the next image "
+                                   f"stands in for it")
         raise OSError(f"none of the {len(self.files)} images of this folder can be decoded")
+
+    def __getitem__(self, index):
+        return from_uint8(self.pixels(index))
+
+    def report_skipped(self):
+        """Warn about the files skipped at start-up (if any), naming the first few."""
+        if self.skipped:
+            listed = "; ".join(f"{path} ({reason})" for path, reason in self.skipped[:5])
+            logger.warning(f"skipped {len(self.skipped)} unreadable image file(s): {listed}"
+                           + (f"; and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""))
 
 
 def lmdb_key(index, prefix=""):
@@ -211,6 +235,14 @@ def make_dataset(source, size, hflip=True, seed=0, procedural_images=10000):
     return MirroredDataset(dataset) if hflip else dataset
 
 
+def ignore_stop_signals(worker_id=None):
+    """In a loader worker: Ctrl-C and SIGTERM are for the training process, which saves a checkpoint
+    before it stops; a worker killed by them would end the run with a loader error first. Workers
+    still exit with the training process (the loader watches its parent)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class _SkippingSampler(DistributedSampler):
     """A DistributedSampler that starts its epoch ``skip`` indices in (to resume mid-epoch)."""
 
@@ -240,7 +272,7 @@ class BatchStream:
         # sampler runs in this process, so its epoch and skip still apply).
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
                                  pin_memory=pin_memory, drop_last=True, persistent_workers=num_workers > 0,
-                                 generator=torch.Generator().manual_seed(seed))
+                                 generator=torch.Generator().manual_seed(seed), worker_init_fn=ignore_stop_signals)
         self.epoch, self.batch = 0, 0
         self._iterator = None
 

@@ -29,11 +29,15 @@ class DistributedContext:
         return self.world_size > 1
 
 
+def launched_rank():
+    """This process's rank as torchrun set it (0 without torchrun), before any process group exists."""
+    return int(os.environ.get("RANK", 0))
+
+
 def resolve_device(preference, local_rank=0):
-    """'auto': this process's GPU if there is one, else the CPU; 'cuda': the GPU; 'cpu'."""
+    """'auto': this process's GPU if there is one, else the CPU; 'cuda': the GPU (training.cli.device
+    checks that there is one); 'cpu'."""
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda: PyTorch sees no CUDA GPU here")
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
@@ -72,6 +76,19 @@ def all_reduce_sum(tensor, context):
     if context.distributed:
         dist.all_reduce(tensor)
     return tensor
+
+
+def all_reduce_max(tensor, context):
+    """The elementwise maximum of ``tensor`` over all processes (in place)."""
+    if context.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
+def barrier(context):
+    """Wait until every process is here."""
+    if context.distributed:
+        dist.barrier()
 
 
 def all_gather_objects(obj, context):

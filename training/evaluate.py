@@ -17,47 +17,44 @@ N images are generated (seeds 0 to N-1, see training/generate.py) and quantized 
 real ones; where the folder holds more than N images, N of them are drawn at random (fixed seed).
 The results are printed as one JSON object.
 """
-import argparse
 import hashlib
 import json
+import logging
 import math
 import os
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from training.generate import load_generator, sample_batches
-from training.images import from_uint8, read_image, to_uint8
+from training import cli
+from training.data import ImageFolderDataset, list_image_files
+from training.generate import OFFICIAL_SIZE, load_generator, sample_batches
+from training.images import from_uint8, to_uint8
 from training.inception import WEIGHTS_ENV, load_inception, weights_path
 from training.metrics import frechet_distance, kernel_inception_distance, mean_and_covariance, precision_recall
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "pixelfolder", "dataset_statistics")
 PRECISION_RECALL_K = 3
+# What an image smaller than the resolution is, and how to evaluate at a smaller one (training.data.too_small_error).
+EVALUATION = ("the evaluation resolution", "pass a smaller --resolution")
 
 
 def list_images(folder):
     """The image files under ``folder``, recursively, as sorted paths relative to it."""
-    files = sorted(os.path.relpath(os.path.join(root, name), folder)
-                   for root, _, names in os.walk(folder) for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
-    if not files:
-        raise ValueError(f"evaluate: no {', '.join(IMAGE_EXTENSIONS)} images under {folder!r}")
-    return files
+    return [os.path.relpath(path, folder) for path in list_image_files(folder)]
 
 
-class ImageFiles(Dataset):
-    """(3, resolution, resolution) uint8 images from files relative to ``folder``."""
+class ImageFiles(ImageFolderDataset):
+    """(3, resolution, resolution) uint8 images from files relative to ``folder``: files whose header
+    cannot be read are skipped, and one that fails to decode further in is replaced by the next, with a
+    warning, as in training."""
 
     def __init__(self, folder, files, resolution):
-        self.folder, self.files, self.resolution = folder, files, resolution
+        super().__init__(folder, resolution, files, purpose=EVALUATION)
 
-    def __len__(self):
-        return len(self.files)
-
-    def __getitem__(self, index):
-        return read_image(os.path.join(self.folder, self.files[index]), self.resolution)
+    __getitem__ = ImageFolderDataset.pixels
 
 
 @torch.inference_mode()
@@ -85,7 +82,15 @@ def save_statistics(path, mu, sigma, features):
 
 def load_statistics(path):
     """{"mu", "sigma", "features"} from an .npz; "features" is None where the file has none."""
-    with np.load(path) as data:
+    try:
+        data = np.load(path)
+    except Exception as error:  # numpy raises several types for a file that is not an .npz
+        raise ValueError(f"evaluate: {path!r} is not a statistics file (an .npz with arrays 'mu' and 'sigma'): "
+                         f"{type(error).__name__}: {error}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"evaluate: {path!r} is not a statistics file (an .npz with arrays 'mu' and 'sigma'): "
+                         f"it holds a single array")
+    with data:
         if not {"mu", "sigma"} <= set(data.files):
             raise ValueError(f"evaluate: {path!r} is not a statistics file: it needs arrays 'mu' and 'sigma', "
                              f"has {sorted(data.files)}")
@@ -120,7 +125,9 @@ def dataset_statistics(dataset, resolution, num_samples, inception, inception_di
         return load_statistics(path), path
     if len(files) > num_samples:
         files = [files[i] for i in sorted(np.random.default_rng(0).choice(len(files), num_samples, replace=False))]
-    loader = DataLoader(ImageFiles(dataset, files, resolution), batch_size=batch_size, num_workers=workers)
+    images = ImageFiles(dataset, files, resolution)
+    images.report_skipped()
+    loader = DataLoader(images, batch_size=batch_size, num_workers=workers)
     features = inception_features(inception, tqdm(loader, "dataset", disable=None))
     mu, sigma = mean_and_covariance(features)
     save_statistics(path, mu, sigma, features)
@@ -161,36 +168,45 @@ def evaluate(generator, dataset, inception_path=None, num_samples=50000, batch_s
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="our training checkpoint or an official PixelFolder one")
-    parser.add_argument("--dataset", required=True, help="an image folder, or an .npz of statistics")
-    parser.add_argument("--num-samples", type=int, default=50000, help="N (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=50,
+    parser = cli.CommandLineParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="our training checkpoint, a run folder (its latest checkpoint) or an "
+                                           "official PixelFolder checkpoint")
+    parser.add_argument("--dataset", required=True, type=cli.existing_path,
+                        help="an image folder, or an .npz of statistics")
+    parser.add_argument("--num-samples", type=cli.integer(PRECISION_RECALL_K + 1), default=50000,
+                        help=f"N, more than k = {PRECISION_RECALL_K} for precision/recall (default: %(default)s)")
+    parser.add_argument("--batch-size", type=cli.integer(1), default=50,
                         help="for the generator and Inception (default: %(default)s)")
-    parser.add_argument("--truncation", type=float, default=1.0, help="psi (default: 1, no truncation)")
-    parser.add_argument("--inception", help=f"the FID Inception weights (default: ${WEIGHTS_ENV}, else "
-                                            f"~/.cache/pixelfolder/pt_inception-2015-12-05-6726825d.pth)")
-    parser.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR,
+    parser.add_argument("--truncation", type=cli.number(), default=1.0, help="psi (default: 1, no truncation)")
+    parser.add_argument("--inception",
+                        help=f"the FID Inception weights (default: ${WEIGHTS_ENV}, else "
+                             f"~/.cache/pixelfolder/pt_inception-2015-12-05-6726825d.pth)")
+    parser.add_argument("--cache-dir", type=cli.output_folder, default=DEFAULT_CACHE_DIR,
                         help="where dataset statistics are cached (default: %(default)s)")
-    parser.add_argument("--resolution", type=int, help="read dataset images at this size (default: the generator's)")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                        help="image decoding processes (default: %(default)s)")
-    parser.add_argument("--kid-subsets", type=int, default=100, help="(default: %(default)s)")
-    parser.add_argument("--kid-subset-size", type=int, default=1000, help="(default: %(default)s)")
-    parser.add_argument("--size", type=int, default=256, help="resolution of an official checkpoint (default: 256)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--resolution", type=cli.integer(1),
+                        help="read dataset images at this size (default: the generator's)")
+    parser.add_argument("--workers", type=cli.integer(0), default=cli.default_num_workers(),
+                        help="image decoding processes (default: the CPU cores this process may use, less one, "
+                             "at most 8: %(default)s)")
+    parser.add_argument("--kid-subsets", type=cli.integer(1), default=100, help="(default: %(default)s)")
+    parser.add_argument("--kid-subset-size", type=cli.integer(2), default=1000, help="(default: %(default)s)")
+    parser.add_argument("--size", type=OFFICIAL_SIZE, default=256,
+                        help="resolution of an official checkpoint (default: 256)")
+    parser.add_argument("--device", type=cli.device, default="auto",
+                        help="'auto' (the GPU if there is one), 'cpu', 'cuda' or 'cuda:N' (default: auto)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        generator = load_generator(args.checkpoint, size=args.size, device=args.device)
+        generator = load_generator(args.checkpoint, size=args.size, device=cli.resolved_device(args.device))
         results = evaluate(generator, args.dataset, args.inception, args.num_samples, args.batch_size,
                            args.truncation, args.resolution, args.cache_dir, args.workers, args.kid_subsets,
                            args.kid_subset_size)
-    except FileNotFoundError as error:  # a missing checkpoint or Inception weights: the message says it all
-        raise SystemExit(f"error: {error}") from error
+    except (ValueError, OSError) as error:  # bad checkpoints, data, statistics or Inception weights
+        cli.fail(error)
     print(json.dumps({"checkpoint": args.checkpoint, "dataset": args.dataset, **results}, indent=2))
 
 

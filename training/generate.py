@@ -18,17 +18,28 @@ import torch.nn.functional as F
 
 import models
 from training import checkpoint as training_checkpoint
+from training import cli
 from training.images import save_grid, save_image
 
+# The sizes an official PixelFolder checkpoint can have (models.PixelFolder's).
+OFFICIAL_SIZE = cli.power_of_two(16, 1024)
+
+
 def load_generator(path, size=256, device="cpu"):
-    """The EMA generator, in eval mode, from our training checkpoint (it has a "config") or from an
-    official PixelFolder checkpoint (top-level "g", "g_ema", "d"; ``size`` is its resolution)."""
+    """The EMA generator, in eval mode, from our training checkpoint (it has a "config"), a run folder
+    (its latest checkpoint), or an official PixelFolder checkpoint (top-level "g", "g_ema", "d"; ``size``
+    is its resolution). ValueError or FileNotFoundError naming the file for anything else."""
+    path = training_checkpoint.checkpoint_file(os.fspath(path))
     checkpoint = training_checkpoint.read_checkpoint(path)
     if training_checkpoint.is_training_checkpoint(checkpoint):
         training_checkpoint.check_checkpoint(checkpoint, path)
         generator = training_checkpoint.ema_generator(checkpoint)
     else:
-        generator = models.load_official(checkpoint, size=size)[1]
+        try:
+            generator = models.load_official(checkpoint, size=size)[1]
+        except ValueError as error:
+            raise ValueError(f"checkpoint {path} is neither a training checkpoint of this package nor an official "
+                             f"PixelFolder checkpoint at --size {size} ({cli.reason(error)})") from None
     return generator.to(device).eval()
 
 
@@ -87,34 +98,52 @@ def stage_tiles(stages, size):
     return torch.stack(upsampled, dim=1).flatten(0, 1)
 
 
+SEED = cli.integer(0, 2 ** 63 - 1)
+
+
 def parse_seeds(text):
-    """'0-15', '0,3,7' or a mix ('0-3,9') -> a list of ints, ranges inclusive."""
+    """'0-15', '0,3,7' or a mix ('0-3,9') -> a list of ints, ranges inclusive (ArgumentTypeError for an
+    empty or reversed range, or a part that is not a seed)."""
     seeds = []
     for part in text.split(","):
-        first, _, last = part.strip().partition("-")
-        seeds += range(int(first), int(last or first) + 1)
+        first, dash, last = part.strip().partition("-")
+        try:
+            first, last = SEED(first), SEED(last) if dash else SEED(first)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"expected seeds as 'FIRST-LAST', 'A,B,C' or a mix of non-negative "
+                                             f"integers, got {text!r}") from None
+        if last < first:
+            raise argparse.ArgumentTypeError(f"expected ranges FIRST-LAST with FIRST <= LAST, got {part.strip()!r} "
+                                             f"in {text!r}")
+        seeds += range(first, last + 1)
     return seeds
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m training.generate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="our training checkpoint or an official PixelFolder one")
-    parser.add_argument("--outdir", default="generated", help="where the PNGs go (default: %(default)s)")
+    parser = cli.CommandLineParser(prog="python -m training.generate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="our training checkpoint, a run folder (its latest checkpoint) or an "
+                                           "official PixelFolder checkpoint")
+    parser.add_argument("--outdir", type=cli.output_folder, default="generated",
+                        help="where the PNGs go (default: %(default)s)")
     parser.add_argument("--seeds", type=parse_seeds,
                         help="'0-15', '0,3,7' or a mix: one PNG per seed and a grid (default 0-15, unless "
                              "--interpolate is given alone)")
-    parser.add_argument("--truncation", type=float, default=1.0, help="psi, towards G.mean_latent() (default: 1)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--nrow", type=int, help="grid images per row (default: about the square root)")
+    parser.add_argument("--truncation", type=cli.number(), default=1.0,
+                        help="psi, towards G.mean_latent() (default: 1)")
+    parser.add_argument("--batch-size", type=cli.integer(1), default=16)
+    parser.add_argument("--nrow", type=cli.integer(1), help="grid images per row (default: about the square root)")
     parser.add_argument("--stages", action="store_true",
                         help="also stages.png: per seed, a row with the RGB of every stage, upsampled")
-    parser.add_argument("--interpolate", nargs=2, type=int, metavar=("SEED_A", "SEED_B"),
+    parser.add_argument("--interpolate", nargs=2, type=SEED, metavar=("SEED_A", "SEED_B"),
                         help="a strip interpolating z from SEED_A's to SEED_B's")
-    parser.add_argument("--steps", type=int, default=8, help="images in the interpolation strip (default: 8)")
+    parser.add_argument("--steps", type=cli.integer(2), default=8,
+                        help="images in the interpolation strip, both ends included (default: 8)")
     parser.add_argument("--interpolation", choices=("slerp", "lerp"), default="slerp",
                         help="spherical or linear in z (default: slerp)")
-    parser.add_argument("--size", type=int, default=256, help="resolution of an official checkpoint (default: 256)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", type=OFFICIAL_SIZE, default=256,
+                        help="resolution of an official checkpoint (default: 256)")
+    parser.add_argument("--device", type=cli.device, default="auto",
+                        help="'auto' (the GPU if there is one), 'cpu', 'cuda' or 'cuda:N' (default: auto)")
     args = parser.parse_args(argv)
     if args.seeds is None and args.interpolate is None:
         args.seeds = list(range(16))
@@ -123,8 +152,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    generator = load_generator(args.checkpoint, size=args.size, device=args.device)
-    os.makedirs(args.outdir, exist_ok=True)
+    try:
+        generator = load_generator(args.checkpoint, size=args.size, device=cli.resolved_device(args.device))
+        os.makedirs(args.outdir, exist_ok=True)
+    except (ValueError, OSError) as error:
+        cli.fail(error)
     written = []
     if args.seeds:
         images, tiles = [], []

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training import cli
+
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + WEIGHTS_NAME
 WEIGHTS_ENV = "PIXELFOLDER_INCEPTION"
@@ -197,5 +199,10 @@ def load_inception(path=None, device="cpu"):
             f"{WEIGHTS_NAME} from {WEIGHTS_URL} and put it at that path, or pass its path with --inception "
             f"(or in ${WEIGHTS_ENV}).")
     model = FIDInceptionV3()
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as error:  # a damaged file, or the weights of another network
+        raise ValueError(f"FID Inception weights {path!r} cannot be used: expected {WEIGHTS_NAME} (the pytorch-fid "
+                         f"release file), got a file that is truncated, corrupt or of another network "
+                         f"({cli.reason(error)})") from None
     return model.to(device).eval()

@@ -11,23 +11,27 @@ A run folder gets checkpoint-latest.pt / checkpoint-previous.pt, samples/step-NN
 tensorboard/. A resumed run continues exactly where its checkpoint left off (same losses and
 weights as an uninterrupted run on the same machine and number of processes).
 """
+import contextlib
 import copy
 import dataclasses
 import logging
 import os
 import random
-import sys
+import signal
+import threading
 
 import numpy as np
 import torch
 
 import pixelfolder_ops as ops
 from models import to_channels_last
-from training.checkpoint import capture_rng_state, find_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
-from training.config import RESUMABLE_CHANGES, parse_args
-from training.data import BatchStream, make_dataset
-from training.distributed import (DistributedContext, all_gather_objects, distributed_context, resolve_device,
-                                  wrap_ddp)
+from training import cli
+from training.checkpoint import (LATEST, capture_rng_state, find_checkpoint, load_checkpoint, remove_stale_temporaries,
+                                 restore_rng_state, save_checkpoint)
+from training.config import RESUMABLE_CHANGES, explicit_settings, flag, parse_args, resumed_config
+from training.data import BatchStream, ImageFolderDataset, make_dataset
+from training.distributed import (DistributedContext, all_gather_objects, all_reduce_max, barrier,
+                                  distributed_context, launched_rank, resolve_device, wrap_ddp)
 from training.ema import ema_decay, update_ema
 from training.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
 from training.monitor import Monitor, RunningMeans
@@ -41,6 +45,39 @@ def lazy_adam_hyperparameters(config, regularize_every):
     steps per k, so lr is scaled by c = k / (k + 1) and betas raised to c (c = 1 for k = 0: none)."""
     c = regularize_every / (regularize_every + 1) if regularize_every else 1.0
     return {"lr": config.lr * c, "betas": (config.beta1 ** c, config.beta2 ** c)}
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or a weight stopped being finite: the run stops, and writes no checkpoint."""
+
+
+class StopRequests:
+    """While entered (in the main thread): the first SIGINT (Ctrl-C) or SIGTERM (how clusters preempt
+    jobs) is kept in ``signal`` for the training loop, which saves and stops at the end of its step; a
+    second Ctrl-C raises KeyboardInterrupt at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signal = None
+        self._previous_handlers = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signal handlers can be set only there
+            self._previous_handlers = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exception):
+        for number, handler in self._previous_handlers.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number, frame):
+        if self.signal is None:
+            self.signal = number
+            logger.warning(f"{signal.Signals(number).name}: stopping at the end of this step, after writing a "
+                           f"checkpoint (Ctrl-C again to quit at once, without one)")
+        elif number == signal.SIGINT:
+            raise KeyboardInterrupt
 
 
 def seed_everything(seed):
@@ -89,8 +126,9 @@ class Trainer:
         self.ema_decay = ema_decay(config.batch, config.ema_half_life)
 
         self.dataset = make_dataset(config.dataset, config.size, config.hflip, config.seed, config.procedural_images)
-        self.data = BatchStream(self.dataset, self.batch_per_process, rank, world_size, config.seed,
-                                config.num_workers, pin_memory=device.type == "cuda")
+        num_workers = cli.default_num_workers() if config.num_workers is None else config.num_workers
+        self.data = BatchStream(self.dataset, self.batch_per_process, rank, world_size, config.seed, num_workers,
+                                pin_memory=device.type == "cuda")
         if self.context.is_main:
             self._report_dataset()
         # Fixed z and noise for the sample grids, from their own generator: sampling draws nothing
@@ -101,6 +139,10 @@ class Trainer:
                              self.g_ema.make_noise(config.n_samples, device="cpu", generator=sample_rng)]
         seed_everything(config.seed + rank)  # each process draws its own z and noise
         self.step = 0
+        self.last_checkpoint = None  # (path, step) of the checkpoint this run last wrote or resumed from
+        self.stopped_by = None  # the signal that stopped run(), if one did
+        if self.context.is_main:
+            remove_stale_temporaries(config.out)
         checkpoint_path = find_checkpoint(config.resume, config.out) if config.resume else None
         if checkpoint_path is not None:
             self.load(checkpoint_path)
@@ -128,11 +170,8 @@ class Trainer:
         source = getattr(self.dataset, "dataset", self.dataset)  # behind MirroredDataset
         logger.info(f"dataset {self.config.dataset}: {len(source)} images at {self.config.size}x{self.config.size}"
                     + (" (and their mirrors)" if self.config.hflip else ""))
-        skipped = getattr(source, "skipped", [])
-        if skipped:
-            listed = "; ".join(f"{path} ({reason})" for path, reason in skipped[:5])
-            logger.warning(f"skipped {len(skipped)} unreadable image file(s): {listed}"
-                           + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""))
+        if isinstance(source, ImageFolderDataset):
+            source.report_skipped()
 
     def _autocast(self):
         return torch.autocast(self.context.device.type, dtype=torch.bfloat16, enabled=self.config.amp == "bf16")
@@ -203,56 +242,113 @@ class Trainer:
             return self.g_ema(self.sample_z, noise=self.sample_noise).float()
 
     def run(self):
-        """Train until ``config.steps``; returns the last reported loss means (None if there was
-        nothing to do)."""
+        """Train until ``config.steps``, logging, sampling and checkpointing on the way; returns the last
+        reported loss means (None if there was nothing to do). SIGINT or SIGTERM stops it at the end of
+        a step, after a checkpoint (``stopped_by`` is then the signal); a non-finite loss or weight
+        raises TrainingDiverged, with no checkpoint written."""
         config = self.config
         if self.step >= config.steps:
             logger.info(f"the run is at step {self.step} already, --steps is {config.steps}: nothing to do")
             return None
         monitor = Monitor(config.out, self.step, config.steps, config.batch) if self.context.is_main else None
-        means, reported = RunningMeans(), None
+        means, reported, self.stopped_by = RunningMeans(), None, None
         try:
-            if monitor is not None and self.step == 0:
-                monitor.save_samples(self.sample(), 0)
-            while self.step < config.steps:
-                means.add(self.train_step())
-                final = self.step == config.steps
-                if monitor is not None:
-                    monitor.step()
-                if self.step % config.log_every == 0 or final:
-                    reported = means.pop(self.context)
+            with StopRequests() as requests:
+                if monitor is not None and self.step == 0:
+                    monitor.save_samples(self.sample(), 0)
+                while self.step < config.steps and self.stopped_by is None:
+                    losses = self.train_step()
+                    means.add(losses)
+                    self.stopped_by = self._agree_on_stop(requests.signal, losses)
+                    final = self.step == config.steps or self.stopped_by is not None
                     if monitor is not None:
-                        monitor.log(self.step, reported)
-                if monitor is not None and (self.step % config.sample_every == 0 or final):
-                    monitor.save_samples(self.sample(), self.step)
-                if self.step % config.checkpoint_every == 0 or final:
-                    self.save()
+                        monitor.step()
+                    if self.step % config.log_every == 0 or final:
+                        reported = means.pop(self.context)
+                        if monitor is not None:
+                            monitor.log(self.step, reported)
+                    if monitor is not None and (self.step % config.sample_every == 0 or final):
+                        monitor.save_samples(self.sample(), self.step)
+                    if self.step % config.checkpoint_every == 0 or final:
+                        self.save()
         finally:
             if monitor is not None:
                 monitor.close()
+        if self.context.is_main and self.stopped_by is not None:
+            logger.warning(f"stopped by {self.stopped_by.name} at step {self.step}, checkpoint written to "
+                           f"{self.last_checkpoint[0]}; continue with: python -m training.train --resume auto "
+                           f"--out {config.out}")
+        elif self.context.is_main:
+            logger.info(f"finished at step {self.step}; the checkpoint is {self.last_checkpoint[0]}")
         return reported
 
+    def _agree_on_stop(self, signal_number, losses):
+        """The signal every process stops for (None: go on), agreed by all of them on this step (the
+        highest signal number any received); TrainingDiverged where a loss of any process is not finite."""
+        flags = torch.stack([torch.tensor(float(signal_number or 0), device=self.context.device),
+                             torch.stack([~torch.isfinite(loss).all() for loss in losses.values()]).any().float()])
+        signal_number, diverged = all_reduce_max(flags, self.context).tolist()
+        if diverged:
+            shown = ", ".join(f"{name}={float(loss):.4g}" for name, loss in losses.items())
+            raise TrainingDiverged(f"training diverged at step {self.step}: a loss is not finite ({shown}, in "
+                                   f"process {self.context.rank} of {self.context.world_size}). {self._what_next()}")
+        return signal.Signals(int(signal_number)) if signal_number else None
+
+    def _what_next(self):
+        """What to do after a divergence, naming the last good checkpoint."""
+        lower = f"a lower --lr (now {self.config.lr:g}; try {self.config.lr / 2:g})"
+        if self.last_checkpoint is None:
+            return f"No checkpoint was written: start again with {lower}."
+        path, step = self.last_checkpoint
+        return (f"No checkpoint was written after step {step}: {path} holds the last good weights; resume from it "
+                f"with {lower}: python -m training.train --resume {path} --lr {self.config.lr / 2:g}")
+
+    def _nonfinite_tensors(self):
+        """The names of the weights and optimizer states that are not all finite."""
+        named = [(f"{network}.{name}", tensor) for network, module in
+                 (("g", self.g_module), ("d", self.d_module), ("g_ema", self.g_ema))
+                 for name, tensor in module.state_dict().items() if tensor.is_floating_point()]
+        named += [(f"{network}_optim.{index}.{name}", tensor) for network, optimizer in
+                  (("g", self.g_optim), ("d", self.d_optim))
+                  for index, state in optimizer.state_dict()["state"].items()
+                  for name, tensor in state.items() if torch.is_tensor(tensor) and tensor.is_floating_point()]
+        finite = torch.stack([torch.isfinite(tensor).all() for _, tensor in named]).tolist()
+        return [name for (name, _), ok in zip(named, finite) if not ok]
+
     def save(self):
-        """Write the checkpoint (rank 0); every process must call it: it gathers their RNG states."""
+        """Write the checkpoint (rank 0) unless a weight is not finite (TrainingDiverged: the last good
+        checkpoint stays); every process must call it: it gathers their RNG states."""
+        nonfinite = self._nonfinite_tensors()  # the same in every process: DDP keeps the weights equal
+        if nonfinite:
+            more = f" and {len(nonfinite) - 3} more" if len(nonfinite) > 3 else ""
+            raise TrainingDiverged(f"training diverged at step {self.step}: {', '.join(nonfinite[:3])}{more} "
+                                   f"are not finite. {self._what_next()}")
         rng = all_gather_objects(capture_rng_state(self.context.device), self.context)
+        path = os.path.join(self.config.out, LATEST)
         if self.context.is_main:
-            save_checkpoint({"config": dataclasses.asdict(self.config), "step": self.step,
-                             "g": self.g_module.state_dict(), "d": self.d_module.state_dict(),
-                             "g_ema": self.g_ema.state_dict(), "g_optim": self.g_optim.state_dict(),
-                             "d_optim": self.d_optim.state_dict(), "data": self.data.state_dict(), "rng": rng},
-                            self.config.out)
+            path = save_checkpoint({"config": dataclasses.asdict(self.config), "step": self.step,
+                                    "g": self.g_module.state_dict(), "d": self.d_module.state_dict(),
+                                    "g_ema": self.g_ema.state_dict(), "g_optim": self.g_optim.state_dict(),
+                                    "d_optim": self.d_optim.state_dict(), "data": self.data.state_dict(),
+                                    "rng": rng}, self.config.out)
+        barrier(self.context)  # no process leaves (and may exit) before the checkpoint is written
+        self.last_checkpoint = (path, self.step)
 
     def load(self, path):
-        """Continue from the checkpoint at ``path`` (of the same networks, else ValueError)."""
+        """Continue from the checkpoint at ``path`` (of the same networks, else ValueError), saying which
+        of this run's settings differ from the checkpoint's."""
         config, context = self.config, self.context
         checkpoint = load_checkpoint(path, config.architecture())
         saved = checkpoint["config"]
         changed = {name: (saved.get(name), value) for name, value in dataclasses.asdict(config).items()
-                   if name not in RESUMABLE_CHANGES and saved.get(name) != value}
-        if changed and context.is_main:
-            logger.warning("resuming with settings that differ from the checkpoint's, so the run will not "
-                           "continue as the original would have: "
-                           + ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items()))
+                   if name != "resume" and saved.get(name) != value}
+        if context.is_main:
+            for name, (old, new) in changed.items():
+                logger.info(f"{flag(name)} {new} overrides the checkpoint's {old}")
+            if set(changed) - set(RESUMABLE_CHANGES):
+                logger.warning("the run will not continue as the original would have: "
+                               + ", ".join(flag(name) for name in changed if name not in RESUMABLE_CHANGES)
+                               + " changed")
         self.g_module.load_state_dict(checkpoint["g"])
         self.d_module.load_state_dict(checkpoint["d"])
         self.g_ema.load_state_dict(checkpoint["g_ema"])
@@ -263,6 +359,7 @@ class Trainer:
                 group.update(lazy_adam_hyperparameters(config, regularize_every))
         self.data.load_state_dict(checkpoint["data"])
         self.step = checkpoint["step"]
+        self.last_checkpoint = (path, self.step)
         if len(checkpoint["rng"]) == context.world_size:
             restore_rng_state(checkpoint["rng"][context.rank], context.device)
         elif context.is_main:
@@ -281,18 +378,37 @@ def train(config):
     return trainer
 
 
-def main(argv=None):
+def configure(argv=None):
+    """The TrainConfig of the command line ``argv``. To resume, the checkpoint's settings with those given
+    on the command line instead, ``resume`` the checkpoint file found, and ``out`` its folder unless
+    --out is given (the folder the run was started with may be relative to another directory)."""
     config = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING,
-                        format="%(message)s")
-    with distributed_context(config.device) as context:
-        try:
-            trainer = Trainer(config, context)
-        except (ValueError, OSError, ops.BackendUnavailableError) as error:
-            # Bad settings, data or checkpoints: the message says what is wrong, a traceback would not help.
-            sys.exit(f"error: {error}")
-        trainer.run()
+    path = find_checkpoint(config.resume, config.out) if config.resume else None
+    if path is None:
+        return dataclasses.replace(config, resume=None)
+    explicit = {"out": os.path.dirname(path) or ".", **explicit_settings(argv)}
+    return dataclasses.replace(resumed_config(load_checkpoint(path, mmap=True)["config"], explicit), resume=path)
 
+
+def main(argv=None):
+    # Other processes of a torchrun launch show errors only: rank 0 says the rest once.
+    logging.basicConfig(level=logging.INFO if launched_rank() == 0 else logging.ERROR, format="%(message)s")
+    with contextlib.ExitStack() as stack:
+        try:
+            try:
+                config = configure(argv)
+                config.validate()
+                context = stack.enter_context(distributed_context(config.device))
+                trainer = Trainer(config, context)
+            except (ValueError, OSError, ops.BackendUnavailableError) as error:
+                cli.fail(error)  # bad settings, data or checkpoints: the message says what is wrong
+            trainer.run()
+        except TrainingDiverged as error:
+            cli.fail(error)
+        except KeyboardInterrupt:
+            cli.fail("interrupted by Ctrl-C: nothing was written since the last checkpoint", 128 + signal.SIGINT)
+    if trainer.stopped_by is not None:
+        raise SystemExit(128 + trainer.stopped_by)
 
 if __name__ == "__main__":
     main()

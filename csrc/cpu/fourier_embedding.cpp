@@ -19,14 +19,17 @@ at::Tensor fourier_embedding_cpu(const at::Tensor& weight, const at::Tensor& bia
   constexpr const char* op = "fourier_embedding";
   check_fourier_embedding_arguments(op, weight, bias, height, width, c10::kCPU);
   const int64_t channels = weight.size(0);
-  auto output = at::empty({1, channels, height, width}, weight.options());
+  // Phases and sin in the compute type, rounded once at the end: a 16-bit phase would be off by up to
+  // u |phase|, several times the rounding of the result itself.
+  const auto compute_type = at::toOpMathType(weight.scalar_type());
+  auto phases = at::empty({1, channels, height, width}, weight.options().dtype(compute_type));
   const auto w = weight.contiguous();
   const auto b = bias.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weight.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* w_data = w.data_ptr<scalar_t>();
     const scalar_t* b_data = b.data_ptr<scalar_t>();
-    scalar_t* out = output.data_ptr<scalar_t>();
+    opmath_t* out = phases.data_ptr<opmath_t>();
     std::vector<opmath_t> xs(width);
     for (int64_t x = 0; x < width; ++x) xs[x] = linspace_minus1_to_1<opmath_t>(x, width);
     at::parallel_for(0, channels * height, 16, [&](int64_t begin, int64_t end) {
@@ -43,7 +46,7 @@ at::Tensor fourier_embedding_cpu(const at::Tensor& weight, const at::Tensor& bia
     });
   });
   // ATen's sin is vectorised (SLEEF); a scalar std::sin per element is slower than the reference.
-  return output.sin_();
+  return phases.sin_().to(weight.scalar_type());
 }
 
 std::tuple<at::Tensor, at::Tensor> fourier_embedding_backward_cpu(const at::Tensor& grad_output,

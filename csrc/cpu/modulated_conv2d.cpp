@@ -19,7 +19,7 @@ at::Tensor modulated_conv2d_demod_cpu(const at::Tensor& weight, const at::Tensor
   check_modulated_conv2d_demod_arguments(op, weight, styles, c10::kCPU);
   const int64_t batch = styles.size(0), out_channels = weight.size(0), in_channels = weight.size(1);
   const int64_t taps = weight.size(2) * weight.size(3);
-  auto demod = at::empty({batch, out_channels}, weight.options());
+  auto demod = empty_demod(weight, styles);
   const auto w = weight.contiguous();
   const auto s = styles.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weight.scalar_type(), op, [&] {
@@ -35,7 +35,7 @@ at::Tensor modulated_conv2d_demod_cpu(const at::Tensor& weight, const at::Tensor
       }
     });
     const scalar_t* s_data = s.data_ptr<scalar_t>();
-    scalar_t* out = demod.data_ptr<scalar_t>();
+    opmath_t* out = demod.data_ptr<opmath_t>();
     at::parallel_for(0, batch * out_channels, 16, [&](int64_t begin, int64_t end) {
       for (int64_t bo = begin; bo < end; ++bo) {
         const int64_t b = bo / out_channels, o = bo % out_channels;

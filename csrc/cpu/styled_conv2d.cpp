@@ -72,7 +72,7 @@ at::Tensor epilogue_backward_cpu(const at::Tensor& grad_output, const at::Tensor
                                  bool unfold_output) {
   constexpr const char* op = "styled_conv2d_epilogue_backward";
   check_epilogue_arguments(op, conv_output, demod, noise, noise_strength, bias, unfold_output);
-  check_epilogue_grad_output(op, grad_output, conv_output, c10::kCPU);
+  check_epilogue_grad_output(op, grad_output, conv_output, unfold_output);
   auto grad_preactivation = empty_4d(conv_output.sizes(), conv_output);
   const auto d = contiguous(demod), b = contiguous(bias);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, conv_output.scalar_type(), op, [&] {

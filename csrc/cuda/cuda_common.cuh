@@ -1,17 +1,49 @@
-// Launch helpers shared by the CUDA kernels.
+// Launch helpers shared by the CUDA kernels. The same sources build for the GPU (nvcc) and, with
+// PIXELFOLDER_CUDA_EMULATION, as host C++ whose kernels run on the CPU (csrc/emulation): the device
+// type, dispatch key, device guard and launch below are the only places the two builds differ.
 #pragma once
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "../common.h"
 
+#ifdef PIXELFOLDER_CUDA_EMULATION
+#include <c10/core/DeviceGuard.h>
+
+#include "../emulation/cuda_emulation.h"
+// The emulated kernels serve the CPU dispatch key (csrc/cpu is not compiled in that build).
+#define PIXELFOLDER_CUDA_DISPATCH_KEY CPU
+#else
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#define PIXELFOLDER_CUDA_DISPATCH_KEY CUDA
+#endif
+
 namespace pixelfolder {
+
+#ifdef PIXELFOLDER_CUDA_EMULATION
+constexpr c10::DeviceType kCudaKernelDevice = c10::kCPU;
+using CudaDeviceGuard = c10::DeviceGuard;
+#else
+constexpr c10::DeviceType kCudaKernelDevice = c10::kCUDA;
+using CudaDeviceGuard = c10::cuda::CUDAGuard;
+#endif
+
+// kernel<<<blocks, threads, 0, current stream>>>(args...), then the launch error check.
+template <typename... Params, typename... Args>
+void launch_kernel(void (*kernel)(Params...), unsigned int blocks, unsigned int threads, Args&&... args) {
+#ifdef PIXELFOLDER_CUDA_EMULATION
+  cuda_emulation::launch(kernel, blocks, threads, std::forward<Args>(args)...);
+#else
+  kernel<<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(std::forward<Args>(args)...);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+#endif
+}
 
 constexpr int kThreadsPerBlock = 256;
 

@@ -28,21 +28,19 @@ __global__ void fold_kernel(const scalar_t* __restrict__ input, scalar_t* __rest
 template <bool kFold>
 at::Tensor fold_cuda(const at::Tensor& input) {
   if (kFold) {
-    check_fold_arguments(input, c10::kCUDA);
+    check_fold_arguments(input, kCudaKernelDevice);
   } else {
-    check_unfold_arguments(input, c10::kCUDA);
+    check_unfold_arguments(input, kCudaKernelDevice);
   }
-  const c10::cuda::CUDAGuard guard(input.device());
+  const CudaDeviceGuard guard(input.device());
   auto output = kFold ? empty_fold_output(input) : empty_unfold_output(input);
   const int64_t numel = output.numel();
   if (numel == 0) return output;
   const bool channels_last = output_memory_format(input) == at::MemoryFormat::ChannelsLast;
   PIXELFOLDER_DISPATCH_CUDA_TYPES(input.scalar_type(), "fold", [&] {
-    fold_kernel<scalar_t, kFold><<<blocks_for(numel), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        input.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), Strides4(input), Strides4(output), channels_last,
-        numel);
+    launch_kernel(fold_kernel<scalar_t, kFold>, blocks_for(numel), kThreadsPerBlock, input.data_ptr<scalar_t>(),
+                  output.data_ptr<scalar_t>(), Strides4(input), Strides4(output), channels_last, numel);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return output;
 }
 
@@ -51,7 +49,7 @@ at::Tensor unfold(const at::Tensor& input) { return fold_cuda<false>(input); }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(pixelfolder_ops, CUDA, m) {
+TORCH_LIBRARY_IMPL(pixelfolder_ops, PIXELFOLDER_CUDA_DISPATCH_KEY, m) {
   m.impl("fold", &fold);
   m.impl("unfold", &unfold);
 }

@@ -56,46 +56,43 @@ __global__ void fourier_embedding_backward_kernel(const scalar_t* __restrict__ g
 
 at::Tensor fourier_embedding_cuda(const at::Tensor& weight, const at::Tensor& bias, int64_t height, int64_t width) {
   constexpr const char* op = "fourier_embedding";
-  check_fourier_embedding_arguments(op, weight, bias, height, width, c10::kCUDA);
-  const c10::cuda::CUDAGuard guard(weight.device());
+  check_fourier_embedding_arguments(op, weight, bias, height, width, kCudaKernelDevice);
+  const CudaDeviceGuard guard(weight.device());
   auto output = at::empty({1, weight.size(0), height, width}, weight.options());
   const int64_t numel = output.numel();
   if (numel == 0) return output;
   const auto w = weight.contiguous();
   const auto b = bias.contiguous();
   PIXELFOLDER_DISPATCH_CUDA_TYPES(weight.scalar_type(), op, [&] {
-    fourier_embedding_kernel<scalar_t, at::opmath_type<scalar_t>>
-        <<<blocks_for(numel), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-            w.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), height, width, numel);
+    launch_kernel(fourier_embedding_kernel<scalar_t, at::opmath_type<scalar_t>>, blocks_for(numel), kThreadsPerBlock,
+                  w.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), height, width, numel);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return output;
 }
 
 std::tuple<at::Tensor, at::Tensor> fourier_embedding_backward_cuda(const at::Tensor& grad_output,
                                                                    const at::Tensor& weight, const at::Tensor& bias) {
   constexpr const char* op = "fourier_embedding_backward";
-  check_fourier_embedding_backward_arguments(op, grad_output, weight, bias, c10::kCUDA);
+  check_fourier_embedding_backward_arguments(op, grad_output, weight, bias, kCudaKernelDevice);
   const int64_t channels = weight.size(0);
-  const c10::cuda::CUDAGuard guard(weight.device());
+  const CudaDeviceGuard guard(weight.device());
   auto grad_weight = at::empty_like(weight, at::MemoryFormat::Contiguous);
   auto grad_bias = at::empty_like(bias, at::MemoryFormat::Contiguous);
   if (channels == 0) return {grad_weight, grad_bias};
   const auto w = weight.contiguous();
   const auto b = bias.contiguous();
   PIXELFOLDER_DISPATCH_CUDA_TYPES(weight.scalar_type(), op, [&] {
-    fourier_embedding_backward_kernel<scalar_t, at::opmath_type<scalar_t>>
-        <<<static_cast<unsigned int>(channels), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-            grad_output.data_ptr<scalar_t>(), Strides4(grad_output), w.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
-            grad_weight.data_ptr<scalar_t>(), grad_bias.data_ptr<scalar_t>());
+    launch_kernel(fourier_embedding_backward_kernel<scalar_t, at::opmath_type<scalar_t>>,
+                  static_cast<unsigned int>(channels), kThreadsPerBlock, grad_output.data_ptr<scalar_t>(),
+                  Strides4(grad_output), w.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+                  grad_weight.data_ptr<scalar_t>(), grad_bias.data_ptr<scalar_t>());
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {grad_weight, grad_bias};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(pixelfolder_ops, CUDA, m) {
+TORCH_LIBRARY_IMPL(pixelfolder_ops, PIXELFOLDER_CUDA_DISPATCH_KEY, m) {
   m.impl("fourier_embedding", &fourier_embedding_cuda);
   m.impl("fourier_embedding_backward", &fourier_embedding_backward_cuda);
 }

@@ -31,8 +31,8 @@ __global__ void fused_leaky_relu_backward_kernel(const scalar_t* __restrict__ gr
 at::Tensor fused_leaky_relu_cuda(const at::Tensor& input, const c10::optional<at::Tensor>& bias,
                                  double negative_slope, double scale, c10::optional<double> clamp) {
   constexpr const char* op = "fused_leaky_relu";
-  check_fused_leaky_relu_arguments(op, input, bias, c10::kCUDA);
-  const c10::cuda::CUDAGuard guard(input.device());
+  check_fused_leaky_relu_arguments(op, input, bias, kCudaKernelDevice);
+  const CudaDeviceGuard guard(input.device());
   const auto layout = ChannelLayout::of(input);
   const auto x = input.contiguous(layout.memory_format());
   const auto b = bias ? bias->contiguous() : at::Tensor();
@@ -41,20 +41,18 @@ at::Tensor fused_leaky_relu_cuda(const at::Tensor& input, const c10::optional<at
   if (numel == 0) return output;
   PIXELFOLDER_DISPATCH_CUDA_TYPES(input.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    fused_leaky_relu_kernel<scalar_t, opmath_t>
-        <<<blocks_for(numel), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-            x.data_ptr<scalar_t>(), bias ? b.data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(), layout,
-            make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp), numel);
+    launch_kernel(fused_leaky_relu_kernel<scalar_t, opmath_t>, blocks_for(numel), kThreadsPerBlock,
+                  x.data_ptr<scalar_t>(), bias ? b.data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(), layout,
+                  make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp), numel);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return output;
 }
 
 at::Tensor fused_leaky_relu_backward_cuda(const at::Tensor& grad_output, const at::Tensor& output,
                                           double negative_slope, double scale, c10::optional<double> clamp) {
   constexpr const char* op = "fused_leaky_relu_backward";
-  check_fused_leaky_relu_backward_arguments(op, grad_output, output, c10::kCUDA);
-  const c10::cuda::CUDAGuard guard(output.device());
+  check_fused_leaky_relu_backward_arguments(op, grad_output, output, kCudaKernelDevice);
+  const CudaDeviceGuard guard(output.device());
   const auto format = ChannelLayout::of(output).memory_format();
   const auto y = output.contiguous(format);
   const auto g = grad_output.contiguous(format);
@@ -63,18 +61,16 @@ at::Tensor fused_leaky_relu_backward_cuda(const at::Tensor& grad_output, const a
   if (numel == 0) return grad_input;
   PIXELFOLDER_DISPATCH_CUDA_TYPES(output.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    fused_leaky_relu_backward_kernel<scalar_t, opmath_t>
-        <<<blocks_for(numel), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-            g.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), grad_input.data_ptr<scalar_t>(),
-            make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp), numel);
+    launch_kernel(fused_leaky_relu_backward_kernel<scalar_t, opmath_t>, blocks_for(numel), kThreadsPerBlock,
+                  g.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), grad_input.data_ptr<scalar_t>(),
+                  make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp), numel);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return grad_input;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(pixelfolder_ops, CUDA, m) {
+TORCH_LIBRARY_IMPL(pixelfolder_ops, PIXELFOLDER_CUDA_DISPATCH_KEY, m) {
   m.impl("fused_leaky_relu", &fused_leaky_relu_cuda);
   m.impl("fused_leaky_relu_backward", &fused_leaky_relu_backward_cuda);
 }

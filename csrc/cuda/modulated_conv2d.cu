@@ -14,7 +14,7 @@ constexpr int kWarp = 32;
 // d[b, o] = rsqrt(sum_i s[b, i]^2 * sum_k W[o, i, k]^2 + eps): lanes split i, then a warp sum.
 template <typename scalar_t, typename opmath_t>
 __global__ void demod_kernel(const scalar_t* __restrict__ weight, const scalar_t* __restrict__ styles,
-                             scalar_t* __restrict__ demod, int64_t batch, int64_t out_channels, int64_t in_channels,
+                             opmath_t* __restrict__ demod, int64_t batch, int64_t out_channels, int64_t in_channels,
                              int64_t taps, opmath_t eps) {
   const int64_t warps = static_cast<int64_t>(gridDim.x) * blockDim.x / kWarp;
   const int lane = threadIdx.x % kWarp;
@@ -36,27 +36,25 @@ __global__ void demod_kernel(const scalar_t* __restrict__ weight, const scalar_t
 
 at::Tensor modulated_conv2d_demod_cuda(const at::Tensor& weight, const at::Tensor& styles, double eps) {
   constexpr const char* op = "modulated_conv2d_demod";
-  check_modulated_conv2d_demod_arguments(op, weight, styles, c10::kCUDA);
-  const c10::cuda::CUDAGuard guard(weight.device());
+  check_modulated_conv2d_demod_arguments(op, weight, styles, kCudaKernelDevice);
+  const CudaDeviceGuard guard(weight.device());
   const int64_t batch = styles.size(0), out_channels = weight.size(0);
-  auto demod = at::empty({batch, out_channels}, weight.options());
+  auto demod = empty_demod(weight, styles);
   if (demod.numel() == 0) return demod;
   const auto w = weight.contiguous();
   const auto s = styles.contiguous();
   PIXELFOLDER_DISPATCH_CUDA_TYPES(weight.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    demod_kernel<scalar_t, opmath_t>
-        <<<blocks_for(demod.numel() * kWarp), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-            w.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(), demod.data_ptr<scalar_t>(), batch, out_channels,
-            weight.size(1), weight.size(2) * weight.size(3), opmath_t(eps));
+    launch_kernel(demod_kernel<scalar_t, opmath_t>, blocks_for(demod.numel() * kWarp), kThreadsPerBlock,
+                  w.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(), demod.data_ptr<opmath_t>(), batch, out_channels,
+                  weight.size(1), weight.size(2) * weight.size(3), opmath_t(eps));
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return demod;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(pixelfolder_ops, CUDA, m) {
+TORCH_LIBRARY_IMPL(pixelfolder_ops, PIXELFOLDER_CUDA_DISPATCH_KEY, m) {
   m.impl("modulated_conv2d_demod", &modulated_conv2d_demod_cuda);
   m.impl("modulated_conv2d", &modulated_conv2d);
   m.impl("modulated_conv2d_backward", &modulated_conv2d_backward);

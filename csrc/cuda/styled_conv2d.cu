@@ -48,7 +48,7 @@ at::Tensor epilogue_cuda(const at::Tensor& conv_output, const c10::optional<at::
                          bool unfold_output) {
   constexpr const char* op = "styled_conv2d_epilogue";
   check_epilogue_arguments(op, conv_output, demod, noise, noise_strength, bias, unfold_output);
-  const c10::cuda::CUDAGuard guard(conv_output.device());
+  const CudaDeviceGuard guard(conv_output.device());
   auto output = empty_epilogue_output(conv_output, unfold_output);
   const int64_t numel = conv_output.numel();
   if (numel == 0) return output;
@@ -56,12 +56,12 @@ at::Tensor epilogue_cuda(const at::Tensor& conv_output, const c10::optional<at::
   const bool channels_last = output_memory_format(conv_output) == at::MemoryFormat::ChannelsLast;
   PIXELFOLDER_DISPATCH_CUDA_TYPES(conv_output.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    epilogue_kernel<scalar_t, opmath_t><<<blocks_for(numel), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        conv_output.data_ptr<scalar_t>(), Strides4(conv_output), output.data_ptr<scalar_t>(), Strides4(output),
-        epilogue_pointers<scalar_t>(conv_output, d, noise, noise_strength, b),
-        make_leaky_relu<opmath_t>(op, negative_slope, gain, c10::nullopt), unfold_output, channels_last, numel);
+    launch_kernel(epilogue_kernel<scalar_t, opmath_t>, blocks_for(numel), kThreadsPerBlock,
+                  conv_output.data_ptr<scalar_t>(), Strides4(conv_output), output.data_ptr<scalar_t>(),
+                  Strides4(output), epilogue_pointers<scalar_t>(conv_output, d, noise, noise_strength, b),
+                  make_leaky_relu<opmath_t>(op, negative_slope, gain, c10::nullopt), unfold_output, channels_last,
+                  numel);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return output;
 }
 
@@ -72,8 +72,8 @@ at::Tensor epilogue_backward_cuda(const at::Tensor& grad_output, const at::Tenso
                                   bool unfold_output) {
   constexpr const char* op = "styled_conv2d_epilogue_backward";
   check_epilogue_arguments(op, conv_output, demod, noise, noise_strength, bias, unfold_output);
-  check_epilogue_grad_output(op, grad_output, conv_output, c10::kCUDA);
-  const c10::cuda::CUDAGuard guard(conv_output.device());
+  check_epilogue_grad_output(op, grad_output, conv_output, unfold_output);
+  const CudaDeviceGuard guard(conv_output.device());
   auto grad_preactivation = empty_4d(conv_output.sizes(), conv_output);
   const int64_t numel = conv_output.numel();
   if (numel == 0) return grad_preactivation;
@@ -81,20 +81,19 @@ at::Tensor epilogue_backward_cuda(const at::Tensor& grad_output, const at::Tenso
   const bool channels_last = output_memory_format(conv_output) == at::MemoryFormat::ChannelsLast;
   PIXELFOLDER_DISPATCH_CUDA_TYPES(conv_output.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    epilogue_backward_kernel<scalar_t, opmath_t>
-        <<<blocks_for(numel), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-            grad_output.data_ptr<scalar_t>(), Strides4(grad_output), conv_output.data_ptr<scalar_t>(),
-            Strides4(conv_output), grad_preactivation.data_ptr<scalar_t>(), Strides4(grad_preactivation),
-            epilogue_pointers<scalar_t>(conv_output, d, noise, noise_strength, b),
-            make_leaky_relu<opmath_t>(op, negative_slope, gain, c10::nullopt), unfold_output, channels_last, numel);
+    launch_kernel(epilogue_backward_kernel<scalar_t, opmath_t>, blocks_for(numel), kThreadsPerBlock,
+                  grad_output.data_ptr<scalar_t>(), Strides4(grad_output), conv_output.data_ptr<scalar_t>(),
+                  Strides4(conv_output), grad_preactivation.data_ptr<scalar_t>(), Strides4(grad_preactivation),
+                  epilogue_pointers<scalar_t>(conv_output, d, noise, noise_strength, b),
+                  make_leaky_relu<opmath_t>(op, negative_slope, gain, c10::nullopt), unfold_output, channels_last,
+                  numel);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return grad_preactivation;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(pixelfolder_ops, CUDA, m) {
+TORCH_LIBRARY_IMPL(pixelfolder_ops, PIXELFOLDER_CUDA_DISPATCH_KEY, m) {
   m.impl("styled_conv2d", &styled_conv2d);
   m.impl("styled_conv2d_backward", &styled_conv2d_backward);
   m.impl("styled_conv2d_epilogue", &epilogue_cuda);

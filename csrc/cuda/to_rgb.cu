@@ -3,10 +3,11 @@
 #include <torch/library.h>
 
 #include "../composite.h"
+#include "cuda_common.cuh"
 
 namespace pixelfolder {
 
-TORCH_LIBRARY_IMPL(pixelfolder_ops, CUDA, m) {
+TORCH_LIBRARY_IMPL(pixelfolder_ops, PIXELFOLDER_CUDA_DISPATCH_KEY, m) {
   m.impl("to_rgb", &to_rgb);
 }
 

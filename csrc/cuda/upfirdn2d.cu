@@ -28,8 +28,8 @@ __global__ void upfirdn2d_kernel(const scalar_t* __restrict__ input, const scala
 at::Tensor upfirdn2d_cuda(const at::Tensor& input, const at::Tensor& kernel, at::IntArrayRef up,
                           at::IntArrayRef down, at::IntArrayRef pad) {
   constexpr const char* op = "upfirdn2d";
-  check_upfirdn2d_arguments(op, input, kernel, up, down, pad, c10::kCUDA);
-  const c10::cuda::CUDAGuard guard(input.device());
+  check_upfirdn2d_arguments(op, input, kernel, up, down, pad, kCudaKernelDevice);
+  const CudaDeviceGuard guard(input.device());
   const UpFirDnAxes axes = upfirdn2d_axes(input, kernel, up, down, pad);
   auto output = empty_upfirdn2d_output(input, axes);
   const int64_t numel = output.numel();
@@ -37,18 +37,16 @@ at::Tensor upfirdn2d_cuda(const at::Tensor& input, const at::Tensor& kernel, at:
   const auto k = kernel.contiguous();
   const bool channels_last = output_memory_format(input) == at::MemoryFormat::ChannelsLast;
   PIXELFOLDER_DISPATCH_CUDA_TYPES(input.scalar_type(), op, [&] {
-    upfirdn2d_kernel<scalar_t, at::opmath_type<scalar_t>>
-        <<<blocks_for(numel), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-            input.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), Strides4(input),
-            Strides4(output), axes.x, axes.y, channels_last, numel);
+    launch_kernel(upfirdn2d_kernel<scalar_t, at::opmath_type<scalar_t>>, blocks_for(numel), kThreadsPerBlock,
+                  input.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), Strides4(input),
+                  Strides4(output), axes.x, axes.y, channels_last, numel);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return output;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(pixelfolder_ops, CUDA, m) {
+TORCH_LIBRARY_IMPL(pixelfolder_ops, PIXELFOLDER_CUDA_DISPATCH_KEY, m) {
   m.impl("upfirdn2d", &upfirdn2d_cuda);
   m.impl("upfirdn2d_backward", &call_upfirdn2d_input_gradient);
 }

@@ -32,7 +32,9 @@ def _backward(ctx, grad_output):
 def register():
     @torch.library.register_fake("pixelfolder_ops::modulated_conv2d_demod")
     def _(weight, styles, eps):
-        return weight.new_empty((styles.shape[0], weight.shape[0]))
+        # float32 for 16-bit weights, as the kernels keep the factor (csrc/op_arguments.h).
+        dtype = torch.promote_types(weight.dtype, torch.float32)
+        return weight.new_empty((styles.shape[0], weight.shape[0]), dtype=dtype)
 
     @torch.library.register_fake("pixelfolder_ops::modulated_conv2d")
     def _(input, weight, styles, demodulate, up, down, kernel, eps):

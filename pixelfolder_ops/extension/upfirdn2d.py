@@ -22,14 +22,19 @@ def kernel_gradient(input, grad_output, kernel_shape, up, down, pad):
     """d(loss)/d(kernel) of upfirdn2d(input, kernel, up, down, pad) for the output gradient ``grad_output``."""
     # The forward correlates the flipped kernel with P, the zero-inserted and padded input, sampling
     # every `down`: the flipped kernel's gradient is P correlated with grad_output dilated by `down`.
+    # The correlation sums over every output position of every image and channel: accumulate it in
+    # float32, since a 16-bit conv on the CPU rounds its running sums (a bfloat16 gradient was off by
+    # 100% at 1,536 terms).
+    accumulate = torch.promote_types(input.dtype, torch.float32)
     identity = input.new_ones(1, 1)
-    padded = torch.ops.pixelfolder_ops.upfirdn2d(input, identity, up, [1, 1], pad)
+    padded = torch.ops.pixelfolder_ops.upfirdn2d(input, identity, up, [1, 1], pad).to(accumulate)
+    grad_output = grad_output.to(accumulate)
     batch, channels, padded_h, padded_w = padded.shape
     correlation = F.conv2d(padded.reshape(1, batch * channels, padded_h, padded_w),
                            grad_output.reshape(1, batch * channels, *grad_output.shape[-2:]),
                            dilation=(down[1], down[0]))
     kernel_h, kernel_w = kernel_shape
-    return correlation[0, 0, :kernel_h, :kernel_w].flip((0, 1))
+    return correlation[0, 0, :kernel_h, :kernel_w].flip((0, 1)).to(input.dtype)
 
 
 def _setup_context(ctx, inputs, output):

@@ -1,0 +1,171 @@
+"""A run never loses work: resume keeps the run's settings, a divergence stops the run before it writes
+bad weights, SIGINT / SIGTERM save before stopping, a killed save's leftovers go, and a damaged latest
+checkpoint falls back to the previous one."""
+import logging
+import os
+import shutil
+import signal
+
+import pytest
+import torch
+
+from test_train import TINY, tiny_config
+from training import generate
+from training.checkpoint import LATEST, PREVIOUS, load_checkpoint
+from training.config import TrainConfig, flag
+from training.train import Trainer, TrainingDiverged, configure, main
+
+
+def command_line(out, **overrides):
+    """The training.train arguments of the tiny test run in ``out``."""
+    settings = {**TINY, "out": str(out), **overrides}
+    argv = []
+    for name, value in settings.items():
+        argv += ([flag(name)] if value is True else [f"--no-{flag(name)[2:]}"] if value is False
+                 else [flag(name), str(value)])
+    return argv
+
+
+def run_main(argv):
+    """main(argv)'s exit status (0 when it returns)."""
+    try:
+        main(argv)
+    except SystemExit as exit_info:
+        return exit_info.code
+    return 0
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A run of 2 steps with a checkpoint at each, and settings that differ from the defaults."""
+    out = tmp_path_factory.mktemp("finished")
+    assert run_main(command_line(out, steps=2, checkpoint_every=1, lr=0.003, batch=4, seed=7)) == 0
+    return out
+
+
+@pytest.fixture
+def copied_run(finished_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    return out
+
+
+def test_the_readme_resume_line_continues_with_the_runs_own_settings(finished_run):
+    config = configure(["--resume", "auto", "--out", str(finished_run)])
+    saved = load_checkpoint(str(finished_run / LATEST))["config"]
+    assert config == TrainConfig.from_dict({**saved, "resume": str(finished_run / LATEST)})
+    assert (config.dataset, config.batch, config.lr, config.seed, config.size) == ("procedural", 4, 0.003, 7, 16)
+    # Resumed by its folder or file, a run goes on writing where its checkpoint is.
+    for resume in (finished_run, finished_run / PREVIOUS):
+        config = configure(["--resume", str(resume)])
+        assert (config.out, config.resume) == (str(finished_run), str(resume if resume.is_file() else resume / LATEST))
+
+
+def test_explicit_flags_override_the_checkpoint_and_each_is_printed(copied_run, caplog):
+    caplog.set_level(logging.INFO)
+    assert run_main(["--resume", "auto", "--out", str(copied_run), "--steps", "3", "--lr", "0.001"]) == 0
+    checkpoint = load_checkpoint(str(copied_run / LATEST))
+    assert checkpoint["step"] == 3
+    assert (checkpoint["config"]["lr"], checkpoint["config"]["seed"], checkpoint["config"]["steps"]) == (0.001, 7, 3)
+    assert "--steps 3 overrides the checkpoint's 2" in caplog.text
+    assert "--lr 0.001 overrides the checkpoint's 0.003" in caplog.text
+    assert "--seed" not in caplog.text  # not given: nothing to say
+    assert f"finished at step 3; the checkpoint is {copied_run / LATEST}" in caplog.text
+
+
+@pytest.mark.parametrize("argv", [["--width", "0.5"], ["--size", "32"], ["--model", "StyleGAN2"]])
+def test_an_override_that_changes_the_networks_is_an_error(finished_run, capsys, argv):
+    assert run_main(["--resume", "auto", "--out", str(finished_run)] + argv) == 1
+    error = capsys.readouterr().err
+    assert f"argument {argv[0]}: a resumed run keeps the networks of its checkpoint" in error
+
+
+def test_a_divergence_stops_the_run_and_keeps_the_good_checkpoints(copied_run, capsys):
+    before = {name: (copied_run / name).read_bytes() for name in (LATEST, PREVIOUS)}
+    assert run_main(["--resume", "auto", "--out", str(copied_run), "--steps", "6", "--lr", "1e30",
+                     "--checkpoint-every", "1"]) == 1
+    error = capsys.readouterr().err
+    assert "training diverged at step 3" in error and "not finite" in error
+    assert f"{copied_run / LATEST} holds the last good weights" in error and "--lr 5e+29" in error
+    assert {name: (copied_run / name).read_bytes() for name in before} == before
+
+
+def test_non_finite_weights_are_never_written(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, steps=3, checkpoint_every=1))
+    step = trainer.train_step
+
+    def step_then_break_a_weight():
+        losses = step()
+        if trainer.step == 2:
+            with torch.no_grad():
+                next(trainer.g_ema.parameters()).fill_(float("inf"))  # the losses stay finite
+        return losses
+
+    trainer.train_step = step_then_break_a_weight
+    with pytest.raises(TrainingDiverged, match=r"step 2: g_ema\.\S+ are not finite.*holds the last good weights"):
+        trainer.run()
+    assert load_checkpoint(str(tmp_path / LATEST))["step"] == 1
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_at_the_step_reached_and_says_where(tmp_path, monkeypatch, caplog, signal_number):
+    step = Trainer.train_step
+
+    def step_then_signal(self):
+        losses = step(self)
+        if self.step == 2:
+            os.kill(os.getpid(), signal_number)
+        return losses
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_signal)
+    caplog.set_level(logging.INFO)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    assert run_main(command_line(tmp_path, steps=50)) == 128 + signal_number
+    assert load_checkpoint(str(tmp_path / LATEST))["step"] == 2
+    assert (f"stopped by {signal.Signals(signal_number).name} at step 2, checkpoint written to {tmp_path / LATEST}"
+            in caplog.text)
+    assert {number: signal.getsignal(number) for number in handlers} == handlers  # the previous handlers are back
+
+
+def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, monkeypatch, capsys):
+    step = Trainer.train_step
+
+    def step_then_two_ctrl_c(self):
+        losses = step(self)
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return losses
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_two_ctrl_c)
+    assert run_main(command_line(tmp_path, steps=50)) == 128 + signal.SIGINT
+    assert "interrupted by Ctrl-C" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / LATEST)
+
+
+def test_a_run_removes_the_temporary_files_a_killed_save_left(tmp_path, caplog):
+    leftovers = [tmp_path / f".{LATEST}.x1y2.tmp", tmp_path / f".{LATEST}.x1y2.tmp.previous"]
+    unrelated = tmp_path / ".notes.tmp"
+    for path in leftovers + [unrelated]:
+        path.write_bytes(b"\0" * 1024)
+    caplog.set_level(logging.INFO)
+    Trainer(tiny_config(tmp_path, steps=1))
+    assert not any(path.exists() for path in leftovers) and unrelated.exists()
+    assert "removed 2 temporary checkpoint file(s)" in caplog.text
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(copied_run, caplog, capsys):
+    latest = copied_run / LATEST
+    latest.write_bytes(latest.read_bytes()[:5000])
+    # Named explicitly, the error shows the way back.
+    assert run_main(["--resume", str(latest), "--steps", "3"]) == 1
+    assert f"the checkpoint before it is {copied_run / PREVIOUS}" in capsys.readouterr().err
+    # As a run folder (or --resume auto), the previous one is used, saying so.
+    caplog.set_level(logging.INFO)
+    assert run_main(["--resume", "auto", "--out", str(copied_run), "--steps", "3", "--checkpoint-every", "100"]) == 0
+    assert f"using {copied_run / PREVIOUS} (step 1) instead" in caplog.text
+    assert "resumed from" in caplog.text and "at step 1" in caplog.text
+    # The damaged file was replaced, and did not push the good previous checkpoint out.
+    assert load_checkpoint(str(latest))["step"] == 3
+    assert load_checkpoint(str(copied_run / PREVIOUS))["step"] == 1
+    assert generate.load_generator(str(copied_run)).size == 16
