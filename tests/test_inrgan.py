@@ -1,7 +1,10 @@
 """INR-GAN: the parameter count of the authors' configuration, shapes, determinism, gradients and the
 base-class call options."""
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from benchmarks.complexity import count_gmacs
 from models.inrgan import INRGAN, FMMLinear
@@ -65,6 +68,40 @@ def test_output_shape_stages_and_determinism(small):
     assert small.noise_shapes(2) == []
     torch.testing.assert_close(again, image)  # no noise inputs: the same z gives the same image
     assert not torch.allclose(image[0], image[1]) and not torch.allclose(other, image)
+
+
+def test_stage_resolutions_do_not_depend_on_the_channel_count():
+    # 16 channels at every resolution, against an input block at 32: no coincidence of channels and size.
+    torch.manual_seed(0)
+    model = INRGAN(64, width=0.03, style_dim=32, n_mlp=2)
+    with torch.no_grad():
+        image, stages = model(torch.randn(1, 32), return_stages=True)
+    assert [s.shape[-1] for s in stages] == [32, 32, 32, 32, 64] and image.shape == (1, 3, 64, 64)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fmm_layer_equals_its_formula(channels_last):
+    """W (1 + A B / sqrt(r)), each output row normalised, applied per pixel, then bias + leaky ReLU
+    times sqrt 2; A (c_out x r) and B (r x c_in) from the affine head of w (equalized lr)."""
+    torch.manual_seed(0)
+    c_in, c_out, style_dim, rank = 6, 5, 8, 3
+    layer = FMMLinear(c_in, c_out, style_dim, rank).double()
+    layer.affine.bias.data.normal_()
+    layer.activate.bias.data.normal_()
+    x, w = torch.randn(2, c_in, 4, 3, dtype=torch.float64), torch.randn(2, style_dim, dtype=torch.float64)
+    factors = F.linear(w, layer.affine.weight / math.sqrt(style_dim), layer.affine.bias)
+    expected = []
+    for b in range(2):
+        a, bb = factors[b, :c_out * rank].view(c_out, rank), factors[b, c_out * rank:].view(rank, c_in)
+        weight = layer.weight * (1 + a @ bb / math.sqrt(rank))
+        weight = weight / (weight.square().sum(1, keepdim=True).sqrt() + 1e-8)
+        expected.append(torch.einsum("oi,ihw->ohw", weight, x[b]))
+    expected = F.leaky_relu(torch.stack(expected) + layer.activate.bias.view(1, -1, 1, 1), 0.2) * math.sqrt(2)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = layer(x, w)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def test_gradients_reach_every_parameter(small):

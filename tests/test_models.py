@@ -25,6 +25,43 @@ def test_parameter_counts_equal_the_official(name, size):
         assert count_params(model.style) == MAPPING_PARAMS
 
 
+@pytest.mark.parametrize("factory", [models.PixelFolder, models.StyleGAN2Generator, models.CIPS, models.INRGAN])
+def test_default_generators_are_the_papers_and_pass_their_options_on(factory):
+    with torch.device("meta"):
+        default, faster_mapping = factory(), factory(lr_mlp=0.1)
+    assert default.size == 256 and default.style_dim == 512
+    linears = [layer for layer in default.style if isinstance(layer, models.layers.EqualLinear)]
+    assert len(linears) == 8 and {layer.lr_mul for layer in linears} == {0.01}
+    assert {layer.lr_mul for layer in faster_mapping.style if isinstance(layer, models.layers.EqualLinear)} == {0.1}
+
+
+@pytest.mark.parametrize("factory", [models.PixelFolder, models.StyleGAN2Generator,
+                                     lambda **kw: models.PixelFolder.variant("Fold+DeConv", **kw)])
+def test_a_blur_kernel_given_reaches_every_resampling_layer(factory):
+    with torch.device("meta"):
+        g = factory(size=64, width=0.125, blur_kernel=(1, 2, 1))
+    convs = [m.conv for m in g.modules() if isinstance(m, models.layers.StyledConv)]
+    assert convs and all(conv.blur_kernel == (1, 2, 1) for conv in convs)
+    upsamplers = [m.upsample for m in g.modules() if isinstance(m, models.layers.ToRGB) and m.upsample is not None]
+    assert upsamplers and all(tuple(blur.kernel.shape) == (3, 3) for blur in upsamplers)
+
+
+def test_a_bfloat16_model_takes_the_noise_make_noise_gives():
+    torch.manual_seed(0)
+    g = models.PixelFolder(16, width=0.03, style_dim=32, n_mlp=2).to(torch.bfloat16)
+    image = g(torch.randn(2, 32, dtype=torch.bfloat16), noise=g.make_noise(2))  # float32 noise
+    assert image.dtype == torch.bfloat16 and torch.isfinite(image.float()).all()
+
+
+def test_an_upsampling_styled_conv_filters_with_its_own_blur_kernel():
+    torch.manual_seed(0)
+    own = models.layers.StyledConv(4, 4, 3, 8, upsample=True, blur_kernel=(1, 2, 1))
+    default = models.layers.StyledConv(4, 4, 3, 8, upsample=True)
+    default.load_state_dict(own.state_dict())
+    x, w, noise = torch.randn(1, 4, 5, 5), torch.randn(1, 8), torch.zeros(1, 1, 10, 10)
+    assert (own(x, w, noise) - default(x, w, noise)).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("variant", VARIANT_PARAMS)
 def test_ablation_variant_parameter_counts(variant):
     with torch.device("meta"):
@@ -83,6 +120,13 @@ def test_generator_call_options(factory):
     assert image.shape == (2, 3, g.size, g.size) and torch.isfinite(image).all()
     # Given noise makes the output deterministic; fresh noise changes it once noise strength is non-zero.
     assert torch.equal(g(z, noise=noise), image)
+    seeded = [g.make_noise(2, generator=torch.Generator().manual_seed(1)) for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(*seeded))
+    # Every stage's RGB, each at a resolution no lower than the one before, the last being the image.
+    same, stages = g(z, noise=noise, return_stages=True)
+    sizes = [stage.shape[-1] for stage in stages]
+    assert torch.equal(same, image) and stages[-1] is same and sizes == sorted(sizes)
+    assert all(stage.shape == (2, 3, size, size) for stage, size in zip(stages, sizes))
     for module in g.modules():
         if isinstance(module, models.layers.NoiseInjection):
             module.weight.data.fill_(0.5)
@@ -111,7 +155,12 @@ def test_positional_branch_once_per_call_gives_the_official_images(variant):
     official.load_state_dict(fast.state_dict())
     z = torch.randn(3, 512)
     noise = fast.make_noise(3)
+    positional_batches = {}
+    for name, model in (("fast", fast), ("official", official)):
+        model.posfolders[0].conv1.register_forward_pre_hook(
+            lambda module, args, name=name: positional_batches.__setitem__(name, args[0].shape[0]))
     torch.testing.assert_close(fast(z, noise=noise), official(z, noise=noise), rtol=1e-5, atol=1e-5)
+    assert positional_batches == {"fast": 1, "official": 3}
 
 
 def test_style_mixing_switches_styles_at_the_crossover():
@@ -129,23 +178,45 @@ def test_style_mixing_switches_styles_at_the_crossover():
 
 def test_cips_rejects_style_mixing():
     g = models.CIPS(16, width=0.125)
-    with pytest.raises(ValueError, match="style mixing"):
+    with pytest.raises(ValueError, match="^CIPS takes one style vector for every layer: style mixing"):
         g([torch.randn(1, 512), torch.randn(1, 512)])
+
+
+def test_truncation_and_the_random_crossover_follow_stylegan2():
+    torch.manual_seed(0)
+    g = models.PixelFolder(64, width=0.03, style_dim=32, n_mlp=2)
+    z1, z2 = torch.randn(1, 32), torch.randn(1, 32)
+    w1, w2, mean = g.style(z1), g.style(z2), g.mean_latent(64)
+    # w' = mean + psi (w - mean), for every layer.
+    truncated = g.latents(z1, truncation=0.7, truncation_latent=mean)
+    torch.testing.assert_close(truncated, (mean + 0.7 * (w1 - mean))[:, None].expand(-1, g.n_latent, -1))
+    # Without an index, the crossover is uniform over 1 .. n_latent - 1: both codes always take part.
+    crossovers = set()
+    for _ in range(200):
+        latent = g.latents([z1, z2])
+        crossover = int(sum(torch.equal(row, w1[0]) for row in latent[0]))
+        assert torch.equal(latent[0, crossover:], w2.expand(g.n_latent - crossover, -1))
+        crossovers.add(crossover)
+    assert crossovers == set(range(1, g.n_latent))
 
 
 def test_bad_generator_inputs_are_clear_errors():
     g = models.PixelFolder(64, width=0.125)
-    with pytest.raises(ValueError, match=r"argument 'z' must be of shape \(B, 512\), got \(2, 10\)"):
+    with pytest.raises(ValueError, match=r"^PixelFolder: argument 'z' must be of shape \(B, 512\), got \(2, 10\)"):
         g(torch.randn(2, 10))
-    with pytest.raises(ValueError, match="argument 'noise' must be a list of 8 tensors"):
+    with pytest.raises(ValueError, match=r"^PixelFolder: argument 'z' must be a tensor or a list of two \(style "
+                                         r"mixing\), got a list of 3$"):
+        g([torch.randn(2, 512)] * 3)
+    with pytest.raises(ValueError, match="^PixelFolder: argument 'noise' must be a list of 8 tensors"):
         g(torch.randn(2, 512), noise=g.make_noise(2)[:3])
     bad = g.make_noise(2)
     bad[1] = torch.randn(2, 1, 5, 5)
-    with pytest.raises(ValueError, match=r"argument 'noise\[1\]' must be of shape \(2, 1, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"^PixelFolder: argument 'noise\[1\]' must be of shape \(2, 1, 8, 8\)"):
         g(torch.randn(2, 512), noise=bad)
     with pytest.raises(ValueError, match="PixelFolder: argument 'size' must be a power of two >= 16, got 100"):
         models.PixelFolder(100)
-    with pytest.raises(ValueError, match="unknown variant"):
+    with pytest.raises(ValueError, match="unknown variant 'bigger'; expected one of PixelFolder, Fold\\+DeConv, "
+                                         "Down-Sampling\\+DeConv, w/o coordinate embeddings, w/o multi-stage connection$"):
         models.PixelFolder.variant("bigger")
 
 
@@ -170,8 +241,12 @@ def test_discriminator_shapes_and_r1_double_backward():
     grad.square().sum().backward()
     # The logit's bias does not change the gradient with respect to the image.
     assert [n for n, p in d.named_parameters() if p.grad is None] == ["final_linear.1.bias"]
-    with pytest.raises(ValueError, match=r"must be of shape \(B, 3, 32, 32\)"):
-        d(torch.randn(4, 3, 16, 16, dtype=torch.float64))
+    # Each wrong dimension alone is refused: rank, channels, height, width.
+    for shape in ((1, 3, 1, 32, 32), (4, 4, 32, 32), (4, 3, 16, 32), (4, 3, 32, 16), (4, 3, 16, 16)):
+        with pytest.raises(ValueError, match=r"must be of shape \(B, 3, 32, 32\)"):
+            d(torch.randn(shape, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"the batch \(6\) must be divisible by the minibatch-stddev group \(4\)"):
+        d(torch.randn(6, 3, 32, 32, dtype=torch.float64))
 
 
 def test_fvcore_gmacs_of_the_paper_generators():

@@ -55,12 +55,30 @@ def test_load_official_round_trip(tmp_path):
 
 
 # ----------------------------------------------------------------- the official data flow, by hand
+# F.* calls on the state dict, written from the design (ARCHITECTURE.md section 2); nothing from models/.
 
 SQRT2 = math.sqrt(2)
 
 
 def lrelu(x, bias):
     return F.leaky_relu(x + bias.view(1, -1, *[1] * (x.dim() - 2)), 0.2) * SQRT2
+
+
+def equal_conv(x, weight, padding=0):
+    """A conv with the equalized-lr scale 1 / sqrt(fan_in)."""
+    return F.conv2d(x, weight / math.sqrt(weight[0].numel()), padding=padding)
+
+
+def blur(x, pad, gain=1.0):
+    """upfirdn2d without resampling: pad (before, after) on both axes, then the [1, 3, 3, 1] kernel's
+    outer product normalised to sum 1 (symmetric: correlation and convolution agree), times ``gain``."""
+    k = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=x.dtype)
+    k = torch.outer(k, k) / 64 * gain
+    batch, channels, height, width = x.shape
+    # Every channel as an image of its own: a plain conv, whose float64 double backward is fast.
+    x = F.pad(x.reshape(batch * channels, 1, height, width), (pad[0], pad[1], pad[0], pad[1]))
+    out = F.conv2d(x, k.view(1, 1, 4, 4))
+    return out.view(batch, channels, *out.shape[-2:])
 
 
 def fold_by_slices(x):
@@ -77,24 +95,31 @@ def unfold_by_slices(x):
 
 
 def upsample_rgb(x):
-    """x2 up-sampling: zeros between pixels, pad (2, 1), the [1, 3, 3, 1] kernel normalised, times 4."""
-    k = torch.tensor([1.0, 3.0, 3.0, 1.0])
-    k = torch.outer(k, k) / 64
+    """x2 up-sampling: zeros between pixels, pad (2, 1), the normalised [1, 3, 3, 1] kernel times 4."""
     up = x.new_zeros(x.shape[0], x.shape[1], 2 * x.shape[2], 2 * x.shape[3])
     up[:, :, ::2, ::2] = x
-    up = F.pad(up, (2, 1, 2, 1))
-    return F.conv2d(up, k.flip(0, 1).expand(x.shape[1], 1, 4, 4) * 4, groups=x.shape[1])
+    return blur(up, (2, 1), gain=4)
 
 
-def official_forward(sd, z, noises, size):
+def official_mapping(sd, z):
+    """w: pixel norm, then every ``style.i`` linear (lr_mul 0.01) with bias + leaky ReLU."""
     w = z * torch.rsqrt(z.square().mean(1, keepdim=True) + 1e-8)
-    for i in range(1, 9):
-        w = lrelu(F.linear(w, sd[f"style.{i}.weight"] * 0.01 / math.sqrt(512)), sd[f"style.{i}.bias"] * 0.01)
+    i = 1
+    while f"style.{i}.weight" in sd:
+        weight = sd[f"style.{i}.weight"]
+        w = lrelu(F.linear(w, weight * 0.01 / math.sqrt(weight.shape[1])), sd[f"style.{i}.bias"] * 0.01)
+        i += 1
+    return w
 
-    def modconv(x, prefix, demodulate):
+
+def official_synthesis(sd, latent, noises, size):
+    """The image for per-layer styles ``latent`` (B, 13 at 256, style_dim): the k-th StyledConv takes
+    w_k, the ToRGB after fold f of stage i takes w_{4i + 2f + 2}."""
+    def modconv(x, prefix, demodulate, w):
         weight = sd[prefix + ".weight"][0]
         c_in, k = weight.shape[1], weight.shape[-1]
-        styles = F.linear(w, sd[prefix + ".modulation.weight"] / math.sqrt(512), sd[prefix + ".modulation.bias"])
+        styles = F.linear(w, sd[prefix + ".modulation.weight"] / math.sqrt(w.shape[1]),
+                          sd[prefix + ".modulation.bias"])
         out = []
         for b in range(x.shape[0]):
             wb = weight / math.sqrt(c_in * k * k) * styles[b].view(1, -1, 1, 1)
@@ -104,20 +129,19 @@ def official_forward(sd, z, noises, size):
         return torch.cat(out)
 
     def styled(x, index, noise):
-        out = modconv(x, f"convs.{index}.conv", True) + sd[f"convs.{index}.noise.weight"] * noise
+        out = modconv(x, f"convs.{index}.conv", True, latent[:, index]) + sd[f"convs.{index}.noise.weight"] * noise
         return lrelu(out, sd[f"convs.{index}.activate.bias"])
 
     def conv_layer(x, prefix):
-        weight = sd[prefix + ".0.weight"]
-        return lrelu(F.conv2d(x, weight / math.sqrt(weight.shape[1])), sd[prefix + ".1.bias"])
+        return lrelu(equal_conv(x, sd[prefix + ".0.weight"]), sd[prefix + ".1.bias"])
 
-    batch, stages = z.shape[0], int(math.log2(size)) // 2 - 1
+    batch, stages = latent.shape[0], int(math.log2(size)) // 2 - 1
     out = skip = None
     for i in range(stages):
         res = size // 4 ** (stages - 1 - i)
         weight, bias = sd[f"lffs.{i}.ffm.conv.weight"], sd[f"lffs.{i}.ffm.conv.bias"]
-        xs = torch.linspace(-1, 1, res).view(1, 1, 1, res).expand(batch, 1, res, res)
-        ys = torch.linspace(-1, 1, res).view(1, 1, res, 1).expand(batch, 1, res, res)
+        xs = torch.linspace(-1, 1, res, dtype=latent.dtype).view(1, 1, 1, res).expand(batch, 1, res, res)
+        ys = torch.linspace(-1, 1, res, dtype=latent.dtype).view(1, 1, res, 1).expand(batch, 1, res, res)
         emb = torch.sin(F.conv2d(torch.cat([xs, ys], 1), weight, bias))
         if i == 0:
             emb = conv_layer(torch.cat([emb, sd["input.input"].expand(batch, -1, -1, -1)], 1), "posfolders.0.conv0")
@@ -126,9 +150,16 @@ def official_forward(sd, z, noises, size):
         for f in range(2):
             k = 4 * i + 2 * f
             out = styled(unfold_by_slices(styled(out, k, noises[k])), k + 1, noises[k + 1])
-            rgb = modconv(out, f"to_rgbs.{2 * i + f}.conv", False) + sd[f"to_rgbs.{2 * i + f}.bias"]
+            rgb = modconv(out, f"to_rgbs.{2 * i + f}.conv", False, latent[:, 4 * i + 2 * f + 2])
+            rgb = rgb + sd[f"to_rgbs.{2 * i + f}.bias"]
             skip = rgb if skip is None else rgb + upsample_rgb(skip)
     return skip
+
+
+def official_forward(sd, z, noises, size):
+    """One w for every layer (no style mixing)."""
+    n_latent = 4 * (int(math.log2(size)) // 2 - 1) + 1
+    return official_synthesis(sd, official_mapping(sd, z)[:, None].expand(-1, n_latent, -1), noises, size)
 
 
 def test_loaded_generator_gives_the_official_images():
@@ -142,6 +173,28 @@ def test_loaded_generator_gives_the_official_images():
         official = official_forward(checkpoint["g_ema"], z, noise, 64)
     assert ours.shape == official.shape == (2, 3, 64, 64)
     torch.testing.assert_close(ours, official, rtol=1e-4, atol=1e-4)
+
+
+def test_style_mixing_at_every_crossover_gives_the_official_images():
+    # float64, so that one layer given the wrong w shows far above rounding.
+    torch.manual_seed(3)
+    g = models.PixelFolder(64, width=0.125).double()
+    for module in g.modules():
+        if isinstance(module, models.layers.NoiseInjection):
+            module.weight.data.normal_()
+    for layer in list(g.style)[1:]:  # non-zero mapping biases, so that their lr_mul counts
+        layer.bias.data.normal_()
+    sd = g.state_dict()
+    z1, z2 = torch.randn(2, 512, dtype=torch.float64), torch.randn(2, 512, dtype=torch.float64)
+    noise = [n.double() for n in g.make_noise(2)]
+    w1, w2 = official_mapping(sd, z1), official_mapping(sd, z2)
+    assert g.n_latent == 9
+    with torch.no_grad():
+        for index in range(1, g.n_latent):
+            latent = torch.stack([w1 if row < index else w2 for row in range(g.n_latent)], dim=1)
+            official = official_synthesis(sd, latent, noise, 64)
+            torch.testing.assert_close(g([z1, z2], inject_index=index, noise=noise), official,
+                                       rtol=1e-10, atol=1e-10, msg=f"crossover {index}")
 
 
 def test_mismatched_checkpoint_lists_every_bad_key():

@@ -81,7 +81,7 @@ def test_with_only_the_reference_it_says_so_and_checks_it(monkeypatch, capsys, t
     assert "no C++ compiler was found (planted by the test)" in out
     report = json.loads(report_path.read_text())
     assert report["passed"] and {r["backend"] for r in report["correctness"]} == {"reference"}
-    assert {r["dtype"] for r in report["correctness"]} == {"float32", "float64"}
+    assert {r["dtype"] for r in report["correctness"]} == {"float32", "float64", "bfloat16", "float16"}
     assert {r["op"] for r in report["correctness"]} == set(correctness.OPS)
     assert all(r["auto"] == "reference" and r["seconds"]["reference"] > 0 for r in report["speed"])
 

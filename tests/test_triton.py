@@ -4,9 +4,10 @@ On a machine without CUDA the kernels run on the CPU under Triton's interpreter 
 set here before Triton is imported), with tiny shapes. The interpreter computes bfloat16 tl.dot wrongly,
 so there the half-precision cases run in float16; bfloat16 is tested on CUDA.
 
-Half precision is checked against the reference run in float32 on the same (rounded) inputs, by the
-relative error of the whole tensor: a pre-activation within rounding of zero may take the other side of
-the leaky ReLU in either computation, which moves single gradient entries by (1 - slope) of their size.
+The oracle is the reference backend in float64 on the same (rounded) inputs. Half precision is checked
+by the relative error of the whole tensor: a pre-activation within rounding of zero may take the other
+side of the leaky ReLU in either computation, which moves single gradient entries by (1 - slope) of
+their size.
 """
 import os
 
@@ -24,9 +25,14 @@ import pixelfolder_ops.triton as triton_backend  # noqa: E402
 
 DEVICE = "cuda" if ON_CUDA else "cpu"
 HALF = torch.bfloat16 if ON_CUDA else torch.float16
-# float32 (TF32 off): per element, relative to the largest reference value; half precision (float32
-# accumulation): the relative error of the whole tensor.
-TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+# float32 (TF32 off): per element, relative to the largest reference value. Half precision: the kernels
+# round the styled activations, the gradients they pass on and the result to 16 bits (unit roundoff
+# u = 2^-11 for float16, 2^-8 for bfloat16) and accumulate in float32, whose error over the longest
+# reduction here (512 x 9 = 4608 terms: 4608 x 2^-24 = 2.7e-4 at worst) stays below one u; so the
+# normwise error is a few roundings of u whatever the reduction length. Measured in float16: at most
+# 0.9 u for outputs and gradients, 2.3 u for a 3-entry styles gradient (a sum over 10,080 products
+# whose terms cancel); 3 u: 1.5e-3 for float16 (a 1% error fails), 1.2e-2 for bfloat16.
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 3 * 2 ** -11, torch.bfloat16: 3 * 2 ** -8}
 needs_cuda = pytest.mark.skipif(not ON_CUDA, reason="needs a CUDA GPU")
 
 
@@ -44,7 +50,7 @@ def randn(*shape, dtype=torch.float32, seed=0, scale=1.0, offset=0.0, grad=True)
 
 
 def assert_close(actual, expected, dtype, what):
-    actual, expected, tolerance = actual.detach().float(), expected.detach().float(), TOLERANCE[dtype]
+    actual, expected, tolerance = actual.detach().double(), expected.detach().double(), TOLERANCE[dtype]
     if dtype == torch.float32:
         scale = expected.abs().max().item()
         torch.testing.assert_close(actual, expected, rtol=tolerance, atol=tolerance * scale,
@@ -55,15 +61,16 @@ def assert_close(actual, expected, dtype, what):
 
 
 def assert_matches_reference(op, inputs, dtype):
-    """op(*inputs, backend=...) on both backends (the reference in float32): the outputs, then the
-    gradients of every input that requires one, for the same random output gradient."""
+    """op(*inputs, backend=...) on both backends (the reference in float64): the outputs, then the
+    gradients of every input that requires one, for the same random output gradient (rounded to
+    the inputs' dtype)."""
     positions = [i for i, x in enumerate(inputs) if isinstance(x, torch.Tensor) and x.requires_grad]
-    oracle_inputs = [x.detach().float().requires_grad_(x.requires_grad) if isinstance(x, torch.Tensor) else x
+    oracle_inputs = [x.detach().double().requires_grad_(x.requires_grad) if isinstance(x, torch.Tensor) else x
                      for x in inputs]
     results = {}
     for backend, backend_inputs in (("reference", oracle_inputs), ("triton", inputs)):
         out = op(*backend_inputs, backend=backend)
-        grad_out = randn(*out.shape, seed=99, grad=False).to(out.dtype)
+        grad_out = randn(*out.shape, seed=99, grad=False).to(inputs[0].dtype).to(out.dtype)
         results[backend] = out, torch.autograd.grad(out, [backend_inputs[i] for i in positions], grad_out)
     (expected, expected_grads), (actual, actual_grads) = results["reference"], results["triton"]
     assert actual.shape == expected.shape and actual.dtype == inputs[0].dtype
@@ -104,9 +111,9 @@ def test_styled_conv2d_matches_reference(case, dtype):
     assert_matches_reference(op, inputs, dtype)
 
 
-@pytest.mark.parametrize("negative_slope,gain,demodulate", [(0.0, 1.0, True), (-0.5, 2.0, True), (0.2, 1.4, False)])
+@pytest.mark.parametrize("negative_slope,gain,demodulate", [(0.0, 1.0, True), (0.0, 2.0, False), (0.2, 1.4, False)])
 def test_styled_conv2d_activation_and_demodulation_options(negative_slope, gain, demodulate):
-    """Slopes <= 0 make the activation non-invertible: the backward recomputes the conv instead."""
+    """Slope 0 makes the activation non-invertible: the backward recomputes the conv instead."""
     inputs = styled_conv_inputs(2, 16, 16, 7, 5, 3, 2, True, torch.float32)
 
     def op(*inputs, backend):

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Mutation check of the Python around the kernels with mutmut 3 (see mutation/README.md):
+#   mutation/run.sh                      every mutant of mutation/mutmut.cfg's modules
+#   mutation/run.sh "models.stylegan2*"  only those whose names match
+# The tracked tree (with uncommitted changes) is copied to $MUTATION_TREE (default: a new temporary
+# folder) and mutated there, never in the clone. Results: mutmut results / mutmut browse, run there.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+tree=${MUTATION_TREE:-$(mktemp -d -t pixelfolder-mutation.XXXXXX)}
+mkdir -p "$tree"
+(cd "$root" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | tar -xf - -C "$tree"
+cp "$root/mutation/mutmut.cfg" "$tree/setup.cfg"
+cd "$tree"
+# One thread per test process (--max-children of them; fork is safe without an OpenMP pool), and no
+# C++ build in the copy (no compiler: the reference backend runs): the Python is what is mutated.
+export OMP_NUM_THREADS=1 CXX=no-compiler-for-mutation-runs
+nice mutmut run --max-children "${MUTATION_JOBS:-2}" "$@"
+echo "mutants, results and the mutmut cache: $tree (cd there; mutmut results; mutmut show NAME)"
