@@ -36,8 +36,8 @@ def _paper_conv_macs(inputs, outputs):
     return macs
 
 
-def count_gmacs(model, style_dim=512, convention="fvcore"):
-    """GMACs of one image (batch 1, float32, on the CPU) through ``model(z)``."""
+def count_gmacs(model, style_dim=512, convention="fvcore", batch=1):
+    """GMACs of one call of ``model(z)`` on ``batch`` images (float32, on the CPU)."""
     if convention not in ("fvcore", "paper"):
         raise ValueError(f"count_gmacs: argument 'convention' must be 'fvcore' or 'paper', got {convention!r}")
     from fvcore.nn import FlopCountAnalysis  # imported here: the GPU machines may lack fvcore
@@ -45,7 +45,7 @@ def count_gmacs(model, style_dim=512, convention="fvcore"):
     was_training = model.training
     model.eval()
     try:
-        z = torch.randn(1, style_dim, device=param.device, dtype=param.dtype)
+        z = torch.randn(batch, style_dim, device=param.device, dtype=param.dtype)
         analysis = FlopCountAnalysis(model, (z,))
         if convention == "paper":
             analysis = analysis.set_op_handle("aten::_convolution", _paper_conv_macs)
@@ -56,3 +56,11 @@ def count_gmacs(model, style_dim=512, convention="fvcore"):
             return analysis.total() / 1e9
     finally:
         model.train(was_training)
+
+
+def gmacs_per_image_and_call(model, style_dim=512):
+    """(GMACs per image, GMACs per call whatever the batch) of ``model(z)``: a call on B images performs
+    ``B * per_image + per_call``. per_call is what a model computes once per call and broadcasts over the
+    batch (PixelFolder's positional branch, unless it runs the official data flow); 0 for the others."""
+    one, two = count_gmacs(model, style_dim), count_gmacs(model, style_dim, batch=2)
+    return two - one, 2 * one - two

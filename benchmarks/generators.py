@@ -17,3 +17,20 @@ def build_generator(name, size=256, official_data_flow=False):
 
 
 GENERATOR_NAMES = ("PixelFolder", "StyleGAN2", "CIPS", "INR-GAN") + PIXELFOLDER_NAMES[1:]
+
+# The baselines run the reference backend, as the official code (PixelFolder's positional branch once per
+# image) or with that branch hoisted out of the batch as every fused mode runs it, so that a speed-up
+# separates the data-flow gain from the kernels'; each also under torch.compile. Mode -> official data flow.
+BASELINE_MODES = {"reference": True, "reference_hoisted": False, "compile": True, "compile_hoisted": False}
+# The eager baselines every measured row is compared with.
+EAGER_BASELINES = ("reference", "reference_hoisted")
+
+
+def official_data_flow(mode):
+    """Whether benchmark ``mode`` runs the official data flow (only the official baselines do)."""
+    return BASELINE_MODES.get(mode, False)
+
+
+def runs_mode(name, mode):
+    """False for a hoisted baseline of a generator with nothing to hoist: it would repeat the official one."""
+    return name in PIXELFOLDER_NAMES or mode not in ("reference_hoisted", "compile_hoisted")

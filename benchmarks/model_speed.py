@@ -1,10 +1,14 @@
-"""Whole-generator inference speed and memory: the reference (the official data flow, eager), its
-torch.compile (max-autotune), the fused backends, the `auto` backend with channels-last weights and
-activations, and `auto` under CUDA graphs, in one run.
+"""Whole-generator inference speed and memory: the reference (eager) and its torch.compile
+(max-autotune), each as the official code runs (PixelFolder's positional branch once per image) and
+with that branch hoisted out of the batch as the fused modes run it (``*_hoisted``), the fused
+backends, the `auto` backend with channels-last weights and activations, and `auto` under CUDA graphs,
+in one run. Each row's speed-up is given against both eager baselines, so that the data-flow gain and
+the kernels' gain read apart; its TFLOP/s counts the FLOPs that mode performs (the hoisted branch once
+per call, not once per image).
 
     python -m benchmarks.model_speed --out DIR [--device cuda] [--models PixelFolder,StyleGAN2,...]
         [--batches 1,32,128] [--dtypes float32,bfloat16]
-        [--modes reference,compile,cuda,triton,auto,channels_last,cudagraphs]
+        [--modes reference,reference_hoisted,compile,compile_hoisted,cuda,triton,auto,channels_last,cudagraphs]
 
 Writes model_speed.json and model_speed.md (and model_speed.png where matplotlib is installed) to
 DIR. A configuration that cannot run here (a backend not built, out of memory) is reported with its
@@ -18,13 +22,14 @@ import torch
 
 import models
 import pixelfolder_ops
-from benchmarks.complexity import count_gmacs
-from benchmarks.generators import GENERATOR_NAMES, build_generator
-from benchmarks.timing import (comma_list, compare_to_reference, environment, matmul_tflops, median_seconds,
-                               write_results)
+from benchmarks.complexity import gmacs_per_image_and_call
+from benchmarks.generators import (BASELINE_MODES, EAGER_BASELINES, GENERATOR_NAMES, build_generator,
+                                   official_data_flow, runs_mode)
+from benchmarks.timing import (comma_list, compare_to_baselines, environment, matmul_tflops, median_seconds,
+                               ratio_text, write_results)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-MODES = ("reference", "compile", "cuda", "triton", "auto", "channels_last", "cudagraphs")
+MODES = tuple(BASELINE_MODES) + ("cuda", "triton", "auto", "channels_last", "cudagraphs")
 
 
 def dtype_name(dtype):
@@ -33,14 +38,14 @@ def dtype_name(dtype):
 
 def forward_for(mode, name, batch, device, dtype):
     """A no-argument callable running one batch through the generator in ``mode``."""
-    generator = build_generator(name, official_data_flow=mode in ("reference", "compile"))
+    generator = build_generator(name, official_data_flow=official_data_flow(mode))
     generator = generator.to(device=device, dtype=dtype).eval().requires_grad_(False)
     z = torch.randn(batch, generator.style_dim, device=device, dtype=dtype)
-    backend = {"reference": "reference", "compile": "reference", "channels_last": "auto", "cudagraphs": "auto"}.get(mode, mode)
+    backend = "reference" if mode in BASELINE_MODES else {"channels_last": "auto", "cudagraphs": "auto"}.get(mode, mode)
     pixelfolder_ops.set_backend(backend)  # raises BackendUnavailableError for a backend not built here
     if mode == "channels_last":
         models.to_channels_last(generator)
-    if mode == "compile":
+    if mode.startswith("compile"):
         compiled = torch.compile(generator, mode="max-autotune")
         return lambda: compiled(z)
     if mode != "cudagraphs":
@@ -81,17 +86,19 @@ def markdown(report):
     lines = [f"{report['device']}; torch {report['torch']}; Triton {report['triton']}; {report['date']}",
              "Measured dense matmul (TFLOP/s): " + ", ".join(f"{d} {r:.3g}" for d, r in report["matmul_tflops"].items()),
              "",
-             "| model | dtype | batch | mode | im/s | vs reference | TFLOP/s | of matmul | peak MiB/image |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+             "TFLOP/s count the FLOPs each mode performs: the hoisted positional branch once per call.", "",
+             "| model | dtype | batch | mode | im/s | vs reference | vs reference_hoisted | GFLOP/image | TFLOP/s | "
+             "of matmul | peak MiB/image |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in report["results"]:
         if "error" in row:
             lines.append(f"| {row['model']} | {row['dtype']} | {row['batch']} | {row['mode']} | "
-                         f"{row['error']} | | | | |")
+                         f"{row['error']} | | | | | | |")
             continue
         memory = f"{row['peak_mib_per_image']:.1f}" if "peak_mib_per_image" in row else ""
         lines.append(f"| {row['model']} | {row['dtype']} | {row['batch']} | {row['mode']} | {row['im_per_s']:.1f} | "
-                     f"{row.get('speedup_vs_reference', float('nan')):.2f}x | {row['tflops']:.3g} | "
-                     f"{row['fraction_of_matmul']:.1%} | {memory} |")
+                     f"{ratio_text(row, 'speedup_vs_reference')} | {ratio_text(row, 'speedup_vs_reference_hoisted')} | "
+                     f"{row['gflop_per_image']:.2f} | {row['tflops']:.3g} | {row['fraction_of_matmul']:.1%} | {memory} |")
     return "\n".join(lines)
 
 
@@ -143,20 +150,24 @@ def main(argv=None):
     report = {**environment(device), "matmul_tflops": {}, "results": []}
     for dtype in dtypes:
         report["matmul_tflops"][dtype_name(dtype)] = matmul_tflops(device, dtype, 8192 if device.type == "cuda" else 1024)
-    gmacs = {name: count_gmacs(build_generator(name)) for name in names}
+    # (per image, per call) GMACs of each model as each data flow runs it
+    gmacs = {(name, official): gmacs_per_image_and_call(build_generator(name, official_data_flow=official))
+             for name in names for official in {official_data_flow(m) for m in modes if runs_mode(name, m)}}
     for name in names:
         for dtype in dtypes:
             for batch in batches:
-                reference = None
-                for mode in modes:
+                baselines = dict.fromkeys(EAGER_BASELINES)
+                for mode in (m for m in modes if runs_mode(name, m)):
                     row = {"model": name, "dtype": dtype_name(dtype), "batch": batch, "mode": mode,
                            **measure(name, mode, batch, device, dtype, args.warmup, args.repeats)}
                     if "im_per_s" in row:
-                        row["tflops"] = 2 * gmacs[name] * row["im_per_s"] / 1e3
+                        per_image, per_call = gmacs[name, official_data_flow(mode)]
+                        row["gflop_per_image"] = 2 * (per_image + per_call / batch)
+                        row["tflops"] = row["gflop_per_image"] * row["im_per_s"] / 1e3
                         row["fraction_of_matmul"] = row["tflops"] / report["matmul_tflops"][dtype_name(dtype)]
-                        reference = row if mode == "reference" else reference
-                        if reference:
-                            compare_to_reference(row, reference)
+                        if mode in baselines:
+                            baselines[mode] = row
+                        compare_to_baselines(row, baselines)
                     report["results"].append(row)
                     print(json.dumps(row), flush=True)
     write_results(args.out, "model_speed", report, markdown(report))

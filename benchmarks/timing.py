@@ -16,26 +16,26 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
+def seconds_of(fn, device):
+    """Wall time of one synchronized call of ``fn()``; on CUDA timed with events."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def median_seconds(fn, device, warmup=1, repeats=3):
-    """Median wall time of ``fn()`` over ``repeats`` synchronized calls, after ``warmup`` calls.
-    On CUDA the region is timed with events."""
+    """Median wall time of ``fn()`` over ``repeats`` synchronized calls, after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     synchronize(device)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(seconds_of(fn, device) for _ in range(repeats))
 
 
 def matmul_tflops(device, dtype, size=8192, warmup=2, repeats=10):
@@ -69,12 +69,20 @@ def environment(device):
     return info
 
 
-def compare_to_reference(row, reference):
-    """Adds to a measured row its speed (and, where both have it, its peak memory per image) relative
-    to the reference row of the same configuration."""
-    row["speedup_vs_reference"] = row["im_per_s"] / reference["im_per_s"]
-    if "peak_mib_per_image" in row and "peak_mib_per_image" in reference:
-        row["memory_vs_reference"] = row["peak_mib_per_image"] / reference["peak_mib_per_image"]
+def compare_to_baselines(row, baselines):
+    """Adds to a measured row its speed (and, where both have it, its peak memory per image) relative to
+    each measured baseline row of the same configuration: ``speedup_vs_<mode>``, ``memory_vs_<mode>``."""
+    for mode, baseline in baselines.items():
+        if baseline is None or "im_per_s" not in baseline:
+            continue
+        row[f"speedup_vs_{mode}"] = row["im_per_s"] / baseline["im_per_s"]
+        if "peak_mib_per_image" in row and "peak_mib_per_image" in baseline:
+            row[f"memory_vs_{mode}"] = row["peak_mib_per_image"] / baseline["peak_mib_per_image"]
+
+
+def ratio_text(row, key):
+    """'1.23x', or '' where the row has no such ratio."""
+    return f"{row[key]:.2f}x" if key in row else ""
 
 
 def write_results(out, stem, report, table):

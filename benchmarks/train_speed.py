@@ -1,13 +1,15 @@
 """Training speed and memory: images/s of whole training steps (a D step, a G step, the generator
 EMA, and lazy R1 every ``--r1-every`` D steps, amortized) and peak memory per image, for the
-reference (the official data flow, eager), its torch.compile, and the fused backends, in one run.
+reference (eager) and its torch.compile, each as the official code runs (PixelFolder's positional
+branch once per image) and with that branch hoisted as the fused modes run it (``*_hoisted``), and the
+fused backends, in one run; each row against both eager baselines.
 
     python -m benchmarks.train_speed --out DIR [--device cuda] [--models PixelFolder,StyleGAN2]
-        [--batch 32] [--amp bf16] [--modes reference,compile,cuda,triton,auto]
+        [--batch 32] [--amp bf16] [--modes reference,reference_hoisted,compile,compile_hoisted,cuda,triton,auto]
 
 Each step is ``training.train.Trainer.train_step``, the trainer's own, on one fixed batch of real
 images already on the device (the data pipeline is not measured). The fused modes run channels-last,
-the reference and its compile as the official code (NCHW). Writes train_speed.json and
+the baselines NCHW, as the official code. Writes train_speed.json and
 train_speed.md to DIR; a configuration that cannot run here is reported with its error.
 """
 import argparse
@@ -19,22 +21,23 @@ import tempfile
 import torch
 
 import pixelfolder_ops
-from benchmarks.timing import comma_list, compare_to_reference, environment, median_seconds, write_results
+from benchmarks.generators import BASELINE_MODES, EAGER_BASELINES, official_data_flow, runs_mode
+from benchmarks.timing import comma_list, compare_to_baselines, environment, median_seconds, ratio_text, write_results
 from training.config import TrainConfig
 from training.networks import GENERATORS
 from training.train import Trainer
 
-MODES = ("reference", "compile", "cpu", "cuda", "triton", "auto")
+MODES = tuple(BASELINE_MODES) + ("cpu", "cuda", "triton", "auto")
 
 
 def trainer_for(mode, model, args, device, out):
     """A Trainer in ``mode`` whose data is one fixed batch on the device."""
-    official = mode in ("reference", "compile")
+    baseline = mode in BASELINE_MODES
     config = TrainConfig(
         model=model, size=args.size, width=args.width, batch=args.batch, d_reg_every=args.r1_every,
-        device=device.type, backend="reference" if official else mode, compile=mode == "compile",
-        official_data_flow=official and model == "PixelFolder", channels_last=not official, amp=args.amp,
-        dataset="procedural", procedural_images=args.batch, num_workers=0, out=out)
+        device=device.type, backend="reference" if baseline else mode, compile=mode.startswith("compile"),
+        official_data_flow=official_data_flow(mode) and model == "PixelFolder", channels_last=not baseline,
+        amp=args.amp, dataset="procedural", procedural_images=args.batch, num_workers=0, out=out)
     trainer = Trainer(config)
     trainer.data = itertools.repeat(next(trainer.data).to(device))
     return trainer
@@ -72,16 +75,16 @@ def markdown(report):
              f"{settings['size']}x{settings['size']}, batch {settings['batch']}, amp {settings['amp']}, "
              f"R1 every {settings['r1_every']} steps (amortized); median of {settings['cycles']} R1 cycles.",
              "",
-             "| model | mode | train im/s | vs reference | peak MiB/image | memory vs reference |",
-             "|---|---|---:|---:|---:|---:|"]
+             "| model | mode | train im/s | vs reference | vs reference_hoisted | peak MiB/image | memory vs reference |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for row in report["results"]:
         if "error" in row:
-            lines.append(f"| {row['model']} | {row['mode']} | {row['error']} | | | |")
+            lines.append(f"| {row['model']} | {row['mode']} | {row['error']} | | | | |")
             continue
         memory = f"{row['peak_mib_per_image']:.1f}" if "peak_mib_per_image" in row else ""
-        memory_ratio = f"{row['memory_vs_reference']:.2f}x" if "memory_vs_reference" in row else ""
-        lines.append(f"| {row['model']} | {row['mode']} | {row['im_per_s']:.1f} | "
-                     f"{row.get('speedup_vs_reference', float('nan')):.2f}x | {memory} | {memory_ratio} |")
+        lines.append(f"| {row['model']} | {row['mode']} | {row['im_per_s']:.1f} | {ratio_text(row, 'speedup_vs_reference')} | "
+                     f"{ratio_text(row, 'speedup_vs_reference_hoisted')} | {memory} | "
+                     f"{ratio_text(row, 'memory_vs_reference')} |")
     return "\n".join(lines)
 
 
@@ -90,7 +93,8 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="folder for train_speed.json and .md")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", default="PixelFolder,StyleGAN2", type=comma_list(tuple(GENERATORS), "model"))
-    parser.add_argument("--modes", default="reference,compile,cuda,triton,auto", type=comma_list(MODES, "mode"))
+    parser.add_argument("--modes", default="reference,reference_hoisted,compile,compile_hoisted,cuda,triton,auto",
+                        type=comma_list(MODES, "mode"))
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--amp", default="bf16", choices=("bf16", "none"))
     parser.add_argument("--size", type=int, default=256)
@@ -105,13 +109,13 @@ def main(argv=None):
                                                                                  "cycles", "width")},
               "results": []}
     for name in names:
-        reference = None
-        for mode in modes:
+        baselines = dict.fromkeys(EAGER_BASELINES)
+        for mode in (m for m in modes if runs_mode(name, m)):
             row = {"model": name, "mode": mode, **measure(mode, name, args, device)}
-            if mode == "reference" and "im_per_s" in row:
-                reference = row
-            if reference and "im_per_s" in row:
-                compare_to_reference(row, reference)
+            if "im_per_s" in row:
+                if mode in baselines:
+                    baselines[mode] = row
+                compare_to_baselines(row, baselines)
             report["results"].append(row)
             print(json.dumps(row), flush=True)
     write_results(args.out, "train_speed", report, markdown(report))

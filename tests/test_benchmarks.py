@@ -5,21 +5,41 @@ import sys
 
 import pytest
 
+import models
 from benchmarks import gpu_report, model_speed, profile_model, train_speed
+from benchmarks.complexity import count_gmacs, gmacs_per_image_and_call
 
 
 def test_model_speed_report(tmp_path, monkeypatch):
     monkeypatch.setenv("PIXELFOLDER_OPS_BACKEND", "reference")
     report = model_speed.main(["--out", str(tmp_path), "--device", "cpu", "--models", "PixelFolder",
-                               "--batches", "1", "--dtypes", "float32", "--modes", "reference,cudagraphs",
+                               "--batches", "1", "--dtypes", "float32", "--modes", "reference,reference_hoisted,cudagraphs",
                                "--warmup", "0", "--repeats", "1"])
     saved = json.loads((tmp_path / "model_speed.json").read_text())
     assert saved["results"] == json.loads(json.dumps(report["results"]))
-    reference, graphs = saved["results"]
+    reference, hoisted, graphs = saved["results"]
     assert reference["mode"] == "reference" and reference["im_per_s"] > 0 and reference["tflops"] > 0
-    assert reference["speedup_vs_reference"] == 1.0
+    assert reference["speedup_vs_reference"] == 1.0 and "speedup_vs_reference_hoisted" not in reference
+    assert hoisted["speedup_vs_reference_hoisted"] == 1.0
+    assert hoisted["speedup_vs_reference"] == hoisted["im_per_s"] / reference["im_per_s"]
+    # one image: the hoisted branch runs once either way, so both flows perform the same FLOPs
+    assert abs(hoisted["gflop_per_image"] / reference["gflop_per_image"] - 1) < 1e-9
     assert graphs["error"] == "RuntimeError: CUDA graphs need a CUDA device"
-    assert "| PixelFolder | float32 | 1 | reference |" in (tmp_path / "model_speed.md").read_text()
+    text = (tmp_path / "model_speed.md").read_text()
+    assert "| PixelFolder | float32 | 1 | reference |" in text and "| PixelFolder | float32 | 1 | reference_hoisted |" in text
+
+
+def test_hoisted_positional_branch_is_counted_once_per_call():
+    """The official data flow repeats PixelFolder's positional branch for every image; hoisted, a call
+    performs it once (both make the Fourier features once per call). Both do the same work for one image."""
+    def small(official):
+        return models.PixelFolder(64, width=0.125, official_data_flow=official)
+
+    official_per_image, official_per_call = gmacs_per_image_and_call(small(True))
+    hoisted_per_image, hoisted_per_call = gmacs_per_image_and_call(small(False))
+    assert hoisted_per_call - official_per_call > 0.03 * official_per_image
+    assert abs(hoisted_per_image + hoisted_per_call - (official_per_image + official_per_call)) < 1e-9
+    assert abs(count_gmacs(small(False), batch=3) - (3 * hoisted_per_image + hoisted_per_call)) < 1e-9
 
 
 def test_model_speed_rejects_unknown_modes(tmp_path):
@@ -58,8 +78,10 @@ def test_gpu_report_targets_are_judged_from_the_same_runs():
         return {"model": "PixelFolder", "mode": mode, "im_per_s": im_per_s, "peak_mib_per_image": memory}
 
     steps = {
+        "gpu_tests": {"status": "ok"},
         "model_speed": {"results": {"model_speed.json": {"results": [
-            inference("reference", 2000), inference("cuda", 7000), inference("cudagraphs", 8000),
+            inference("reference", 2000), inference("reference_hoisted", 2500), inference("cuda", 7000),
+            inference("cudagraphs", 8000),
             inference("cudagraphs", 99999, batch=32), inference("cudagraphs", 99999, model="StyleGAN2"),
             {"model": "PixelFolder", "dtype": "bfloat16", "batch": 128, "mode": "triton", "error": "no"}]}}},
         "model_speed_compile": {"results": {"model_speed.json": {"results": [
@@ -74,9 +96,20 @@ def test_gpu_report_targets_are_judged_from_the_same_runs():
     assert rows["training im/s vs the reference"] == (2.5, True)
     assert rows["training im/s vs torch.compile of the reference"] == (None, None)  # no compile row
     assert rows["training peak memory per image vs the reference"] == (0.5, True)
-    text = gpu_report.targets_markdown(gpu_report.targets(steps))
+    assert gpu_report.data_flow_split(steps) == (1.25, 3.2)  # 2500 / 2000; 8000 / 2500
+    text = gpu_report.targets_markdown(gpu_report.targets(steps), "ok", gpu_report.data_flow_split(steps))
     assert "| training im/s vs torch.compile of the reference | not measured | >= 1.3 | - |" in text
-    assert "Where the time goes" in text
+    assert "1.25x is the data flow" in text and "3.20x the kernels" in text
+    assert "Where the time goes" in text and "No target is met" not in text
+
+    for correctness in ("failed (exit 1)", None):  # the GPU tests failed, or did not run in this command
+        steps["gpu_tests"] = {"status": correctness}
+        rows = {what: (measured, met) for what, measured, _, met, _ in gpu_report.targets(steps)}
+        assert rows["inference im/s, batch 128 (fastest fused mode)"] == (8000, False)
+        assert rows["training im/s vs torch.compile of the reference"] == (None, None)
+        text = gpu_report.targets_markdown(gpu_report.targets(steps), correctness)
+        assert "No target is met: the correctness step (gpu_tests) " + (correctness or "did not run") in text
+        assert "| yes |" not in text
 
 
 def test_gpu_report_keeps_to_its_budget_and_writes_after_every_step(tmp_path, monkeypatch):

@@ -3,37 +3,24 @@ matches the reference in float32 / bfloat16 / float16, NCHW and channels-last, f
 import glob
 import math
 import os
-import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from torch.utils import cpp_extension
 
 import models
 import pixelfolder_ops as ops
 from pixelfolder_ops import extension, reference
 from pixelfolder_ops.correctness import tf32
 
+from benchmarks.kernel_resources import nvcc_command, nvcc_path
 from test_extension import CASES, op_cases, schema_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUDA_SOURCES = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
-NVCC = shutil.which("nvcc") or (cpp_extension.CUDA_HOME and os.path.join(cpp_extension.CUDA_HOME, "bin", "nvcc"))
+NVCC = nvcc_path()
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-def nvcc_command(source, output):
-    include = cpp_extension.include_paths()  # torch's headers (the CPU wheel ships the CUDA ones too)
-    return [NVCC, "-c", source, "-o", output, "-std=c++20", "--expt-relaxed-constexpr", "-O3",
-            # The CPU wheel lacks the CMake-generated c10/cuda macros header; a CUDA wheel has it.
-            "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE",
-            # The flags torch's CUDAExtension compiles with.
-            "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
-            "-D__CUDA_NO_HALF2_OPERATORS__", "-I", os.path.join(ROOT, "csrc"),
-            "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
-            *[flag for path in include for flag in ("-isystem", path)]]
 
 
 @pytest.mark.slow

@@ -17,17 +17,30 @@ import triton.language as tl
 from ..reference.styled_conv2d import styled_conv2d as reference_styled_conv2d
 from ._config import autotune_configs, dot_precision
 
-# (meta-parameters, num_warps, num_stages): tiles for Hopper; the autotuner keys on the layer shape.
+# (meta-parameters, num_warps, num_stages): tiles for Hopper; the autotuner keys on the layer shape. Each
+# compiles for sm_90 without register spills and within its shared memory (benchmarks/kernel_resources.py):
+# the modulated input tile passes through registers on its way to the tensor cores, so 128 x 256 and
+# 256 x 128 tiles, and 128-row tiles on 4 warps, spill.
 _GPU_CONFIGS = [
     ({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, 8, 3),
-    ({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8}, 8, 3),
-    ({"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8}, 8, 3),
-    ({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8}, 4, 4),
-    ({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, 4, 4),
+    ({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8}, 8, 3),
+    ({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, 8, 3),
     ({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, 4, 4),
     ({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8}, 4, 3),
 ]
 _INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2}
+# The bytes of one row of the input tile per K step that fit the registers: 64 16-bit or 32 32-bit channels.
+_MAX_K_STEP_BYTES = 128
+
+
+def _configs_that_fit_registers(configs, named_args, **kwargs):
+    """The configs that compile without spills for this launch: a K step of at most _MAX_K_STEP_BYTES and,
+    with FMA (ieee) dots, which hold every product in registers, tiles of at most 64 x 64; the last
+    (smallest) config when none does (float64 under the interpreter)."""
+    element_size = named_args["x_ptr"].element_size()
+    fitting = [config for config in configs if config.kwargs["BLOCK_K"] * element_size <= _MAX_K_STEP_BYTES
+               and (kwargs.get("DOT_PRECISION") != "ieee" or config.kwargs["BLOCK_M"] * config.kwargs["BLOCK_N"] <= 64 * 64)]
+    return fitting or configs[-1:]
 
 
 @triton.jit
@@ -63,7 +76,8 @@ def _noise_and_bias(noise_ptr, strength_ptr, bias_ptr, image, h, w, cols, pixel_
 
 
 @triton.autotune(configs=autotune_configs(_GPU_CONFIGS, _INTERPRETER_CONFIG),
-                 key=["pixels", "in_channels", "out_channels", "KERNEL_SIZE"])
+                 key=["pixels", "in_channels", "out_channels", "KERNEL_SIZE"],
+                 prune_configs_by={"early_config_prune": _configs_that_fit_registers})
 @triton.jit
 def _styled_conv2d_kernel(
         x_ptr, weight_ptr, styles_ptr, demod_ptr, noise_ptr, strength_ptr, bias_ptr, out_ptr,
@@ -128,8 +142,11 @@ def _styled_conv2d_kernel(
     tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=tile_ok)
 
 
-_BACKWARD_CONFIGS = [({"BLOCK_M": 64, "BLOCK_N": 64}, 4, 3), ({"BLOCK_M": 128, "BLOCK_N": 64}, 4, 3),
-                     ({"BLOCK_M": 64, "BLOCK_N": 128}, 4, 3), ({"BLOCK_M": 128, "BLOCK_N": 128}, 8, 3)]
+# 32 elements of the tile per thread: at 64 a thread holds the gradient, the saved output and the epilogue's
+# terms for each in its 255 registers only just, and spills in some layouts; a 128 x 128 tile would need
+# 16 warps, whose threads get at most 128 registers each, and spills too.
+_BACKWARD_CONFIGS = [({"BLOCK_M": 64, "BLOCK_N": 64}, 4, 3), ({"BLOCK_M": 128, "BLOCK_N": 64}, 8, 3),
+                     ({"BLOCK_M": 64, "BLOCK_N": 128}, 8, 3)]
 _BACKWARD_INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 32}
 
 

@@ -13,17 +13,31 @@ from .._gradients import modulated_1x1_conv_backward
 from ..reference.upfirdn2d import upfirdn2d as reference_upfirdn2d
 from ._config import autotune_configs, dot_precision
 
+# Each compiles for sm_90 without register spills and within its shared memory
+# (benchmarks/kernel_resources.py). The last is for FMA (ieee) dots, which hold every product of the
+# tile in registers and spill on the wider ones; tensor-core dots take the others.
 _GPU_CONFIGS = [
     ({"BLOCK_P": 128, "BLOCK_C": 64}, 4, 3),
     ({"BLOCK_P": 256, "BLOCK_C": 64}, 8, 3),
     ({"BLOCK_P": 64, "BLOCK_C": 128}, 4, 4),
-    ({"BLOCK_P": 128, "BLOCK_C": 128}, 8, 4),
+    ({"BLOCK_P": 128, "BLOCK_C": 128}, 8, 3),  # 4 stages need 264 KiB of shared memory in float32
+    ({"BLOCK_P": 128, "BLOCK_C": 16}, 4, 3),
 ]
 _INTERPRETER_CONFIG = {"BLOCK_P": 64, "BLOCK_C": 32}
+_FMA_DOT_CHANNELS = 16
+
+
+def _configs_for_the_dot(configs, named_args, **kwargs):
+    """The narrow config for FMA (ieee) dots, the others for tensor-core dots; all of them when none
+    qualifies (the interpreter's single config)."""
+    fma = kwargs.get("DOT_PRECISION") == "ieee"
+    chosen = [config for config in configs if (config.kwargs["BLOCK_C"] <= _FMA_DOT_CHANNELS) == fma]
+    return chosen or configs
 
 
 @triton.autotune(configs=autotune_configs(_GPU_CONFIGS, _INTERPRETER_CONFIG),
-                 key=["pixels_per_image", "in_channels"])
+                 key=["pixels_per_image", "in_channels"],
+                 prune_configs_by={"early_config_prune": _configs_for_the_dot})
 @triton.jit
 def _to_rgb_kernel(
         x_ptr, weight_ptr, styles_ptr, bias_ptr, skip_ptr, skip_kernel_ptr, out_ptr,

@@ -1,0 +1,141 @@
+"""Every GPU kernel compiled for Hopper without a GPU: no register spills, shared memory within a
+block's limit, tensor-core (wgmma) GEMMs; and the committed report covers every kernel and config.
+
+The Triton checks run in a fresh Python: other test modules set TRITON_INTERPRET=1, under which Triton's
+kernels are interpreted and cannot be compiled."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from benchmarks import kernel_resources
+from benchmarks.kernel_resources import ARCHS, ROOT
+
+ARCH = "sm_90"
+REPORT = os.path.join(ROOT, "benchmarks", "results", "kernel_resources_sm90.json")
+GEMM_KERNELS = ("_styled_conv2d_kernel", "_to_rgb_kernel")
+
+needs_cuda_tools = pytest.mark.skipif(bool(kernel_resources.missing_tools(["cuda"])),
+                                      reason="; ".join(kernel_resources.missing_tools(["cuda"])))
+needs_triton_tools = pytest.mark.skipif(bool(kernel_resources.missing_tools(["triton"], interpreted_ok=True)),
+                                        reason="; ".join(kernel_resources.missing_tools(["triton"], interpreted_ok=True)))
+
+
+def in_fresh_python(code):
+    """The JSON that ``code`` prints, run with benchmarks.kernel_resources imported as ``kr`` and Triton
+    compiling (TRITON_INTERPRET unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", "import json, torch\nfrom benchmarks import kernel_resources as kr\n"
+                             + code], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def problems(rows):
+    return [f"{row['kernel']} {row['dtype']} {row.get('config', '')}: {problem}"
+            for row in rows for problem in kernel_resources.check(row, ARCH)]
+
+
+def kernels_defined_in(source):
+    return set(re.findall(r"__global__\s+void\s+(\w+)", open(source).read()))
+
+
+def threads_per_block():
+    return int(re.search(r"kThreadsPerBlock = (\d+)", open(os.path.join(ROOT, "csrc", "cuda", "cuda_common.cuh")).read())
+               .group(1))
+
+
+@pytest.mark.slow
+@needs_cuda_tools
+def test_cuda_kernels_of_a_source_compile_without_spills():
+    """fourier_embedding.cu holds a grid-stride kernel and a shared-memory reduction: every template
+    instance is found, none spills, and the reduction's shared array is the size the source declares."""
+    source = os.path.join(ROOT, "csrc", "cuda", "fourier_embedding.cu")
+    rows = kernel_resources.cuda_rows(ARCH, [source])
+    assert {row["kernel"].split("<")[0] for row in rows} == kernels_defined_in(source)
+    assert all(row["arch"] == ARCH and row["registers"] > 0 for row in rows)
+    assert not problems(rows)
+    backward = {row["dtype"]: row for row in rows if row["kernel"].startswith("fourier_embedding_backward_kernel<")}
+    # __shared__ opmath_t partial[3][kThreadsPerBlock]: float for the 16- and 32-bit types, double for float64
+    assert {dtype: row["static_shared_bytes"] for dtype, row in backward.items()} == {
+        "bfloat16": 3 * threads_per_block() * 4, "float16": 3 * threads_per_block() * 4,
+        "float32": 3 * threads_per_block() * 4, "float64": 3 * threads_per_block() * 8}
+
+
+@pytest.mark.slow
+@needs_triton_tools
+def test_pixelfolder_launches_every_triton_kernel():
+    launched, kernels = in_fresh_python(
+        "print(json.dumps([sorted({name for name, *_ in kr.record_launches(torch.bfloat16, True)}),"
+        " sorted(kr.triton_kernels())]))")
+    assert kernels and launched == kernels
+
+
+@pytest.mark.slow
+@needs_triton_tools
+@pytest.mark.parametrize("kernel", GEMM_KERNELS)
+def test_bfloat16_gemm_kernels_use_wgmma_without_spills_in_every_config(kernel):
+    """The first launch PixelFolder-256 makes, compiled in each autotune config its autotuner may pick
+    for it; the committed report holds every launch of every kernel."""
+    rows, configs = in_fresh_python(f"""
+launch = next(launch for launch in kr.record_launches(torch.bfloat16, True) if launch[0] == {kernel!r})
+rows = [kr.compile_triton_job(job, {ARCH!r}) for job in kr.triton_jobs([launch], {ARCH!r})]
+print(json.dumps([rows, len(kr.configs_for(*launch[1:]))]))""")
+    assert rows and len(rows) == configs
+    assert not problems(rows)
+    assert all(row["hgmma"] > 0 for row in rows), [(row["config"], row["hgmma"]) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def report():
+    with open(REPORT) as f:
+        return json.load(f)
+
+
+def test_committed_report_has_no_problems(report):
+    assert report["arch"] == ARCH and report["problems"] == []
+    assert not problems(report["kernels"])
+    gemm = [row for row in report["kernels"] if row["kernel"] in GEMM_KERNELS and row["dtype"] == "bfloat16"]
+    assert gemm and all(row["hgmma"] > 0 for row in gemm)
+
+
+def test_committed_report_covers_every_cuda_kernel(report):
+    for source in kernel_resources.cuda_sources():
+        compiled = {row["kernel"].split("<")[0] for row in report["kernels"]
+                    if row["kind"] == "cuda" and row["source"] == os.path.relpath(source, ROOT)}
+        assert compiled == kernels_defined_in(source), source
+
+
+@needs_triton_tools
+def test_committed_report_covers_every_triton_kernel_in_every_config(report):
+    """Every kernel in every dtype, every config in some dtype (an autotuner may prune some per dtype),
+    and no config that the sources no longer have."""
+    kernels = in_fresh_python(
+        "print(json.dumps({name: [{**c.kwargs, 'num_warps': c.num_warps, 'num_stages': c.num_stages}"
+        " for c in getattr(kernel, 'configs', [])] for name, (_, kernel) in kr.triton_kernels().items()}))")
+    assert kernels
+    for name, configs in kernels.items():
+        rows = [row for row in report["kernels"] if row["kernel"] == name]
+        assert {row["dtype"] for row in rows} == set(report["dtypes"]), name
+        if configs:
+            compiled = [row["config"] for row in rows]
+            assert all(config in compiled for config in configs), f"{name}: a config is not in the report"
+            assert all(config in configs for config in compiled), f"{name}: the report has a config the source lacks"
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--json", "out.json", "--arch", "sm_42"], "--arch"),
+    (["--json", "out.json", "--dtypes", "float8"], "--dtypes"),
+    (["--json", "/no/such/folder/out.json"], "--json"),
+    (["--json", "out.txt"], "--json"),
+])
+def test_bad_arguments_exit_with_one_line(argv, named, capsys):
+    with pytest.raises(SystemExit) as exit:
+        kernel_resources.main(argv)
+    assert exit.value.code != 0
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and named in error[0]
