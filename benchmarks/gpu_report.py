@@ -10,7 +10,7 @@ versions and the date), model_speed.png and log.txt (each step's output): four f
 machine returns at most eight. A step that fails is logged and the report goes on; the report is
 rewritten after every step, and ``--budget`` (default 8 minutes) caps the whole run, so a lent
 machine's 10-minute command limit never loses it. To spread the steps over two commands on one warm
-machine (the in-place build stays between them), name them: ``--steps build,gpu_tests,ops_speed,
+machine (the in-place build stays between them), name them: ``--steps build,selfcheck,gpu_tests,ops_speed,
 styled_conv_speed`` then ``--steps gpu_tests,model_speed,train_speed,profile,table1,model_speed_compile``
 (the second needs its own gpu_tests for its targets to be judged).
 
@@ -42,6 +42,9 @@ def steps(scratch, skip_compile):
     train_modes = "reference,reference_hoisted,cuda,triton,auto" + ("" if skip_compile else ",compile,compile_hoisted")
     runs = [
         ("build", [PYTHON, "setup.py", "build_ext", "--inplace"], None, 600),
+        # The install's own self-check first: every op, backend and dtype against float64 (its table is in log.txt).
+        ("selfcheck", [PYTHON, "-m", "pixelfolder_ops", "--speed", "--json", f"{scratch}/selfcheck/selfcheck.json"],
+         f"{scratch}/selfcheck", 300),
         ("gpu_tests", [PYTHON, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not slow",
                        "tests/test_extension_cuda.py", "tests/test_triton.py", "tests/test_ops.py",
                        "tests/test_models.py"], None, 600),

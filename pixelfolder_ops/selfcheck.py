@@ -240,6 +240,7 @@ def main(argv=None):
     failed = [r for r in rows if not r["passed"]]
     report["passed"] = not failed
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as file:
             json.dump(report, file, indent=2, default=str)
     print(f"{len(rows) - len(failed)} passed, {len(failed)} failed")

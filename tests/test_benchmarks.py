@@ -131,3 +131,10 @@ def test_gpu_report_keeps_to_its_budget_and_writes_after_every_step(tmp_path, mo
     assert "## one: ok" in report and "table" in report and "## Targets" in report
     gpu_report.main([str(out), "--steps", "one,three"])
     assert list(json.loads((out / "report.json").read_text())["steps"]) == ["one", "three"]
+
+
+def test_gpu_report_runs_the_self_check_first_after_the_build():
+    steps = gpu_report.steps("/scratch", skip_compile=True)
+    assert [name for name, *_ in steps][:3] == ["build", "selfcheck", "gpu_tests"]
+    command = dict((name, command) for name, command, *_ in steps)["selfcheck"]
+    assert command[1:3] == ["-m", "pixelfolder_ops"] and "--json" in command
