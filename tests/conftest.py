@@ -1,7 +1,15 @@
 """Shared test set-up."""
-import pytest
+import os
 
-import pixelfolder_ops
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    # Without a GPU the Triton kernels run under Triton's interpreter. A kernel is made for one mode when
+    # its module is imported, so the switch must be on before any test module imports one.
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import pixelfolder_ops  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

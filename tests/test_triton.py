@@ -1,7 +1,7 @@
 """The Triton backend against the reference backend: every op's output and every gradient.
 
 On a machine without CUDA the kernels run on the CPU under Triton's interpreter (TRITON_INTERPRET=1,
-set here before Triton is imported), with tiny shapes. The interpreter computes bfloat16 tl.dot wrongly,
+set by conftest.py before any kernel is imported), with tiny shapes. The interpreter computes bfloat16 tl.dot wrongly,
 so there the half-precision cases run in float16; bfloat16 is tested on CUDA.
 
 The oracle is the reference backend in float64 on the same (rounded) inputs. Half precision is checked
@@ -9,14 +9,10 @@ by the relative error of the whole tensor: a pre-activation within rounding of z
 side of the leaky ReLU in either computation, which moves single gradient entries by (1 - slope) of
 their size.
 """
-import os
-
 import pytest
 import torch
 
 ON_CUDA = torch.cuda.is_available()
-if not ON_CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton", reason="Triton is not installed (pip install triton)")
 
 import models  # noqa: E402
