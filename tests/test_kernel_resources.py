@@ -10,10 +10,9 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from benchmarks import kernel_resources
-from benchmarks.kernel_resources import ARCHS, ROOT
+from benchmarks.kernel_resources import ROOT
 
 ARCH = "sm_90"
 REPORT = os.path.join(ROOT, "benchmarks", "results", "kernel_resources_sm90.json")

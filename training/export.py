@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import os
-import sys
 
 import torch
 from torch import nn
