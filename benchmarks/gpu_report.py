@@ -31,6 +31,7 @@ import time
 
 import torch
 
+from benchmarks.styled_conv_speed import backward_speedups
 from benchmarks.timing import environment
 
 PYTHON = sys.executable
@@ -106,7 +107,11 @@ def targets(steps):
     train_fused = im_per_s(training, FUSED_MODES, model="PixelFolder")
     train_reference = im_per_s(training, ("reference",), model="PixelFolder")
     train_compiled = im_per_s(training, ("compile",), model="PixelFolder")
+    styled_conv = ((steps.get("styled_conv_speed") or {}).get("results") or {}).get("results.json")
+    speedups = backward_speedups(styled_conv) if styled_conv else []
+    slowest_backward = None if not speedups or None in speedups else min(speedups)
     table = [
+        ("StyledConv backward, triton over the cuda composite (slowest of the 12 layers)", slowest_backward, 2.0, ">="),
         ("inference im/s, batch 128 (fastest fused mode)", fused and fused["im_per_s"], 7800, ">="),
         ("inference vs the reference", ratio(fused, reference), 3.0, ">="),
         ("inference vs torch.compile of the reference", ratio(compiled_fused, compiled), 1.5, ">="),

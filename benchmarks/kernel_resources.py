@@ -1,7 +1,9 @@
 """What the compiler says about every GPU kernel, without a GPU: registers, spills, shared memory,
 tensor-core instructions and calls to the 64-bit integer division routines, for every CUDA kernel in
 csrc/cuda (each template instance) and every Triton kernel in pixelfolder_ops/triton in each of its
-autotune configs, compiled ahead of time for one architecture.
+autotune configs, compiled ahead of time for one architecture. Problems: spills, shared memory over
+the block limit, and any call to a 64-bit division routine (dozens of instructions per element)
+outside the 64-bit index instances that the CUDA kernels keep for tensors of 2^31 elements and more.
 
     python -m benchmarks.kernel_resources --json benchmarks/results/kernel_resources_sm90.json
         [--arch sm_90] [--dtypes bfloat16,float32,float32-ieee] [--only cuda|triton]
@@ -195,6 +197,17 @@ def cuda_dtype(name):
     return CUDA_TYPE_NAMES.get(template.group(1).strip(), template.group(1).strip()) if template else None
 
 
+# The index types the kernels are instantiated with (csrc/common.h, PIXELFOLDER_DISPATCH_INDEX_TYPE): the
+# last template argument, int where every offset fits in 32 bits, long (int64_t) for larger tensors.
+CUDA_INDEX_BITS = {"int": 32, "long": 64}
+
+
+def cuda_index_bits(name):
+    """32 or 64 for a kernel instantiated with a 32- or 64-bit index type, else None."""
+    template = re.search(r"<(.*)>$", name)
+    return template and CUDA_INDEX_BITS.get(template.group(1).split(",")[-1].strip())
+
+
 # --- CUDA ---------------------------------------------------------------------------------------------
 
 def cuda_sources():
@@ -220,6 +233,7 @@ def cuda_rows(arch, sources=None, workers=None):
             name = cuda_kernel_name(readable)
             rows.append({"kind": "cuda", "kernel": name, "symbol": mangled,
                          "source": os.path.relpath(source, ROOT), "dtype": cuda_dtype(name),
+                         "index_bits": cuda_index_bits(name),
                          **functions[mangled], "shared_bytes": functions[mangled]["static_shared_bytes"],
                          **sass[mangled], "compile_seconds": round(seconds, 2)})
         return rows
@@ -414,8 +428,13 @@ def triton_rows(arch, dtypes, kernels=None, progress=None):
 # --- The report ---------------------------------------------------------------------------------------
 
 def check(row, arch):
-    """The problems of one row: spills, shared memory beyond the block limit."""
+    """The problems of one row: spills, shared memory beyond the block limit, calls to the 64-bit integer
+    division routines (except in a kernel's 64-bit index instance, which only tensors with offsets of
+    2^31 and more use)."""
     problems = []
+    if row["int64_division_calls"] and row.get("index_bits") != 64:
+        problems.append(f"{row['int64_division_calls']} calls to the 64-bit integer division routines "
+                        f"({', '.join(row['int64_division_routines'])}): index in 32 bits where offsets fit")
     if row["spill_store_bytes"] or row["spill_load_bytes"]:
         problems.append(f"spills ({row['spill_store_bytes']} B stored, {row['spill_load_bytes']} B loaded)")
     if row["shared_bytes"] > ARCHS[arch]["max_shared_bytes"]:

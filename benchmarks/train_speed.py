@@ -2,7 +2,7 @@
 EMA, and lazy R1 every ``--r1-every`` D steps, amortized) and peak memory per image, for the
 reference (eager) and its torch.compile, each as the official code runs (PixelFolder's positional
 branch once per image) and with that branch hoisted as the fused modes run it (``*_hoisted``), and the
-fused backends, in one run; each row against both eager baselines.
+fused backends, in one run; each row against both eager baselines and torch.compile of the reference.
 
     python -m benchmarks.train_speed --out DIR [--device cuda] [--models PixelFolder,StyleGAN2]
         [--batch 32] [--amp bf16] [--modes reference,reference_hoisted,compile,compile_hoisted,cuda,triton,auto]
@@ -75,15 +75,17 @@ def markdown(report):
              f"{settings['size']}x{settings['size']}, batch {settings['batch']}, amp {settings['amp']}, "
              f"R1 every {settings['r1_every']} steps (amortized); median of {settings['cycles']} R1 cycles.",
              "",
-             "| model | mode | train im/s | vs reference | vs reference_hoisted | peak MiB/image | memory vs reference |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "| model | mode | train im/s | vs reference | vs reference_hoisted | vs compile | peak MiB/image | "
+             "memory vs reference |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for row in report["results"]:
         if "error" in row:
-            lines.append(f"| {row['model']} | {row['mode']} | {row['error']} | | | | |")
+            lines.append(f"| {row['model']} | {row['mode']} | {row['error']} | | | | | |")
             continue
         memory = f"{row['peak_mib_per_image']:.1f}" if "peak_mib_per_image" in row else ""
         lines.append(f"| {row['model']} | {row['mode']} | {row['im_per_s']:.1f} | {ratio_text(row, 'speedup_vs_reference')} | "
-                     f"{ratio_text(row, 'speedup_vs_reference_hoisted')} | {memory} | "
+                     f"{ratio_text(row, 'speedup_vs_reference_hoisted')} | {ratio_text(row, 'speedup_vs_compile')} | "
+                     f"{memory} | "
                      f"{ratio_text(row, 'memory_vs_reference')} |")
     return "\n".join(lines)
 
@@ -109,7 +111,7 @@ def main(argv=None):
                                                                                  "cycles", "width")},
               "results": []}
     for name in names:
-        baselines = dict.fromkeys(EAGER_BASELINES)
+        baselines = dict.fromkeys(EAGER_BASELINES + ("compile",))
         for mode in (m for m in modes if runs_mode(name, m)):
             row = {"model": name, "mode": mode, **measure(mode, name, args, device)}
             if "im_per_s" in row:

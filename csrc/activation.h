@@ -63,8 +63,9 @@ struct ChannelLayout {
     return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   }
 
-  C10_HOST_DEVICE int64_t channel(int64_t index) const {
-    return channels_last ? index % channels : index / inner % channels;
+  template <typename index_t>
+  C10_HOST_DEVICE index_t channel(index_t index) const {
+    return channels_last ? index % index_t(channels) : index / index_t(inner) % index_t(channels);
   }
 };
 

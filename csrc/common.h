@@ -9,6 +9,11 @@
 #include <ATen/ops/empty_like.h>
 #include <c10/macros/Macros.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -66,31 +71,80 @@ inline c10::optional<at::Tensor> contiguous(const c10::optional<at::Tensor>& t) 
   return t ? c10::optional<at::Tensor>(t->contiguous()) : c10::nullopt;
 }
 
-// One axis of upfirdn2d: the input is upsampled by `up` (zeros between samples), padded by
-// (pad0, pad1) (negative crops), correlated with the flipped kernel, and sampled every `down`.
-struct UpFirDnAxis {
-  int64_t in_size, up, down, pad0, pad1, taps;
+// Kernels index in 32 bits when every offset they compute fits (GPU: a 64-bit integer division or
+// remainder is a subroutine call of dozens of instructions, a 32-bit one a few). A grid-stride loop
+// steps past its count by up to one grid (2^16 blocks of 256 threads, cuda/cuda_common.cuh), so that
+// much headroom is kept.
+constexpr int64_t kMaxGridThreads = int64_t{1} << 24;
 
-  C10_HOST_DEVICE int64_t out_size() const { return (in_size * up + pad0 + pad1 - taps) / down + 1; }
+// Whether every element's offset in a tensor of these sizes and strides, and every grid-stride index
+// over as many elements, stays below 2^31 (strides are never negative in PyTorch; an expanded axis has
+// stride 0, so its elements share offsets).
+inline bool fits_32bit_index(at::IntArrayRef sizes, at::IntArrayRef strides) {
+  int64_t numel = 1, last_offset = 0;
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    if (sizes[d] == 0) return true;
+    numel *= sizes[d];
+    last_offset += (sizes[d] - 1) * strides[d];
+  }
+  return std::max(numel, last_offset + 1) <= std::numeric_limits<int32_t>::max() - kMaxGridThreads;
+}
+
+inline bool fits_32bit_index(std::initializer_list<at::Tensor> tensors) {
+  return std::all_of(tensors.begin(), tensors.end(),
+                     [](const at::Tensor& t) { return fits_32bit_index(t.sizes(), t.strides()); });
+}
+
+// Runs the lambda with `index_t` int32_t when FITS_32BIT, else int64_t (as AT_DISPATCH_* names scalar_t).
+#define PIXELFOLDER_DISPATCH_INDEX_TYPE(FITS_32BIT, ...) \
+  [&] {                                                  \
+    if (FITS_32BIT) {                                    \
+      using index_t = int32_t;                           \
+      return __VA_ARGS__();                              \
+    }                                                    \
+    using index_t = int64_t;                             \
+    return __VA_ARGS__();                                \
+  }()
+
+// One axis of upfirdn2d: the input is upsampled by `up` (zeros between samples), padded by
+// (pad0, pad1) (negative crops), correlated with the flipped kernel, and sampled every `down`;
+// computed in index_t (kernels: 32 bits where the tensors allow).
+template <typename index_t>
+struct BasicUpFirDnAxis {
+  index_t in_size, up, down, pad0, pad1, taps;
+
+  template <typename other_t>
+  BasicUpFirDnAxis<other_t> as() const {
+    return {other_t(in_size), other_t(up), other_t(down), other_t(pad0), other_t(pad1), other_t(taps)};
+  }
+
+  C10_HOST_DEVICE index_t out_size() const { return (in_size * up + pad0 + pad1 - taps) / down + 1; }
 
   // Output sample o reads upsampled position o * down + t - pad0 with kernel tap taps - 1 - t;
   // only positions that are multiples of `up` hold input samples.
   template <typename Visit>
-  C10_HOST_DEVICE void for_each_tap(int64_t o, Visit&& visit) const {
-    const int64_t start = o * down - pad0;
-    int64_t t = ((-start) % up + up) % up;  // first t with (start + t) divisible by up
+  C10_HOST_DEVICE void for_each_tap(index_t o, Visit&& visit) const {
+    const index_t start = o * down - pad0;
+    index_t t = ((-start) % up + up) % up;  // first t with (start + t) divisible by up
     for (; t < taps; t += up) {
-      const int64_t i = (start + t) / up;
+      const index_t i = (start + t) / up;
       if (i >= 0 && i < in_size) visit(i, taps - 1 - t);
     }
   }
 
+  // Bounds the magnitude of every value the arithmetic above reaches (upsampled, padded positions).
+  index_t arithmetic_bound() const {
+    return std::max(in_size * up, out_size() * down) + std::abs(pad0) + std::abs(pad1) + taps;
+  }
+
   // The pads of the gradient: an upfirdn2d of the output gradient with the flipped kernel and up
   // and down swapped gives back in_size samples.
-  std::pair<int64_t, int64_t> gradient_pads() const {
+  std::pair<index_t, index_t> gradient_pads() const {
     return {taps - pad0 - 1, in_size * up - out_size() * down + pad0 - up + 1};
   }
 };
+
+using UpFirDnAxis = BasicUpFirDnAxis<int64_t>;
 
 // Calls to pixelfolder_ops ops from C++ go through the dispatcher, so the composite ops reach the
 // kernels of the tensor's device.

@@ -6,7 +6,6 @@
 #include <ATen/ops/conv2d.h>
 #include <ATen/ops/conv_transpose2d.h>
 #include <ATen/ops/convolution_backward.h>
-#include <ATen/ops/einsum.h>
 
 #include "common.h"
 
@@ -53,9 +52,13 @@ at::Tensor broadcast_per_channel(const at::Tensor& values) {  // (B, C) -> (B, C
   return values.view({values.size(0), values.size(1), 1, 1});
 }
 
-// sum over (h, w) of a * b, (B, C): einsum contracts it as a batched matrix product, which reads each
-// tensor once and writes no product tensor the size of the inputs.
-at::Tensor spatial_dot(const at::Tensor& a, const at::Tensor& b) { return at::einsum("bchw,bchw->bc", {a, b}); }
+// sum over (h, w) of a * b, (B, C) in the compute type: a kernel that reads each tensor once in its own
+// layout (an einsum would copy channels-last operands into its batched-GEMM layout first).
+at::Tensor spatial_dot(const at::Tensor& a, const at::Tensor& b) {
+  static const auto op =
+      find_op<at::Tensor(const at::Tensor&, const at::Tensor&)>("pixelfolder_ops::spatial_dot");
+  return op.call(a, b);
+}
 
 // conv(modulated_input, weight), with the up=2 / down=2 variants; not demodulated.
 at::Tensor conv(const at::Tensor& modulated_input, const at::Tensor& weight, int64_t up, int64_t down,
@@ -104,15 +107,14 @@ std::tuple<at::Tensor, at::Tensor> conv_backward(const at::Tensor& grad_output, 
   return {grad_input, grad_weight};
 }
 
-// Gradients of out = conv(input * s, W) * demod for input, weight and styles, given the gradients
-// of out and of demod (both demod tensors undefined when not demodulating).
+// Gradients of out = conv(input * s, W) * demod for input, weight and styles, given the gradient of the
+// conv, grad_conv = grad_out * demod, and (in the compute type) that of demod (both demod tensors
+// undefined when not demodulating).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> modulated_backward(
-    const at::Tensor& grad_output, const at::Tensor& demod, const at::Tensor& grad_demod, const at::Tensor& input,
+    const at::Tensor& grad_conv, const at::Tensor& demod, const at::Tensor& grad_demod, const at::Tensor& input,
     const at::Tensor& weight, const at::Tensor& styles, int64_t up, int64_t down,
     const c10::optional<at::Tensor>& kernel) {
   const auto scale = broadcast_per_channel(styles);
-  const auto grad_conv =
-      demod.defined() ? grad_output.mul(broadcast_per_channel(demod)).to(grad_output.scalar_type()) : grad_output;
   auto [grad_modulated, grad_weight] = conv_backward(grad_conv, input.mul(scale), weight, up, down, kernel);
   auto grad_input = grad_modulated.mul(scale);
   auto grad_styles = spatial_dot(grad_modulated, input);
@@ -125,7 +127,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> modulated_backward(
     grad_styles.add_(s.mul(grad_q.mm(weight_energy)), 2);
     grad_weight.add_(w.mul(grad_q.t().mm(s.square()).view({weight.size(0), weight.size(1), 1, 1})), 2);
   }
-  return {grad_input.contiguous(output_memory_format(input)), grad_weight.contiguous(), grad_styles.contiguous()};
+  return {grad_input.contiguous(output_memory_format(input)), grad_weight.contiguous(),
+          grad_styles.to(styles.scalar_type())};
 }
 
 at::Tensor call_epilogue(const at::Tensor& conv_output, const at::Tensor& demod, const c10::optional<at::Tensor>& noise,
@@ -138,15 +141,15 @@ at::Tensor call_epilogue(const at::Tensor& conv_output, const at::Tensor& demod,
                  noise_strength, bias, negative_slope, gain, unfold_output);
 }
 
-at::Tensor call_epilogue_backward(const at::Tensor& grad_output, const at::Tensor& conv_output, const at::Tensor& demod,
-                                  const c10::optional<at::Tensor>& noise,
-                                  const c10::optional<at::Tensor>& noise_strength,
-                                  const c10::optional<at::Tensor>& bias, double negative_slope, double gain,
-                                  bool unfold_output) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> call_epilogue_backward(
+    const at::Tensor& grad_output, const at::Tensor& conv_output, const at::Tensor& demod,
+    const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& noise_strength,
+    const c10::optional<at::Tensor>& bias, double negative_slope, double gain, bool unfold_output) {
   using Optional = const c10::optional<at::Tensor>&;
-  static const auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, Optional, Optional, Optional,
-                                            Optional, double, double, bool)>(
-      "pixelfolder_ops::styled_conv2d_epilogue_backward");
+  static const auto op =
+      find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+          const at::Tensor&, const at::Tensor&, Optional, Optional, Optional, Optional, double, double, bool)>(
+          "pixelfolder_ops::styled_conv2d_epilogue_backward");
   return op.call(grad_output, conv_output, demod.defined() ? c10::optional<at::Tensor>(demod) : c10::nullopt, noise,
                  noise_strength, bias, negative_slope, gain, unfold_output);
 }
@@ -173,7 +176,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> modulated_conv2d_backward(
   const auto demod = call_demod(weight, styles, eps);
   // d(loss)/d(demod) = sum_hw grad * conv = sum_hw grad * output / demod.
   const auto grad_demod = spatial_dot(grad_output, *output).div(demod);
-  return modulated_backward(grad_output, demod, grad_demod, input, weight, styles, up, down, kernel);
+  const auto grad_conv = grad_output.mul(broadcast_per_channel(demod)).to(grad_output.scalar_type());
+  return modulated_backward(grad_conv, demod, grad_demod, input, weight, styles, up, down, kernel);
 }
 
 std::tuple<at::Tensor, at::Tensor> styled_conv2d(
@@ -189,19 +193,19 @@ std::tuple<at::Tensor, at::Tensor> styled_conv2d(
   return {output, conv_output};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> styled_conv2d_backward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> styled_conv2d_backward(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& styles,
     const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& noise_strength,
     const c10::optional<at::Tensor>& bias, const at::Tensor& conv_output, bool demodulate, int64_t up,
     const c10::optional<at::Tensor>& kernel, double negative_slope, double gain, bool unfold_output, double eps) {
   check_modulated_arguments("styled_conv2d_backward", input, weight, styles, up, 1, kernel);
   const auto demod = demodulate ? call_demod(weight, styles, eps) : at::Tensor();
-  auto grad_preactivation = call_epilogue_backward(grad_output, conv_output, demod, noise, noise_strength, bias,
-                                                   negative_slope, gain, unfold_output);
-  const auto grad_demod = demodulate ? spatial_dot(grad_preactivation, conv_output) : at::Tensor();
-  auto [grad_input, grad_weight, grad_styles] =
-      modulated_backward(grad_preactivation, demod, grad_demod, input, weight, styles, up, 1, kernel);
-  return {grad_input, grad_weight, grad_styles, grad_preactivation};
+  // One pass over the output gradient gives the conv's gradient (demodulated) and every reduction.
+  const auto [grad_conv, grad_demod, grad_bias, grad_noise] = call_epilogue_backward(
+      grad_output, conv_output, demod, noise, noise_strength, bias, negative_slope, gain, unfold_output);
+  auto [grad_input, grad_weight, grad_styles] = modulated_backward(
+      grad_conv, demod, demodulate ? grad_demod : at::Tensor(), input, weight, styles, up, 1, kernel);
+  return {grad_input, grad_weight, grad_styles, grad_bias, grad_noise};
 }
 
 at::Tensor to_rgb(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& styles, const at::Tensor& bias,

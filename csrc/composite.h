@@ -24,7 +24,9 @@ std::tuple<at::Tensor, at::Tensor> styled_conv2d(
     const c10::optional<at::Tensor>& bias, bool demodulate, int64_t up, const c10::optional<at::Tensor>& kernel,
     double negative_slope, double gain, bool unfold_output, double eps);
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> styled_conv2d_backward(
+// Gradients of input, weight and styles, and (in the compute type) of the bias (C,) and of the noise
+// map (B, 1, H, W), the latter empty without noise.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> styled_conv2d_backward(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& styles,
     const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& noise_strength,
     const c10::optional<at::Tensor>& bias, const at::Tensor& conv_output, bool demodulate, int64_t up,

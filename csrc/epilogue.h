@@ -67,14 +67,16 @@ EpiloguePointers<scalar_t, opmath_t> epilogue_pointers(const at::Tensor& conv_ou
 
 // Output coordinates of conv element (c, y, x): itself, or with unfold_output, channel
 // c = (dy * 2 + dx) * C/4 + c' goes to (c', 2y + dy, 2x + dx).
+template <typename index_t>
 struct OutputIndex {
-  int64_t c, y, x;
+  index_t c, y, x;
 };
 
-C10_HOST_DEVICE inline OutputIndex epilogue_output_index(bool unfold_output, int64_t channels, int64_t c, int64_t y,
-                                                         int64_t x) {
+template <typename index_t>
+C10_HOST_DEVICE inline OutputIndex<index_t> epilogue_output_index(bool unfold_output, index_t channels, index_t c,
+                                                                  index_t y, index_t x) {
   if (!unfold_output) return {c, y, x};
-  const int64_t quarter = channels / 4, block = c / quarter;
+  const index_t quarter = channels / 4, block = c / quarter;
   return {c % quarter, 2 * y + block / 2, 2 * x + block % 2};
 }
 

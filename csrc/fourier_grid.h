@@ -9,8 +9,8 @@
 
 namespace pixelfolder {
 
-template <typename T>
-C10_HOST_DEVICE T linspace_minus1_to_1(int64_t index, int64_t steps) {
+template <typename T, typename index_t>
+C10_HOST_DEVICE T linspace_minus1_to_1(index_t index, index_t steps) {
   if (steps == 1) return T(-1);
   const T step = T(2) / T(steps - 1);
   return index < steps / 2 ? T(-1) + step * T(index) : T(1) - step * T(steps - 1 - index);

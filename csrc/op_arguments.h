@@ -10,6 +10,17 @@
 
 namespace pixelfolder {
 
+// An op's first two tensors: the first on the kernel's device type, the second on its device and of its
+// dtype, one the kernels take.
+inline void check_tensor_pair(const char* op, const char* first_arg, const at::Tensor& first, int64_t first_ndim,
+                              const char* second_arg, const at::Tensor& second, int64_t second_ndim,
+                              c10::DeviceType kernel_device) {
+  const auto device = check_first_tensor(op, first_arg, first, first_ndim, kernel_device);
+  check_tensor(op, second_arg, second, second_ndim, device);
+  check_same_dtype(op, second_arg, second, first);
+  check_dtype_for_device(op, first);
+}
+
 // fold: (B, C, H, W) -> (B, 4C, H/2, W/2).
 inline void check_fold_arguments(const at::Tensor& input, c10::DeviceType kernel_device) {
   check_first_tensor("fold", "input", input, 4, kernel_device);
@@ -62,10 +73,7 @@ inline void check_fused_leaky_relu_backward_arguments(const char* op, const at::
 // modulated_conv2d_demod: weight (O, I, kh, kw) and styles (B, I) give demod (B, O).
 inline void check_modulated_conv2d_demod_arguments(const char* op, const at::Tensor& weight,
                                                    const at::Tensor& styles, c10::DeviceType kernel_device) {
-  const auto device = check_first_tensor(op, "weight", weight, 4, kernel_device);
-  check_tensor(op, "styles", styles, 2, device);
-  check_same_dtype(op, "styles", styles, weight);
-  check_dtype_for_device(op, weight);
+  check_tensor_pair(op, "weight", weight, 4, "styles", styles, 2, kernel_device);
   TORCH_CHECK(styles.size(1) == weight.size(1), op, ": argument 'styles' must be (B, ", weight.size(1),
               "), got shape ", styles.sizes());
 }
@@ -96,13 +104,23 @@ inline void check_epilogue_grad_output(const char* op, const at::Tensor& grad_ou
               "output's shape ", at::IntArrayRef(expected), ", got ", grad_output.sizes());
 }
 
+// spatial_dot: a and b (B, C, H, W) of one dtype and shape, any layouts.
+inline void check_spatial_dot_arguments(const char* op, const at::Tensor& a, const at::Tensor& b,
+                                        c10::DeviceType kernel_device) {
+  check_tensor_pair(op, "a", a, 4, "b", b, 4, kernel_device);
+  TORCH_CHECK(a.sizes() == b.sizes(), op, ": argument 'b' must have the shape of 'a' ", a.sizes(), ", got ",
+              b.sizes());
+}
+
+// (B, C) sums in the compute type: float32 for 16-bit tensors.
+inline at::Tensor empty_spatial_dot(const at::Tensor& a) {
+  return at::empty({a.size(0), a.size(1)}, a.options().dtype(at::toOpMathType(a.scalar_type())));
+}
+
 inline void check_upfirdn2d_arguments(const char* op, const at::Tensor& input, const at::Tensor& kernel,
                                       at::IntArrayRef up, at::IntArrayRef down, at::IntArrayRef pad,
                                       c10::DeviceType kernel_device) {
-  const auto device = check_first_tensor(op, "input", input, 4, kernel_device);
-  check_tensor(op, "kernel", kernel, 2, device);
-  check_same_dtype(op, "kernel", kernel, input);
-  check_dtype_for_device(op, input);
+  check_tensor_pair(op, "input", input, 4, "kernel", kernel, 2, kernel_device);
   TORCH_CHECK(up.size() == 2 && down.size() == 2 && pad.size() == 4, op,
               ": arguments 'up', 'down', 'pad' must have 2, 2 and 4 values");
   TORCH_CHECK(up[0] >= 1 && up[1] >= 1 && down[0] >= 1 && down[1] >= 1, op,
@@ -131,10 +149,7 @@ inline at::Tensor empty_upfirdn2d_output(const at::Tensor& input, const UpFirDnA
 // its phase.
 inline void check_fourier_embedding_parameters(const char* op, const at::Tensor& weight, const at::Tensor& bias,
                                                c10::DeviceType kernel_device) {
-  const auto device = check_first_tensor(op, "weight", weight, 2, kernel_device);
-  check_tensor(op, "bias", bias, 1, device);
-  check_same_dtype(op, "bias", bias, weight);
-  check_dtype_for_device(op, weight);
+  check_tensor_pair(op, "weight", weight, 2, "bias", bias, 1, kernel_device);
   TORCH_CHECK(weight.size(1) == 2, op, ": argument 'weight' must be (C, 2), got shape ", weight.sizes());
   TORCH_CHECK(bias.size(0) == weight.size(0), op, ": argument 'bias' must be (", weight.size(0),
               ",), got shape ", bias.sizes());

@@ -4,6 +4,10 @@
 #include <torch/library.h>
 #include <torch/version.h>
 
+#include <utility>
+#include <vector>
+
+#include "common.h"
 #ifdef PIXELFOLDER_WITH_CUDA
 #include "cuda/build_info.h"
 #endif
@@ -33,6 +37,8 @@ TORCH_LIBRARY(pixelfolder_ops, m) {
   // d[b, o] = rsqrt(sum_i styles[b, i]^2 * sum_k weight[o, i, k]^2 + eps), shape (B, C_out), in the
   // compute type (float32 for 16-bit weights).
   m.def("modulated_conv2d_demod(Tensor weight, Tensor styles, float eps) -> Tensor");
+  // sum over (h, w) of a * b per (image, channel), (B, C) in the compute type, in a fixed order.
+  m.def("spatial_dot(Tensor a, Tensor b) -> Tensor");
   m.def("modulated_conv2d(Tensor input, Tensor weight, Tensor styles, bool demodulate, int up, "
         "int down, Tensor? kernel, float eps) -> Tensor");
   // Gradients for input, weight and styles; `output` is the forward's result (needed to demodulate).
@@ -48,15 +54,18 @@ TORCH_LIBRARY(pixelfolder_ops, m) {
   m.def("styled_conv2d_epilogue(Tensor conv_output, Tensor? demod, Tensor? noise, "
         "Tensor? noise_strength, Tensor? bias, float negative_slope, float gain, "
         "bool unfold_output) -> Tensor");
-  // The gradient with respect to the epilogue's pre-activation, in conv_output's shape.
+  // With g the gradient of the pre-activation: the conv's gradient g * demod (conv_output's shape),
+  // and in the compute type sum_hw g * conv_output (demod's gradient, (B, C)), sum_bhw g (the bias's,
+  // (C,)) and sum_c g (the noise map's, (B, 1, H, W); empty without noise).
   m.def("styled_conv2d_epilogue_backward(Tensor grad_output, Tensor conv_output, Tensor? demod, "
         "Tensor? noise, Tensor? noise_strength, Tensor? bias, float negative_slope, float gain, "
-        "bool unfold_output) -> Tensor");
-  // Gradients for input, weight and styles, and the pre-activation gradient (for bias and noise).
+        "bool unfold_output) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Gradients for input, weight and styles, and in the compute type those of the bias and of the
+  // noise map (empty without noise).
   m.def("styled_conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor styles, "
         "Tensor? noise, Tensor? noise_strength, Tensor? bias, Tensor conv_output, bool demodulate, "
         "int up, Tensor? kernel, float negative_slope, float gain, bool unfold_output, float eps) "
-        "-> (Tensor, Tensor, Tensor, Tensor)");
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 
   // skip_pad: the pads of the skip's x2 upfirdn2d, (x0, x1, y0, y1).
   m.def("to_rgb(Tensor input, Tensor weight, Tensor styles, Tensor bias, Tensor? skip, "
@@ -101,6 +110,13 @@ pybind11::dict build_info() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "pixelfolder_ops kernels: importing this registers the torch.ops.pixelfolder_ops ops.";
+  module.def(
+      "fits_32bit_index",
+      [](const std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>>& tensors) {
+        return std::all_of(tensors.begin(), tensors.end(),
+                           [](const auto& t) { return pixelfolder::fits_32bit_index(t.first, t.second); });
+      },
+      "Whether the kernels index tensors of these (sizes, strides) in 32 bits (else in 64).");
   module.def("build_info", &build_info,
              "Which backends were compiled, the CUDA architectures and the torch / CUDA versions built against.");
 }

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import models
-from benchmarks import gpu_report, model_speed, profile_model, train_speed
+from benchmarks import gpu_report, model_speed, profile_model, styled_conv_speed, train_speed
 from benchmarks.complexity import count_gmacs, gmacs_per_image_and_call
 
 
@@ -70,6 +70,27 @@ def test_profile_report_lists_kernels_by_time(tmp_path):
     assert "### PixelFolder training" in (tmp_path / "profile.md").read_text()
 
 
+def styled_conv_layer(forward_ms=None, backward_ms=None, errors=None):
+    forward_ms = forward_ms or {}
+    return {"in_channels": 512, "out_channels": 256, "resolution": 64, "unfold_output": False, "gflop": 1.0,
+            "forward_ms": forward_ms, "forward_tflops": {n: 1.0 / ms for n, ms in forward_ms.items()},
+            "forward_backward_ms": {}, "backward_ms": backward_ms or {}, "errors": errors or {}}
+
+
+def test_styled_conv_speed_report_lists_every_mode_and_what_could_not_run():
+    layer = styled_conv_layer(forward_ms={"reference": 4.0, "unfused (cuDNN)": 2.0, "cuda": 1.6, "triton": 1.0},
+                              backward_ms={"reference": 9.0, "unfused (cuDNN)": 5.0, "cuda": 4.0, "triton": 1.6},
+                              errors={"auto": "BackendUnavailableError: no"})
+    report = {"batch": 32, "dtype": "bf16", "device": "test", "torch": "t", "triton": "t", "cuda": "c", "date": "d",
+              "repeats": 1, "warmup": 0, "matmul_tflops": 1.0, "layers": [layer]}
+    assert styled_conv_speed.backward_speedups(report) == [2.5]
+    text = styled_conv_speed.markdown(report)
+    assert "Not measured: auto: BackendUnavailableError: no" in text
+    assert "| 512 -> 256 @ 64 | no | 4.000 (0) | 2.000 (0) | 1.600 (1) | 1.000 (1) | - | 2.00x | 1.60x |" in text
+    assert "| 512 -> 256 @ 64 | no | 9.000 | 5.000 | 4.000 | 1.600 | - | 2.50x |" in text
+    assert "All 12 layers, backward: reference 9.00 ms" in text and "auto" not in text.split("All 12 layers")[1]
+
+
 def test_gpu_report_targets_are_judged_from_the_same_runs():
     def inference(mode, im_per_s, model="PixelFolder", batch=128):
         return {"model": model, "dtype": "bfloat16", "batch": batch, "mode": mode, "im_per_s": im_per_s}
@@ -90,6 +111,13 @@ def test_gpu_report_targets_are_judged_from_the_same_runs():
             training("reference", 100, 50.0), training("auto", 250, 25.0)]}}},
     }
     rows = {what: (measured, met) for what, measured, _, met, _ in gpu_report.targets(steps)}
+    backward = "StyledConv backward, triton over the cuda composite (slowest of the 12 layers)"
+    assert rows[backward] == (None, None)  # styled_conv_speed did not run
+    steps["styled_conv_speed"] = {"results": {"results.json": {"layers": [
+        styled_conv_layer(backward_ms={"cuda": 3.0, "triton": 1.0}),
+        styled_conv_layer(backward_ms={"cuda": 3.0, "triton": 2.0})]}}}
+    rows = {what: (measured, met) for what, measured, _, met, _ in gpu_report.targets(steps)}
+    assert rows[backward] == (1.5, False)  # the slowest layer decides: 3 / 2 < 2
     assert rows["inference im/s, batch 128 (fastest fused mode)"] == (8000, True)
     assert rows["inference vs the reference"] == (4.0, True)
     assert rows["inference vs torch.compile of the reference"][1] is False  # 8000 / 6000 < 1.5

@@ -1,9 +1,11 @@
 """The compiled extension ("cpu" backend) against the reference: values, gradients (gradcheck,
 gradgradcheck where the discriminator needs it), torch.library.opcheck, torch.compile, and the models.
 The CUDA versions of these tests are in test_extension_cuda.py."""
+import hashlib
 import math
 import os
 import re
+import subprocess
 import sys
 
 import pytest
@@ -14,6 +16,7 @@ import pixelfolder_ops as ops
 from pixelfolder_ops import _layout as ops_layout
 from pixelfolder_ops import extension, reference
 from pixelfolder_ops.extension.to_rgb import skip_pad
+from pixelfolder_ops.triton._indexing import fits_int32_offsets
 
 REASON = extension.unavailable_reason("cpu")
 needs_extension = pytest.mark.skipif(REASON is not None, reason=f"the cpu backend is unavailable: {REASON}")
@@ -232,6 +235,14 @@ def test_opcheck_of_backward_ops():
     torch.library.opcheck(torch.ops.pixelfolder_ops.upfirdn2d_backward.default,
                           (randn(2, 3, 10, 8, dtype=torch.float32, requires_grad=True), kernel, [2, 2], [1, 1],
                            [2, 1, 2, 1], 5, 4))
+    for noise in (randn(2, 1, 3, 5, dtype=torch.float32, seed=3), None):
+        torch.library.opcheck(torch.ops.pixelfolder_ops.styled_conv2d_epilogue_backward.default, (
+            randn(2, 2, 6, 10, dtype=torch.float32, seed=4), randn(2, 8, 3, 5, dtype=torch.float32, seed=5),
+            randn(2, 8, dtype=torch.float32, seed=6), noise, None if noise is None else randn(1, dtype=torch.float32),
+            randn(8, dtype=torch.float32, seed=7), 0.2, math.sqrt(2), True))
+    torch.library.opcheck(torch.ops.pixelfolder_ops.spatial_dot.default,
+                          (randn(2, 5, 3, 7, dtype=torch.bfloat16, layout="channels_last"),
+                           randn(2, 5, 3, 7, dtype=torch.bfloat16, seed=1)))
 
 
 @needs_extension
@@ -297,6 +308,146 @@ def test_epilogue_backward_refuses_a_gradient_of_another_shape(unfold_output):
         torch.ops.pixelfolder_ops.styled_conv2d_epilogue_backward(randn(1, 1, 2, 2, dtype=torch.float32), conv_output,
                                                                   None, None, None, None, 0.2, math.sqrt(2),
                                                                   unfold_output)
+
+
+# The per-channel reductions of the backward (csrc/cuda/channel_tiles.cuh) take 32 channels and 1024
+# pixels per block: 36 channels and 33 x 35 pixels need two of each, both partly filled.
+SEVERAL_BLOCKS = dict(size=(2, 3, 33, 35), out_channels=36)
+
+
+def styled_conv_case(dtype, layout, unfold_output, noise, bias, size=(2, 3, 5, 7), out_channels=8, seed=50):
+    """styled_conv2d's arguments, every tensor requiring grad; ``noise``: None, "per_image" or "shared"
+    (one image for the batch)."""
+    batch, channels, height, width = size
+
+    def t(*shape, offset):
+        return randn(*shape, dtype=dtype, seed=seed + offset, layout=layout, requires_grad=True)
+
+    noise_images = {None: 0, "per_image": batch, "shared": 1}[noise]
+    return (t(*size, offset=0), t(out_channels, channels, 3, 3, offset=1), t(batch, channels, offset=2),
+            t(noise_images, 1, height, width, offset=3) if noise else None, t(1, offset=4) if noise else None,
+            t(out_channels, offset=5) if bias else None, True, 1, None, 0.2, math.sqrt(2), unfold_output, 1e-8)
+
+
+def styled_conv_gradients(function, args):
+    """The gradients of every tensor argument for one fixed random output gradient."""
+    inputs = [a for a in args if isinstance(a, torch.Tensor)]
+    out = function(*args)
+    grad = randn(*out.shape, seed=99).to(out.device, out.dtype)  # the same values, rounded, in every dtype
+    return torch.autograd.grad(out, inputs, grad)
+
+
+def assert_gradients_close(actual, expected, dtype):
+    for a, e in zip(actual, expected):
+        assert a.dtype == e.dtype and a.shape == e.shape
+        scale = e.abs().max().clamp_min(1)  # sums over many elements: compared relative to the largest
+        assert_close(a / scale, e / scale, dtype)
+
+
+@needs_extension
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("noise", [None, "per_image", "shared"], ids=["no_noise", "noise", "shared_noise"])
+@pytest.mark.parametrize("unfold_output", [False, True], ids=["conv_layout", "unfolded"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_styled_conv2d_gradients_match_the_reference(dtype, layout, unfold_output, noise, bias):
+    args = styled_conv_case(dtype, layout, unfold_output, noise, bias)
+    assert_gradients_close(styled_conv_gradients(extension.styled_conv2d, args),
+                           styled_conv_gradients(reference.styled_conv2d, args), dtype)
+
+
+@needs_extension
+@pytest.mark.parametrize("noise", ["per_image", "shared"], ids=["noise", "shared_noise"])
+@pytest.mark.parametrize("unfold_output", [False, True], ids=["conv_layout", "unfolded"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_styled_conv2d_gradients_over_several_reduction_blocks(layout, unfold_output, noise):
+    args = styled_conv_case(torch.float64, layout, unfold_output, noise, True, **SEVERAL_BLOCKS)
+    assert_gradients_close(styled_conv_gradients(extension.styled_conv2d, args),
+                           styled_conv_gradients(reference.styled_conv2d, args), torch.float64)
+
+
+@needs_extension
+@pytest.mark.parametrize("layout, unfold_output, noise, bias", [
+    ("contiguous", False, None, False), ("channels_last", True, "per_image", True),
+    ("strided", False, "shared", True), ("channels_last", False, None, True), ("contiguous", True, "shared", False)])
+def test_styled_conv2d_gradcheck(layout, unfold_output, noise, bias):
+    args = styled_conv_case(torch.float64, layout, unfold_output, noise, bias, size=(2, 3, 3, 5))
+    inputs = [a for a in args if isinstance(a, torch.Tensor)]
+
+    def call(*tensors):
+        it = iter(tensors)
+        return extension.styled_conv2d(*[next(it) if isinstance(a, torch.Tensor) else a for a in args])
+
+    assert torch.autograd.gradcheck(call, inputs, fast_mode=True)
+
+
+def styled_conv_backward_digest():
+    """A digest of the StyledConv gradients over several reduction blocks, float32, channels-last with
+    noise and NCHW unfolded: the emulation draws new block and thread orders for every launch."""
+    digest = hashlib.sha256()
+    for layout, unfold_output in (("channels_last", False), ("contiguous", True)):
+        args = styled_conv_case(torch.float32, layout, unfold_output, "per_image", True, **SEVERAL_BLOCKS)
+        for grad in styled_conv_gradients(extension.styled_conv2d, args):
+            digest.update(grad.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@needs_extension
+def test_styled_conv2d_backward_gives_the_same_bits_twice():
+    assert styled_conv_backward_digest() == styled_conv_backward_digest()
+
+
+@needs_extension
+def test_styled_conv2d_backward_gives_the_same_bits_under_other_emulation_seeds():
+    # In the emulation build the seed draws the order of blocks and of threads between barriers: a
+    # reduction whose result depended on either would give other bits under another seed.
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code = f"import sys; sys.path[:0] = [{tests!r}]; import test_extension; print(test_extension.styled_conv_backward_digest())"
+    digests = set()
+    for seed in (1, 2):
+        env = dict(os.environ, PIXELFOLDER_CUDA_EMULATION_SEED=str(seed))
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                cwd=os.path.dirname(tests))
+        assert result.returncode == 0, result.stderr[-2000:]
+        digests.add(result.stdout.split()[-1])
+    assert len(digests) == 1
+
+
+@needs_extension
+@pytest.mark.parametrize("layouts", [("contiguous", "channels_last"), ("channels_last", "strided"),
+                                     ("strided", "contiguous")])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+def test_spatial_dot_reads_each_layout_and_accumulates_in_the_compute_type(dtype, layouts):
+    shape = (2, 37, 33, 35)  # several reduction blocks, as SEVERAL_BLOCKS
+    a, b = (randn(*shape, dtype=dtype, seed=seed, layout=layout) for seed, layout in zip((1, 2), layouts))
+    actual = torch.ops.pixelfolder_ops.spatial_dot(a, b)
+    assert actual.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    # A sum of n products, each rounded at most once (16-bit products are exact in float32), accumulated
+    # in a type of unit roundoff u, is within (n + 1) u of the sum of their magnitudes.
+    products = a.double() * b.double()
+    u = torch.finfo(actual.dtype).eps / 2
+    bound = (shape[2] * shape[3] + 1) * u * products.abs().sum((2, 3))
+    assert ((actual.double() - products.sum((2, 3))).abs() <= bound).all()
+
+
+@needs_extension
+def test_kernels_index_in_32_bits_exactly_when_every_offset_fits():
+    fits = extension.load().module.fits_32bit_index
+    limit = 2 ** 31 - 1 - 2 ** 24  # the largest count: indices go up to one grid (2^24 threads) past it
+
+    def sizes_and_strides(t):
+        return list(t.shape), list(t.stride())
+
+    one = torch.empty(1)  # expanded, never allocated
+    assert fits([sizes_and_strides(torch.empty(2, 3, 5, 7)), sizes_and_strides(one.expand(limit))])
+    assert not fits([sizes_and_strides(torch.empty(2, 3, 5, 7)), sizes_and_strides(one.expand(limit + 1))])
+    assert not fits([sizes_and_strides(one.expand(2, limit + 1, 1))])
+    # Few elements, far apart: the last offset decides.
+    assert fits([([2], [limit - 1])]) and not fits([([2], [limit])])
+    assert fits([([0, 3], [limit, limit])])
+    # The Triton kernels state the same rule, with a grid's reach as the headroom.
+    for t in (torch.empty(2, 3, 5, 7), one.expand(limit), one.expand(limit + 1), one.expand(2, limit + 1, 1)):
+        assert fits_int32_offsets(t, headroom=2 ** 24) == fits([sizes_and_strides(t)])
 
 
 @needs_extension

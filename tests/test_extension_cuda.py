@@ -15,7 +15,8 @@ from pixelfolder_ops import extension, reference
 from pixelfolder_ops.correctness import tf32
 
 from benchmarks.kernel_resources import nvcc_command, nvcc_path
-from test_extension import CASES, op_cases, schema_args
+from test_extension import (CASES, LAYOUTS, SEVERAL_BLOCKS, op_cases, schema_args, styled_conv_case,
+                            styled_conv_gradients)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUDA_SOURCES = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
@@ -114,6 +115,23 @@ def test_cuda_convs_in_tf32_within_tf32_accuracy(case):
     u = TF32_UNIT_ROUNDOFF
     torch.testing.assert_close(actual.double(), expected, rtol=2 * u,
                                atol=2 * math.sqrt(27) * u * expected.abs().max().item())
+
+
+@needs_cuda
+@pytest.mark.parametrize("noise", [None, "per_image", "shared"], ids=["no_noise", "noise", "shared_noise"])
+@pytest.mark.parametrize("unfold_output", [False, True], ids=["conv_layout", "unfolded"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cuda_styled_conv2d_backward_matches_the_reference_with_the_same_bits_twice(layout, unfold_output, noise,
+                                                                                   exact_float32):
+    # Over several reduction blocks (32 channels x 1024 pixels each) in every direction.
+    args = styled_conv_case(torch.float64, layout, unfold_output, noise, True, **SEVERAL_BLOCKS)
+    cuda_args = [to_device(a, torch.float32) for a in args]
+    grads = styled_conv_gradients(extension.styled_conv2d, cuda_args)
+    assert all(torch.equal(a, b) for a, b in zip(grads, styled_conv_gradients(extension.styled_conv2d, cuda_args)))
+    expected = styled_conv_gradients(reference.styled_conv2d, [to_device(a, torch.float64) for a in args])
+    for g, e in zip(grads, expected):
+        scale = e.abs().max().clamp_min(1)  # reductions over many elements: compare relative to the size
+        torch.testing.assert_close(g.double() / scale, e / scale, **TOLERANCE[torch.float32])
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")

@@ -16,7 +16,7 @@ from benchmarks.kernel_resources import ROOT
 
 ARCH = "sm_90"
 REPORT = os.path.join(ROOT, "benchmarks", "results", "kernel_resources_sm90.json")
-GEMM_KERNELS = ("_styled_conv2d_kernel", "_to_rgb_kernel")
+GEMM_KERNELS = ("_styled_conv2d_kernel", "_input_backward_kernel", "_weight_backward_kernel", "_to_rgb_kernel")
 
 needs_cuda_tools = pytest.mark.skipif(bool(kernel_resources.missing_tools(["cuda"])),
                                       reason="; ".join(kernel_resources.missing_tools(["cuda"])))
@@ -63,6 +63,58 @@ def test_cuda_kernels_of_a_source_compile_without_spills():
     assert {dtype: row["static_shared_bytes"] for dtype, row in backward.items()} == {
         "bfloat16": 3 * threads_per_block() * 4, "float16": 3 * threads_per_block() * 4,
         "float32": 3 * threads_per_block() * 4, "float64": 3 * threads_per_block() * 8}
+
+
+# A 64-bit division in a plain kernel and in the two index instances of a templated one, and a 32-bit one.
+DIVIDING_KERNELS = """
+__global__ void divide_in_64_bits(long long* values, long long divisor) { values[threadIdx.x] /= divisor; }
+__global__ void divide_in_32_bits(int* values, int divisor) { values[threadIdx.x] /= divisor; }
+template <typename index_t>
+__global__ void remainder_kernel(index_t* values, index_t divisor) { values[threadIdx.x] %= divisor; }
+template __global__ void remainder_kernel<int>(int*, int);
+template __global__ void remainder_kernel<long>(long*, long);
+"""
+
+
+@pytest.mark.slow
+@needs_cuda_tools
+def test_64_bit_divisions_are_found_and_are_problems_outside_64_bit_index_instances(tmp_path):
+    source = tmp_path / "divide.cu"
+    source.write_text(DIVIDING_KERNELS)
+    rows = {row["kernel"]: row for row in kernel_resources.cuda_rows(ARCH, [str(source)])}
+    assert rows["divide_in_64_bits"]["int64_division_routines"] == ["__cuda_sm20_div_s64"]
+    assert rows["remainder_kernel<long>"]["int64_division_routines"] == ["__cuda_sm20_rem_s64"]
+    assert rows["divide_in_32_bits"]["int64_division_calls"] == rows["remainder_kernel<int>"]["int64_division_calls"] == 0
+    assert {name: row["index_bits"] for name, row in rows.items()} == {
+        "divide_in_64_bits": None, "divide_in_32_bits": None, "remainder_kernel<int>": 32,
+        "remainder_kernel<long>": 64}
+    (problem,) = problems([rows["divide_in_64_bits"]])
+    assert "calls to the 64-bit integer division routines (__cuda_sm20_div_s64)" in problem
+    # A 64-bit index instance runs only for tensors with offsets of 2^31 and more: its divisions are expected.
+    assert not problems([rows["divide_in_32_bits"], rows["remainder_kernel<int>"], rows["remainder_kernel<long>"]])
+
+
+@pytest.mark.slow
+@needs_cuda_tools
+def test_cuda_kernels_divide_in_64_bits_only_in_their_64_bit_index_instances():
+    rows = kernel_resources.cuda_rows(ARCH)
+    instances = {}
+    for row in rows:
+        instances.setdefault(row["kernel"].split("<")[0], set()).add(row["index_bits"])
+    assert instances and all(bits == {32, 64} for bits in instances.values()), instances
+    assert all(row["int64_division_calls"] == 0 for row in rows if row["index_bits"] == 32)
+    assert not problems(rows)
+
+
+@pytest.mark.slow
+@needs_triton_tools
+@pytest.mark.parametrize("kernel", ["_fold_copy_kernel", "_fourier_embedding_kernel"])
+def test_element_wise_triton_kernels_do_not_divide_in_64_bits(kernel):
+    rows = in_fresh_python(f"""
+launches = [launch for launch in kr.record_launches(torch.bfloat16, True) if launch[0] == {kernel!r}]
+print(json.dumps([kr.compile_triton_job(job, {ARCH!r}) for job in kr.triton_jobs(launches, {ARCH!r})]))""")
+    assert rows and all(row["int64_division_calls"] == 0 for row in rows)
+    assert not problems(rows)
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
-// Modulated conv on the CPU: the demodulation coefficients as a kernel; the conv itself is the
-// device-independent composite (composite.cpp) over ATen's convolutions.
+// Modulated conv on the CPU: the demodulation coefficients and the per-channel spatial dot products
+// of its backward as kernels; the conv itself is the device-independent composite (composite.cpp)
+// over ATen's convolutions.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -51,10 +52,40 @@ at::Tensor modulated_conv2d_demod_cpu(const at::Tensor& weight, const at::Tensor
   return demod;
 }
 
+// Per (image, channel), sum over (h, w) of a * b, row by row in a fixed order, each tensor read through
+// its own strides.
+at::Tensor spatial_dot_cpu(const at::Tensor& a, const at::Tensor& b) {
+  constexpr const char* op = "spatial_dot";
+  check_spatial_dot_arguments(op, a, b, c10::kCPU);
+  const int64_t channels = a.size(1), height = a.size(2), width = a.size(3);
+  auto out = empty_spatial_dot(a);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), op, [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const scalar_t* a_data = a.data_ptr<scalar_t>();
+    const scalar_t* b_data = b.data_ptr<scalar_t>();
+    const auto as = a.strides(), bs = b.strides();
+    opmath_t* sums = out.data_ptr<opmath_t>();
+    at::parallel_for(0, out.numel(), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t nc = begin; nc < end; ++nc) {
+        const int64_t n = nc / channels, c = nc % channels;
+        opmath_t sum = 0;
+        for (int64_t y = 0; y < height; ++y) {
+          const scalar_t* a_row = a_data + n * as[0] + c * as[1] + y * as[2];
+          const scalar_t* b_row = b_data + n * bs[0] + c * bs[1] + y * bs[2];
+          for (int64_t x = 0; x < width; ++x) sum += opmath_t(a_row[x * as[3]]) * opmath_t(b_row[x * bs[3]]);
+        }
+        sums[nc] = sum;
+      }
+    });
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pixelfolder_ops, CPU, m) {
   m.impl("modulated_conv2d_demod", &modulated_conv2d_demod_cpu);
+  m.impl("spatial_dot", &spatial_dot_cpu);
   m.impl("modulated_conv2d", &modulated_conv2d);
   m.impl("modulated_conv2d_backward", &modulated_conv2d_backward);
 }

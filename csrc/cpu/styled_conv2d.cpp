@@ -1,9 +1,13 @@
 // StyledConv on the CPU: the composite conv (composite.cpp) and one epilogue pass that applies the
-// demodulation, noise, bias, leaky ReLU and gain, and stores unfolded when asked.
+// demodulation, noise, bias, leaky ReLU and gain, and stores unfolded when asked; its backward pass
+// writes the conv's gradient and reduces the demodulation, bias and noise gradients as it goes.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include <numeric>
+#include <vector>
 
 #include "../activation.h"
 #include "../common.h"
@@ -14,22 +18,25 @@
 namespace pixelfolder {
 namespace {
 
-// Calls visit(n, c, y, conv_row, epilogue_row, to) for every row (n, c, y) of the conv output, in
-// parallel: `to` is where the forward stores the row's first element (unfolded when asked), its
-// next elements following every output_column_step(unfold_output) columns. Working by rows reads
-// the per-row operands once and leaves the inner loops free of index arithmetic. The loops work on
-// local copies of the row and the activation, which the stores cannot alias, so they vectorize.
+// Calls visit(n, c, y, conv_row, epilogue_row, to) for every row (n, c, y) of the conv output: the
+// image rows (n, y) in parallel, the channels of each in order (so a task owns its (n, y) and sums over
+// channels in a fixed order). `to` is where the forward stores the row's first element (unfolded when
+// asked), its next elements following every output_column_step(unfold_output) columns. Working by
+// rows reads the per-row operands once and leaves the inner loops free of index arithmetic. The loops
+// work on local copies of the row and the activation, which the stores cannot alias, so they vectorize.
 template <typename scalar_t, typename opmath_t, typename Visit>
 void for_each_row(const at::Tensor& conv_output, const EpiloguePointers<scalar_t, opmath_t>& epilogue,
                   bool unfold_output, Visit visit) {
   const int64_t channels = conv_output.size(1), height = conv_output.size(2);
   const scalar_t* in = conv_output.data_ptr<scalar_t>();
   const auto is = conv_output.strides();
-  at::parallel_for(0, conv_output.size(0) * channels * height, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t n = row / (channels * height), c = row / height % channels, y = row % height;
-      visit(n, c, y, in + n * is[0] + c * is[1] + y * is[2], epilogue.row(n, c, y),
-            epilogue_output_index(unfold_output, channels, c, y, 0));
+  at::parallel_for(0, conv_output.size(0) * height, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t image_row = begin; image_row < end; ++image_row) {
+      const int64_t n = image_row / height, y = image_row % height;
+      for (int64_t c = 0; c < channels; ++c) {
+        visit(n, c, y, in + n * is[0] + c * is[1] + y * is[2], epilogue.row(n, c, y),
+              epilogue_output_index(unfold_output, channels, c, y, int64_t{0}));
+      }
     }
   });
 }
@@ -54,7 +61,7 @@ at::Tensor epilogue_cpu(const at::Tensor& conv_output, const c10::optional<at::T
     const int64_t out_step = output_column_step(unfold_output) * os[3];
     for_each_row(conv_output, epilogue, unfold_output,
                  [&](int64_t n, int64_t, int64_t, const scalar_t* conv_row,
-                     const EpilogueRow<scalar_t, opmath_t> row, OutputIndex to) {
+                     const EpilogueRow<scalar_t, opmath_t> row, OutputIndex<int64_t> to) {
                    const auto f = act;
                    scalar_t* out_row = out + n * os[0] + to.c * os[1] + to.y * os[2] + to.x * os[3];
                    for (int64_t x = 0; x < width; ++x) {
@@ -65,40 +72,67 @@ at::Tensor epilogue_cpu(const at::Tensor& conv_output, const c10::optional<at::T
   return output;
 }
 
-at::Tensor epilogue_backward_cpu(const at::Tensor& grad_output, const at::Tensor& conv_output,
-                                 const c10::optional<at::Tensor>& demod, const c10::optional<at::Tensor>& noise,
-                                 const c10::optional<at::Tensor>& noise_strength,
-                                 const c10::optional<at::Tensor>& bias, double negative_slope, double gain,
-                                 bool unfold_output) {
+// The pre-activation gradient g of each row, stored as the conv's gradient g * demod, with the row's
+// sums of g * conv (demod's gradient) and of g (the bias's) and, with noise, g added into the noise
+// map's row (B, 1, H, W) channel after channel; then the rows' sums added in order. Only plain loops:
+// one pass over the tensors (benchmarks.byte_ledger counts an op that calls none as one kernel).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> epilogue_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& conv_output, const c10::optional<at::Tensor>& demod,
+    const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& noise_strength,
+    const c10::optional<at::Tensor>& bias, double negative_slope, double gain, bool unfold_output) {
   constexpr const char* op = "styled_conv2d_epilogue_backward";
   check_epilogue_arguments(op, conv_output, demod, noise, noise_strength, bias, unfold_output);
   check_epilogue_grad_output(op, grad_output, conv_output, unfold_output);
-  auto grad_preactivation = empty_4d(conv_output.sizes(), conv_output);
+  const int64_t batch = conv_output.size(0), channels = conv_output.size(1), height = conv_output.size(2);
+  const int64_t width = conv_output.size(3);
+  auto grad_conv = empty_4d(conv_output.sizes(), conv_output);
+  const auto sums = conv_output.options().dtype(at::toOpMathType(conv_output.scalar_type()));
+  auto grad_demod = at::empty({batch, channels}, sums);
+  auto grad_bias = at::empty({channels}, sums);
+  auto grad_noise = at::empty(noise ? std::vector<int64_t>{batch, 1, height, width} : std::vector<int64_t>{0}, sums);
   const auto d = contiguous(demod), b = contiguous(bias);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, conv_output.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const auto act = make_leaky_relu<opmath_t>(op, negative_slope, gain, c10::nullopt);
     const auto epilogue = epilogue_pointers<scalar_t>(conv_output, d, noise, noise_strength, b);
     const scalar_t* g = grad_output.data_ptr<scalar_t>();
-    scalar_t* out = grad_preactivation.data_ptr<scalar_t>();
+    scalar_t* out = grad_conv.data_ptr<scalar_t>();
+    std::vector<opmath_t> demod_row_sums(batch * channels * height), bias_row_sums(batch * channels * height);
+    opmath_t* noise_map = noise ? grad_noise.data_ptr<opmath_t>() : nullptr;
     const auto gs = grad_output.strides();
-    const auto os = grad_preactivation.strides();
-    const int64_t width = conv_output.size(3), in_step = conv_output.stride(3);
+    const auto os = grad_conv.strides();
+    const int64_t in_step = conv_output.stride(3);
     const int64_t grad_step = output_column_step(unfold_output) * gs[3];
     // a is recomputed rather than stored by the forward: it is one multiply-add away.
     for_each_row(conv_output, epilogue, unfold_output,
                  [&](int64_t n, int64_t c, int64_t y, const scalar_t* conv_row,
-                     const EpilogueRow<scalar_t, opmath_t> row, OutputIndex from) {
+                     const EpilogueRow<scalar_t, opmath_t> row, OutputIndex<int64_t> from) {
                    const auto f = act;
                    const scalar_t* grad_row = g + n * gs[0] + from.c * gs[1] + from.y * gs[2] + from.x * gs[3];
                    scalar_t* out_row = out + n * os[0] + c * os[1] + y * os[2];
+                   opmath_t* noise_row = noise_map ? noise_map + (n * height + y) * width : nullptr;
+                   opmath_t demod_sum = 0, bias_sum = 0;
                    for (int64_t x = 0; x < width; ++x) {
-                     const opmath_t a = row.preactivation(conv_row[x * in_step], x);
-                     out_row[x * os[3]] = opmath_t(grad_row[x * grad_step]) * f.gradient(f(a));
+                     const opmath_t conv = conv_row[x * in_step];
+                     const opmath_t grad = opmath_t(grad_row[x * grad_step]) * f.gradient(f(row.preactivation(conv, x)));
+                     out_row[x * os[3]] = grad * row.scale;
+                     demod_sum += grad * conv;
+                     bias_sum += grad;
+                     if (noise_row) noise_row[x] = c == 0 ? grad : noise_row[x] + grad;
                    }
+                   demod_row_sums[(n * channels + c) * height + y] = demod_sum;
+                   bias_row_sums[(n * channels + c) * height + y] = bias_sum;
                  });
+    opmath_t* demod_out = grad_demod.data_ptr<opmath_t>();
+    opmath_t* bias_out = grad_bias.data_ptr<opmath_t>();
+    for (int64_t c = 0; c < channels; ++c) bias_out[c] = 0;
+    for (int64_t nc = 0; nc < batch * channels; ++nc) {
+      const auto demod_rows = demod_row_sums.begin() + nc * height, bias_rows = bias_row_sums.begin() + nc * height;
+      demod_out[nc] = std::accumulate(demod_rows, demod_rows + height, opmath_t(0));
+      bias_out[nc % channels] += std::accumulate(bias_rows, bias_rows + height, opmath_t(0));
+    }
   });
-  return grad_preactivation;
+  return {grad_conv, grad_demod, grad_bias, grad_noise};
 }
 
 }  // namespace

@@ -36,7 +36,7 @@ using CudaDeviceGuard = c10::cuda::CUDAGuard;
 
 // kernel<<<blocks, threads, 0, current stream>>>(args...), then the launch error check.
 template <typename... Params, typename... Args>
-void launch_kernel(void (*kernel)(Params...), unsigned int blocks, unsigned int threads, Args&&... args) {
+void launch_kernel(void (*kernel)(Params...), dim3 blocks, dim3 threads, Args&&... args) {
 #ifdef PIXELFOLDER_CUDA_EMULATION
   cuda_emulation::launch(kernel, blocks, threads, std::forward<Args>(args)...);
 #else
@@ -46,52 +46,58 @@ void launch_kernel(void (*kernel)(Params...), unsigned int blocks, unsigned int 
 }
 
 constexpr int kThreadsPerBlock = 256;
+constexpr int64_t kMaxBlocks = 1 << 16;
+static_assert(kMaxBlocks * kThreadsPerBlock == kMaxGridThreads, "fits_32bit_index's headroom is one whole grid");
 
 // Blocks for a grid-stride loop over n elements (capped: each thread then takes several).
 inline unsigned int blocks_for(int64_t n) {
-  return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>((n + kThreadsPerBlock - 1) / kThreadsPerBlock, 1 << 16)));
+  return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>((n + kThreadsPerBlock - 1) / kThreadsPerBlock, kMaxBlocks)));
 }
 
-#define PIXELFOLDER_GRID_STRIDE_LOOP(index, n)                                                  \
-  for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < (n); \
-       index += static_cast<int64_t>(blockDim.x) * gridDim.x)
+// index_t: int32_t where fits_32bit_index (common.h) holds for the tensors of the loop, else int64_t.
+#define PIXELFOLDER_GRID_STRIDE_LOOP(index_t, index, n)                                                           \
+  for (index_t index = static_cast<index_t>(blockIdx.x) * static_cast<index_t>(blockDim.x) + threadIdx.x; \
+       index < (n); index += static_cast<index_t>(blockDim.x) * static_cast<index_t>(gridDim.x))
 
 // float32, float64, and the two 16-bit types (computed in float).
 #define PIXELFOLDER_DISPATCH_CUDA_TYPES(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
-// Sizes and strides of a 4-D tensor, passed to kernels by value.
+// Sizes and strides of a 4-D tensor, passed to kernels by value, in the kernel's index type.
+template <typename index_t>
 struct Strides4 {
-  int64_t size[4], stride[4];
+  index_t size[4], stride[4];
 
   explicit Strides4(const at::Tensor& t) {
     for (int d = 0; d < 4; ++d) {
-      size[d] = t.size(d);
-      stride[d] = t.stride(d);
+      size[d] = static_cast<index_t>(t.size(d));
+      stride[d] = static_cast<index_t>(t.stride(d));
     }
   }
 
-  C10_HOST_DEVICE int64_t offset(int64_t n, int64_t c, int64_t y, int64_t x) const {
+  C10_HOST_DEVICE index_t offset(index_t n, index_t c, index_t y, index_t x) const {
     return n * stride[0] + c * stride[1] + y * stride[2] + x * stride[3];
   }
 };
 
 // The (n, c, y, x) of the index-th element in memory order of a tensor of `sizes`, NCHW or NHWC.
+template <typename index_t>
 struct Coordinates {
-  int64_t n, c, y, x;
+  index_t n, c, y, x;
 };
 
-C10_HOST_DEVICE inline Coordinates coordinates_of(int64_t index, const int64_t* sizes, bool channels_last) {
+template <typename index_t>
+C10_HOST_DEVICE inline Coordinates<index_t> coordinates_of(index_t index, const index_t* sizes, bool channels_last) {
   if (channels_last) {
-    const int64_t c = index % sizes[1];
+    const index_t c = index % sizes[1];
     index /= sizes[1];
-    const int64_t x = index % sizes[3];
+    const index_t x = index % sizes[3];
     index /= sizes[3];
     return {index / sizes[2], c, index % sizes[2], x};
   }
-  const int64_t x = index % sizes[3];
+  const index_t x = index % sizes[3];
   index /= sizes[3];
-  const int64_t y = index % sizes[2];
+  const index_t y = index % sizes[2];
   index /= sizes[2];
   return {index / sizes[1], index % sizes[1], y, x};
 }

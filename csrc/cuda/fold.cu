@@ -9,17 +9,17 @@ namespace pixelfolder {
 namespace {
 
 // fold: coarse out[n, (dy * 2 + dx) * C + c, i, j] = fine in[n, c, 2i + dy, 2j + dx]; unfold reads back.
-template <typename scalar_t, bool kFold>
-__global__ void fold_kernel(const scalar_t* __restrict__ input, scalar_t* __restrict__ output, Strides4 in,
-                            Strides4 out, bool channels_last, int64_t numel) {
-  PIXELFOLDER_GRID_STRIDE_LOOP(index, numel) {
+template <typename scalar_t, bool kFold, typename index_t>
+__global__ void fold_kernel(const scalar_t* __restrict__ input, scalar_t* __restrict__ output, Strides4<index_t> in,
+                            Strides4<index_t> out, bool channels_last, index_t numel) {
+  PIXELFOLDER_GRID_STRIDE_LOOP(index_t, index, numel) {
     const auto o = coordinates_of(index, out.size, channels_last);
     if (kFold) {
-      const int64_t channels = in.size[1], block = o.c / channels;
+      const index_t channels = in.size[1], block = o.c / channels;
       output[index] = input[in.offset(o.n, o.c % channels, 2 * o.y + block / 2, 2 * o.x + block % 2)];
     } else {
-      const int64_t channels = out.size[1];
-      const int64_t block = (o.y % 2) * 2 + o.x % 2;
+      const index_t channels = out.size[1];
+      const index_t block = (o.y % 2) * 2 + o.x % 2;
       output[index] = input[in.offset(o.n, block * channels + o.c, o.y / 2, o.x / 2)];
     }
   }
@@ -38,8 +38,11 @@ at::Tensor fold_cuda(const at::Tensor& input) {
   if (numel == 0) return output;
   const bool channels_last = output_memory_format(input) == at::MemoryFormat::ChannelsLast;
   PIXELFOLDER_DISPATCH_CUDA_TYPES(input.scalar_type(), "fold", [&] {
-    launch_kernel(fold_kernel<scalar_t, kFold>, blocks_for(numel), kThreadsPerBlock, input.data_ptr<scalar_t>(),
-                  output.data_ptr<scalar_t>(), Strides4(input), Strides4(output), channels_last, numel);
+    PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({input, output}), [&] {
+      launch_kernel(fold_kernel<scalar_t, kFold, index_t>, blocks_for(numel), kThreadsPerBlock,
+                    input.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), Strides4<index_t>(input),
+                    Strides4<index_t>(output), channels_last, static_cast<index_t>(numel));
+    });
   });
   return output;
 }

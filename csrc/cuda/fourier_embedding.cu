@@ -9,12 +9,12 @@
 namespace pixelfolder {
 namespace {
 
-template <typename scalar_t, typename opmath_t>
+template <typename scalar_t, typename opmath_t, typename index_t>
 __global__ void fourier_embedding_kernel(const scalar_t* __restrict__ weight, const scalar_t* __restrict__ bias,
-                                         scalar_t* __restrict__ output, int64_t height, int64_t width,
-                                         int64_t numel) {
-  PIXELFOLDER_GRID_STRIDE_LOOP(index, numel) {
-    const int64_t x = index % width, y = index / width % height, c = index / (width * height);
+                                         scalar_t* __restrict__ output, index_t height, index_t width,
+                                         index_t numel) {
+  PIXELFOLDER_GRID_STRIDE_LOOP(index_t, index, numel) {
+    const index_t x = index % width, y = index / width % height, c = index / (width * height);
     output[index] = sin(opmath_t(weight[2 * c]) * linspace_minus1_to_1<opmath_t>(x, width) +
                         opmath_t(weight[2 * c + 1]) * linspace_minus1_to_1<opmath_t>(y, height) +
                         opmath_t(bias[c]));
@@ -22,16 +22,16 @@ __global__ void fourier_embedding_kernel(const scalar_t* __restrict__ weight, co
 }
 
 // One block per channel: sums of g * cos(phase) weighted by x, by y and by 1.
-template <typename scalar_t, typename opmath_t>
-__global__ void fourier_embedding_backward_kernel(const scalar_t* __restrict__ grad_output, Strides4 grad,
+template <typename scalar_t, typename opmath_t, typename index_t>
+__global__ void fourier_embedding_backward_kernel(const scalar_t* __restrict__ grad_output, Strides4<index_t> grad,
                                                   const scalar_t* __restrict__ weight,
                                                   const scalar_t* __restrict__ bias, scalar_t* __restrict__ grad_weight,
                                                   scalar_t* __restrict__ grad_bias) {
-  const int64_t c = blockIdx.x, height = grad.size[2], width = grad.size[3];
+  const index_t c = blockIdx.x, height = grad.size[2], width = grad.size[3];
   const opmath_t frequency_x = weight[2 * c], frequency_y = weight[2 * c + 1], phase = bias[c];
   opmath_t sums[3] = {0, 0, 0};
-  for (int64_t index = threadIdx.x; index < height * width; index += blockDim.x) {
-    const int64_t x = index % width, y = index / width;
+  for (index_t index = threadIdx.x; index < height * width; index += blockDim.x) {
+    const index_t x = index % width, y = index / width;
     const opmath_t cx = linspace_minus1_to_1<opmath_t>(x, width), cy = linspace_minus1_to_1<opmath_t>(y, height);
     const opmath_t d = opmath_t(grad_output[grad.offset(0, c, y, x)]) * cos(frequency_x * cx + frequency_y * cy + phase);
     sums[0] += d * cx;
@@ -64,8 +64,11 @@ at::Tensor fourier_embedding_cuda(const at::Tensor& weight, const at::Tensor& bi
   const auto w = weight.contiguous();
   const auto b = bias.contiguous();
   PIXELFOLDER_DISPATCH_CUDA_TYPES(weight.scalar_type(), op, [&] {
-    launch_kernel(fourier_embedding_kernel<scalar_t, at::opmath_type<scalar_t>>, blocks_for(numel), kThreadsPerBlock,
-                  w.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), height, width, numel);
+    PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({output}), [&] {
+      launch_kernel(fourier_embedding_kernel<scalar_t, at::opmath_type<scalar_t>, index_t>, blocks_for(numel),
+                    kThreadsPerBlock, w.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(),
+                    static_cast<index_t>(height), static_cast<index_t>(width), static_cast<index_t>(numel));
+    });
   });
   return output;
 }
@@ -82,10 +85,12 @@ std::tuple<at::Tensor, at::Tensor> fourier_embedding_backward_cuda(const at::Ten
   const auto w = weight.contiguous();
   const auto b = bias.contiguous();
   PIXELFOLDER_DISPATCH_CUDA_TYPES(weight.scalar_type(), op, [&] {
-    launch_kernel(fourier_embedding_backward_kernel<scalar_t, at::opmath_type<scalar_t>>,
-                  static_cast<unsigned int>(channels), kThreadsPerBlock, grad_output.data_ptr<scalar_t>(),
-                  Strides4(grad_output), w.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
-                  grad_weight.data_ptr<scalar_t>(), grad_bias.data_ptr<scalar_t>());
+    PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({grad_output}), [&] {
+      launch_kernel(fourier_embedding_backward_kernel<scalar_t, at::opmath_type<scalar_t>, index_t>,
+                    static_cast<unsigned int>(channels), kThreadsPerBlock, grad_output.data_ptr<scalar_t>(),
+                    Strides4<index_t>(grad_output), w.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+                    grad_weight.data_ptr<scalar_t>(), grad_bias.data_ptr<scalar_t>());
+    });
   });
   return {grad_weight, grad_bias};
 }

@@ -8,22 +8,22 @@
 namespace pixelfolder {
 namespace {
 
-template <typename scalar_t, typename opmath_t>
+template <typename scalar_t, typename opmath_t, typename index_t>
 __global__ void fused_leaky_relu_kernel(const scalar_t* __restrict__ input, const scalar_t* __restrict__ bias,
                                         scalar_t* __restrict__ output, ChannelLayout layout,
-                                        LeakyReLU<opmath_t> act, int64_t numel) {
-  PIXELFOLDER_GRID_STRIDE_LOOP(index, numel) {
+                                        LeakyReLU<opmath_t> act, index_t numel) {
+  PIXELFOLDER_GRID_STRIDE_LOOP(index_t, index, numel) {
     const opmath_t shift = bias ? opmath_t(bias[layout.channel(index)]) : opmath_t(0);
     output[index] = act(opmath_t(input[index]) + shift);
   }
 }
 
-template <typename scalar_t, typename opmath_t>
+template <typename scalar_t, typename opmath_t, typename index_t>
 __global__ void fused_leaky_relu_backward_kernel(const scalar_t* __restrict__ grad_output,
                                                  const scalar_t* __restrict__ output,
                                                  scalar_t* __restrict__ grad_input, LeakyReLU<opmath_t> act,
-                                                 int64_t numel) {
-  PIXELFOLDER_GRID_STRIDE_LOOP(index, numel) {
+                                                 index_t numel) {
+  PIXELFOLDER_GRID_STRIDE_LOOP(index_t, index, numel) {
     grad_input[index] = opmath_t(grad_output[index]) * act.gradient(opmath_t(output[index]));
   }
 }
@@ -41,9 +41,11 @@ at::Tensor fused_leaky_relu_cuda(const at::Tensor& input, const c10::optional<at
   if (numel == 0) return output;
   PIXELFOLDER_DISPATCH_CUDA_TYPES(input.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    launch_kernel(fused_leaky_relu_kernel<scalar_t, opmath_t>, blocks_for(numel), kThreadsPerBlock,
-                  x.data_ptr<scalar_t>(), bias ? b.data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(), layout,
-                  make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp), numel);
+    PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({x}), [&] {
+      launch_kernel(fused_leaky_relu_kernel<scalar_t, opmath_t, index_t>, blocks_for(numel), kThreadsPerBlock,
+                    x.data_ptr<scalar_t>(), bias ? b.data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(),
+                    layout, make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp), static_cast<index_t>(numel));
+    });
   });
   return output;
 }
@@ -61,9 +63,11 @@ at::Tensor fused_leaky_relu_backward_cuda(const at::Tensor& grad_output, const a
   if (numel == 0) return grad_input;
   PIXELFOLDER_DISPATCH_CUDA_TYPES(output.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    launch_kernel(fused_leaky_relu_backward_kernel<scalar_t, opmath_t>, blocks_for(numel), kThreadsPerBlock,
-                  g.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), grad_input.data_ptr<scalar_t>(),
-                  make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp), numel);
+    PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({y}), [&] {
+      launch_kernel(fused_leaky_relu_backward_kernel<scalar_t, opmath_t, index_t>, blocks_for(numel),
+                    kThreadsPerBlock, g.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), grad_input.data_ptr<scalar_t>(),
+                    make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp), static_cast<index_t>(numel));
+    });
   });
   return grad_input;
 }

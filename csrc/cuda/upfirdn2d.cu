@@ -8,16 +8,17 @@
 namespace pixelfolder {
 namespace {
 
-template <typename scalar_t, typename opmath_t>
+template <typename scalar_t, typename opmath_t, typename index_t>
 __global__ void upfirdn2d_kernel(const scalar_t* __restrict__ input, const scalar_t* __restrict__ kernel,
-                                 scalar_t* __restrict__ output, Strides4 in, Strides4 out, UpFirDnAxis axis_x,
-                                 UpFirDnAxis axis_y, bool channels_last, int64_t numel) {
-  PIXELFOLDER_GRID_STRIDE_LOOP(index, numel) {
+                                 scalar_t* __restrict__ output, Strides4<index_t> in, Strides4<index_t> out,
+                                 BasicUpFirDnAxis<index_t> axis_x, BasicUpFirDnAxis<index_t> axis_y,
+                                 bool channels_last, index_t numel) {
+  PIXELFOLDER_GRID_STRIDE_LOOP(index_t, index, numel) {
     const auto o = coordinates_of(index, out.size, channels_last);
     const scalar_t* plane = input + o.n * in.stride[0] + o.c * in.stride[1];
     opmath_t sum = 0;
-    axis_y.for_each_tap(o.y, [&](int64_t iy, int64_t ty) {
-      axis_x.for_each_tap(o.x, [&](int64_t ix, int64_t tx) {
+    axis_y.for_each_tap(o.y, [&](index_t iy, index_t ty) {
+      axis_x.for_each_tap(o.x, [&](index_t ix, index_t tx) {
         sum += opmath_t(plane[iy * in.stride[2] + ix * in.stride[3]]) * opmath_t(kernel[ty * axis_x.taps + tx]);
       });
     });
@@ -36,10 +37,15 @@ at::Tensor upfirdn2d_cuda(const at::Tensor& input, const at::Tensor& kernel, at:
   if (numel == 0) return output;
   const auto k = kernel.contiguous();
   const bool channels_last = output_memory_format(input) == at::MemoryFormat::ChannelsLast;
+  const bool fits = fits_32bit_index({input, output, k}) &&
+                    std::max(axes.x.arithmetic_bound(), axes.y.arithmetic_bound()) < std::numeric_limits<int32_t>::max();
   PIXELFOLDER_DISPATCH_CUDA_TYPES(input.scalar_type(), op, [&] {
-    launch_kernel(upfirdn2d_kernel<scalar_t, at::opmath_type<scalar_t>>, blocks_for(numel), kThreadsPerBlock,
-                  input.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), Strides4(input),
-                  Strides4(output), axes.x, axes.y, channels_last, numel);
+    PIXELFOLDER_DISPATCH_INDEX_TYPE(fits, [&] {
+      launch_kernel(upfirdn2d_kernel<scalar_t, at::opmath_type<scalar_t>, index_t>, blocks_for(numel),
+                    kThreadsPerBlock, input.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(),
+                    Strides4<index_t>(input), Strides4<index_t>(output), axes.x.as<index_t>(), axes.y.as<index_t>(),
+                    channels_last, static_cast<index_t>(numel));
+    });
   });
   return output;
 }

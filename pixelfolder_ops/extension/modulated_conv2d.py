@@ -16,6 +16,11 @@ def output_shape(input, weight, up, down):
     return batch, weight.shape[0], height * up // down, width * up // down
 
 
+def compute_dtype(dtype):
+    """The dtype the kernels accumulate and keep reductions in: float32 for the 16-bit types."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _setup_context(ctx, inputs, output):
     input, weight, styles, ctx.demodulate, ctx.up, ctx.down, kernel, ctx.eps = inputs
     ctx.save_for_backward(input, weight, styles, output if ctx.demodulate else None, kernel)
@@ -33,8 +38,11 @@ def register():
     @torch.library.register_fake("pixelfolder_ops::modulated_conv2d_demod")
     def _(weight, styles, eps):
         # float32 for 16-bit weights, as the kernels keep the factor (csrc/op_arguments.h).
-        dtype = torch.promote_types(weight.dtype, torch.float32)
-        return weight.new_empty((styles.shape[0], weight.shape[0]), dtype=dtype)
+        return weight.new_empty((styles.shape[0], weight.shape[0]), dtype=compute_dtype(weight.dtype))
+
+    @torch.library.register_fake("pixelfolder_ops::spatial_dot")
+    def _(a, b):
+        return a.new_empty(a.shape[:2], dtype=compute_dtype(a.dtype))
 
     @torch.library.register_fake("pixelfolder_ops::modulated_conv2d")
     def _(input, weight, styles, demodulate, up, down, kernel, eps):

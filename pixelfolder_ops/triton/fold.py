@@ -5,6 +5,7 @@ import triton
 import triton.language as tl
 
 from .._layout import empty
+from ._indexing import fits_int32_offsets
 
 _BLOCK = 1024
 
@@ -13,10 +14,14 @@ _BLOCK = 1024
 def _fold_copy_kernel(folded_ptr, unfolded_ptr, numel, channels, height, width,
                       folded_stride_b, folded_stride_c, folded_stride_h, folded_stride_w,
                       unfolded_stride_b, unfolded_stride_c, unfolded_stride_h, unfolded_stride_w,
-                      FOLD: tl.constexpr, BLOCK: tl.constexpr):
+                      FOLD: tl.constexpr, INDEX_64: tl.constexpr, BLOCK: tl.constexpr):
     """One element per lane over the folded shape (B, 4C, height, width), walked in (b, i, j, dy, dx, c)
-    order so that channels-last tensors are read and written contiguously. ``channels`` is C."""
-    index = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    order so that channels-last tensors are read and written contiguously. ``channels`` is C. Indices
+    in 64 bits only with INDEX_64 (tensors with offsets of 2^31 and more)."""
+    block = tl.program_id(0)
+    if INDEX_64:
+        block = block.to(tl.int64)
+    index = block * BLOCK + tl.arange(0, BLOCK)
     in_range = index < numel
     c = index % channels
     rest = index // channels
@@ -51,7 +56,7 @@ def _copy(folded, unfolded, fold_direction):
     numel = unfolded.numel()
     _fold_copy_kernel[(triton.cdiv(numel, _BLOCK),)](
         folded, unfolded, numel, channels, height // 2, width // 2, *folded.stride(), *unfolded.stride(),
-        FOLD=fold_direction, BLOCK=_BLOCK)
+        FOLD=fold_direction, INDEX_64=not fits_int32_offsets(folded, unfolded, headroom=_BLOCK), BLOCK=_BLOCK)
 
 
 @torch.library.custom_op("pixelfolder_triton::fold", mutates_args=())

@@ -5,6 +5,7 @@ import triton
 import triton.language as tl
 
 from ..reference.fourier_embedding import coordinate_grid
+from ._indexing import fits_int32_offsets
 
 _BLOCK_C, _BLOCK_P = 16, 256
 
@@ -20,7 +21,7 @@ def _linspace(index, steps):
 # A size of 1 would otherwise be specialised into a compile-time constant, and _linspace divides by size - 1.
 @triton.jit(do_not_specialize=["height", "width"])
 def _fourier_embedding_kernel(weight_ptr, bias_ptr, out_ptr, channels, height, width,
-                              BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+                              INDEX_64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     pixels = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     c_ok = c < channels
@@ -31,7 +32,10 @@ def _fourier_embedding_kernel(weight_ptr, bias_ptr, out_ptr, channels, height, w
     frequency_y = tl.load(weight_ptr + 2 * c + 1, mask=c_ok, other=0.0).to(tl.float32)
     phase = tl.load(bias_ptr + c, mask=c_ok, other=0.0).to(tl.float32)
     angle = frequency_x[:, None] * x[None, :] + frequency_y[:, None] * y[None, :] + phase[:, None]
-    tl.store(out_ptr + c[:, None].to(tl.int64) * (height * width) + pixels[None, :],
+    plane = c[:, None]
+    if INDEX_64:  # an output of 2^31 elements or more
+        plane = plane.to(tl.int64)
+    tl.store(out_ptr + plane * (height * width) + pixels[None, :],
              tl.sin(angle).to(out_ptr.dtype.element_ty), mask=c_ok[:, None] & pixel_ok[None, :])
 
 
@@ -41,6 +45,8 @@ def fourier_embedding_op(weight: torch.Tensor, bias: torch.Tensor, height: int, 
     out = weight.new_empty(1, channels, height, width)
     grid = (triton.cdiv(channels, _BLOCK_C), triton.cdiv(height * width, _BLOCK_P))
     _fourier_embedding_kernel[grid](weight.contiguous(), bias.contiguous(), out, channels, height, width,
+                                    # the pixel index runs up to a block past height * width
+                                    INDEX_64=not fits_int32_offsets(out, headroom=_BLOCK_P),
                                     BLOCK_C=_BLOCK_C, BLOCK_P=_BLOCK_P)
     return out
 

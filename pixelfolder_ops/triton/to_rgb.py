@@ -12,6 +12,7 @@ import triton.language as tl
 from .._gradients import modulated_1x1_conv_backward
 from ..reference.upfirdn2d import upfirdn2d as reference_upfirdn2d
 from ._config import autotune_configs, dot_precision
+from ._implicit_gemm import pixel_tile, scaled_rows
 
 # Each compiles for sm_90 without register spills and within its shared memory
 # (benchmarks/kernel_resources.py). The last is for FMA (ieee) dots, which hold every product of the
@@ -50,10 +51,7 @@ def _to_rgb_kernel(
         BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
     """One image per program row (so one style vector); BLOCK_P pixels by all RGB channels per program."""
     b = tl.program_id(1).to(tl.int64)
-    pixels = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    pixel_ok = pixels < pixels_per_image
-    h = pixels // width
-    w = pixels % width
+    pixels, pixel_ok, h, w = pixel_tile(tl.program_id(0), pixels_per_image, width, BLOCK_P)
     rgb = tl.arange(0, BLOCK_R)
     rgb_ok = rgb < rgb_channels
 
@@ -64,10 +62,10 @@ def _to_rgb_kernel(
         x = tl.load(x_ptr + b * x_stride_b + (h * x_stride_h + w * x_stride_w)[:, None] + c[None, :] * x_stride_c,
                     mask=pixel_ok[:, None] & c_ok[None, :], other=0.0)
         style = tl.load(styles_ptr + b * in_channels + c, mask=c_ok, other=0.0).to(tl.float32)
-        weight = tl.load(weight_ptr + c[:, None] * rgb_channels + rgb[None, :], mask=c_ok[:, None] & rgb_ok[None, :],
-                         other=0.0).to(tl.float32)
         # Three outputs per pixel: modulating the (C, RGB) weight tile is cheaper than the activations.
-        acc = tl.dot(x, (weight * style[:, None]).to(x_ptr.dtype.element_ty), acc, input_precision=DOT_PRECISION)
+        weight = scaled_rows(weight_ptr + c[:, None] * rgb_channels + rgb[None, :], c_ok[:, None] & rgb_ok[None, :],
+                             style, x_ptr.dtype.element_ty)
+        acc = tl.dot(x, weight, acc, input_precision=DOT_PRECISION)
     acc += tl.load(bias_ptr + rgb, mask=rgb_ok, other=0.0).to(tl.float32)[None, :]
 
     skip_channel = rgb[None, :] * skip_stride_c
