@@ -1,7 +1,10 @@
-"""Training data: the procedural shapes, image folders, LMDB (prepare_data round trip), the batch stream."""
+"""Training data: the procedural shapes, image folders and zips, LMDB (prepare_data round trip), the batch stream."""
+import json
 import os
 import signal
+import struct
 import warnings
+import zipfile
 
 import lmdb
 import numpy as np
@@ -183,3 +186,48 @@ def test_batch_stream_with_worker_processes_gives_the_same_batches():
     in_process.load_state_dict({"epoch": 0, "batch": 1})
     for _ in range(3):
         assert torch.equal(next(in_process), next(with_workers))
+
+
+def write_stylegan2_ada_zip(path, folder):
+    """The images of ``folder`` in a zip, as NVlabs' dataset_tool lays it out (numbered names in
+    folders of 1000, a dataset.json of labels), the third member's compressed bytes damaged from its
+    start (its header cannot be read). Returns {member name: source file}."""
+    sources = sorted(p for p in folder.rglob("*") if p.suffix in (".png", ".PNG", ".jpg", ".webp"))
+    members = {f"00000/img{index:08d}{source.suffix}": source for index, source in enumerate(sources)}
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, source in members.items():
+            archive.writestr(name, source.read_bytes())
+        archive.writestr("dataset.json", json.dumps({"labels": [[name, 0] for name in members]}))
+    damaged = sorted(members)[2]
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(damaged)
+    with open(path, "r+b") as file:
+        file.seek(info.header_offset + 26)
+        name_length, extra_length = struct.unpack("<HH", file.read(4))
+        file.seek(info.header_offset + 30 + name_length + extra_length)
+        file.write(b"\xff" * 16)  # deflate block type 3 does not exist
+    return members, damaged
+
+
+def test_zip_dataset_is_read_in_place_like_a_folder(tmp_path, image_folder, caplog):
+    path = tmp_path / "dataset.zip"
+    members, damaged = write_stylegan2_ada_zip(path, image_folder)
+    dataset = make_dataset(str(path), 32, hflip=False)
+    assert isinstance(dataset, ImageFolderDataset) and dataset.in_zip
+    # The broken file, and the damaged member, are skipped and named; dataset.json is no image.
+    broken = next(name for name, source in members.items() if source.name == "broken.png")
+    assert [name for name, _ in dataset.skipped] == [f"{path}/{name}" for name in sorted([broken, damaged])]
+    assert dataset.files == [name for name in members if name != damaged and members[name].name != "broken.png"]
+    folder = ImageFolderDataset(str(image_folder), 32)
+    for index, name in enumerate(dataset.files):  # resized as the folder's images are: the very same pixels
+        assert torch.equal(dataset[index], folder[folder.files.index(os.path.relpath(members[name], image_folder))])
+    dataset.report_skipped()
+    assert "skipped 2 unreadable image file(s)" in caplog.text and f"{path}/{damaged} (" in caplog.text
+    assert not list(tmp_path.glob("00000"))  # nothing extracted
+    # Loader worker processes open the zip themselves.
+    in_process, with_workers = BatchStream(dataset, 2, seed=1), BatchStream(dataset, 2, seed=1, num_workers=2)
+    for _ in range(2):
+        assert torch.equal(next(in_process), next(with_workers))
+    with pytest.raises(ValueError, match=r"zip/00000/img00000000\.png is 40x32 px, smaller than the training size "
+                                         r"64x64 \(and 1 more"):
+        ImageFolderDataset(str(path), 64)

@@ -3,6 +3,7 @@ end to end on a tiny generator and a tiny folder of PNGs."""
 import json
 import math
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from torch import nn
 from test_data import write_image
 from test_generate import our_checkpoint
 from training import evaluate, generate
+from training.data import image_names
 from training.inception import (WEIGHTS_ENV, WEIGHTS_NAME, FIDInceptionV3, average_pool_3x3, load_inception,
                                 weights_path)
 
@@ -74,16 +76,21 @@ def test_missing_inception_weights_say_what_to_download_and_where(tmp_path, monk
         load_inception()
 
 
-def test_list_images_is_recursive_and_filters_extensions(tmp_path):
-    for name in ("b.png", "sub/a.JPG", "sub/deeper/c.webp", "d.jpeg", "notes.txt", "e.gif"):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).touch()
-    assert evaluate.list_images(tmp_path) == ["b.png", "d.jpeg", "sub/a.JPG", "sub/deeper/c.webp"]
+def test_image_names_are_recursive_and_filter_extensions_in_folders_and_zips(tmp_path):
+    names = ("b.png", "sub/a.JPG", "sub/deeper/c.webp", "d.jpeg", "notes.txt", "e.gif")
+    with zipfile.ZipFile(tmp_path / "images.zip", "w") as archive:
+        for name in names:
+            (tmp_path / "folder" / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "folder" / name).touch()
+            archive.writestr(name, b"")
+        archive.writestr("dataset.json", b"{}")
+    expected = ["b.png", "d.jpeg", "sub/a.JPG", "sub/deeper/c.webp"]
+    assert image_names(str(tmp_path / "folder")) == image_names(str(tmp_path / "images.zip")) == expected
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no images"):
-        evaluate.list_images(tmp_path / "empty")
+        image_names(str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        evaluate.list_images(tmp_path / "absent")
+        image_names(str(tmp_path / "absent"))
 
 
 def test_dataset_images_that_cannot_be_read_are_skipped_as_in_training(tmp_path, caplog):
@@ -92,7 +99,7 @@ def test_dataset_images_that_cannot_be_read_are_skipped_as_in_training(tmp_path,
     (tmp_path / "broken.jpg").write_bytes(b"garbage")
     data = (tmp_path / "1.png").read_bytes()
     (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
-    images = evaluate.ImageFiles(str(tmp_path), evaluate.list_images(tmp_path), 16)
+    images = evaluate.ImageFiles(str(tmp_path), image_names(str(tmp_path)), 16)
     images.report_skipped()
     assert "skipped 1 unreadable image file(s)" in caplog.text and "broken.jpg" in caplog.text
     assert len(images) == 3
@@ -116,7 +123,7 @@ def test_equal_sized_subsamples_the_larger_set():
     assert fake_subset is fake
 
 
-def test_cache_key_covers_files_resolution_samples_and_inception(tmp_path):
+def test_cache_key_covers_files_resolution_samples_and_inception(tmp_path, monkeypatch):
     base = ("data", ["a.png", "b.png"], 256, 50000, "digest", str(tmp_path))
     paths = {evaluate.statistics_cache_path(*base)}
     for index, changed in ((1, ["a.png"]), (2, 128), (3, 10000), (4, "other digest")):
@@ -126,6 +133,11 @@ def test_cache_key_covers_files_resolution_samples_and_inception(tmp_path):
     assert len(paths) == 5
     assert evaluate.statistics_cache_path(*base) == evaluate.statistics_cache_path(*base)
     assert os.path.basename(evaluate.statistics_cache_path(*base)).startswith("data-256px-50000-")
+    # The built-in digits are keyed by name, not by a path under the working directory.
+    digits = evaluate.statistics_cache_path("digits", None, 32, 1797, "digest", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert evaluate.statistics_cache_path("digits", None, 32, 1797, "digest", str(tmp_path)) == digits
+    assert os.path.basename(digits).startswith("digits-32px-1797-")
 
 
 def test_statistics_files_with_and_without_features(tmp_path):

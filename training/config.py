@@ -29,11 +29,15 @@ def _setting(default, help, check=None, **argparse_options):
 @dataclass
 class TrainConfig:
     # Data
-    dataset: str = _setting("procedural", "'procedural' (built-in shapes, no download), a folder of images "
-                                          "(png/jpg/jpeg/webp, searched recursively) or an LMDB from "
+    dataset: str = _setting("procedural", "'procedural' (built-in shapes, no download), 'digits' (scikit-learn's "
+                                          "1,797 handwritten digits, up-sampled; pip install "
+                                          "'pixelfolder-ops[digits]'), a folder of "
+                                          "images (png/jpg/jpeg/webp, searched recursively), a zip of images "
+                                          "(StyleGAN2-ADA's dataset_tool format, read in place) or an LMDB from "
                                           "training.prepare_data")
     procedural_images: int = _setting(10000, "number of images in the procedural dataset", cli.integer(1))
-    hflip: bool = _setting(True, "add the left-right mirror of every image to the dataset")
+    hflip: bool = _setting(None, "add the left-right mirror of every image to the dataset (default: yes, except for "
+                                 "'digits': a mirrored digit is not a digit)", action=argparse.BooleanOptionalAction)
     num_workers: int = _setting(None, "data loader worker processes per GPU (0: load in the training process; "
                                       "None: this process's share of the machine's CPU cores, less one, at most 8)",
                                 cli.integer(0))
@@ -82,6 +86,10 @@ class TrainConfig:
     checkpoint_every: int = _setting(2000, "steps between checkpoints (one is also written at the end)",
                                      cli.integer(1))
 
+    def __post_init__(self):
+        if self.hflip is None:
+            self.hflip = self.dataset != "digits"
+
     def architecture(self):
         return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
 
@@ -128,7 +136,7 @@ def build_parser(with_defaults=True):
             options["default"] = setting.default
         if isinstance(setting.default, bool):
             options["action"] = argparse.BooleanOptionalAction
-        else:
+        elif "action" not in options:
             options.setdefault("type", setting.metadata["check"] or type(setting.default))
         parser.add_argument(flag(setting.name), dest=setting.name, **options)
     return parser

@@ -1,16 +1,20 @@
-"""Training images as (3, size, size) float tensors in [-1, 1]: a folder of images, an LMDB, or the
-built-in procedural shapes; and an endless, resumable stream of batches over them.
+"""Training images as (3, size, size) float tensors in [-1, 1]: a folder of images, a zip of images (as
+StyleGAN2-ADA's dataset_tool writes them), an LMDB, the built-in procedural shapes or scikit-learn's
+handwritten digits (training/digits.py); and an endless, resumable stream of batches over them.
 
 Images smaller than the training size are an error naming the file, never upscaled: upscaled
-images would teach the generator blur. A folder is scanned at start-up by reading each file's
-header: files Pillow cannot identify are skipped and counted. Damage further into a file shows
-only when it is decoded: the next readable image stands in for it, with one warning naming the file.
+images would teach the generator blur. A folder or zip is scanned at start-up by reading each
+image's header: files Pillow cannot identify (and zip members that cannot be read) are skipped and
+counted. Damage further into a file shows only when it is decoded: the next readable image stands
+in for it, with one warning naming the file.
 """
 import io
 import itertools
 import logging
 import os
 import signal
+import zipfile
+import zlib
 from pathlib import Path
 
 import lmdb
@@ -19,24 +23,60 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from training.digits import DigitsDataset
 from training.images import from_uint8, read_image
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
-# What Pillow raises for a file it cannot read as an image.
-UNREADABLE_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# What Pillow raises for a file it cannot read as an image, and zipfile and zlib for a damaged member.
+UNREADABLE_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError, zipfile.BadZipFile,
+                           zlib.error, EOFError)
+
+
+def is_zip(path):
+    return os.path.isfile(path) and zipfile.is_zipfile(path)
+
+
+def _has_image_extension(name):
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _no_images_error(root):
+    return ValueError(f"data folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)}, searched recursively)")
 
 
 def list_image_files(root):
-    """The image files under ``root``, recursively, sorted."""
+    """The image files under the folder ``root``, recursively, sorted."""
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"data folder {root} does not exist or is not a folder")
-    files = sorted(str(path) for path in Path(root).rglob("*")
-                   if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file())
+        raise FileNotFoundError(f"data folder {root} does not exist or is not a folder (nor a zip file)")
+    files = sorted(str(path) for path in Path(root).rglob("*") if _has_image_extension(path.name) and path.is_file())
     if not files:
-        raise ValueError(f"data folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)}, searched recursively)")
+        raise _no_images_error(root)
     return files
+
+
+def image_names(root):
+    """The images of a folder (searched recursively) or a zip file, as sorted names relative to it. A
+    zip's other members (StyleGAN2-ADA's dataset.json of labels) are left out."""
+    if not is_zip(root):
+        return [os.path.relpath(path, root) for path in list_image_files(root)]
+    names = sorted(info.filename for info in per_process(zipfile.ZipFile, root).infolist()
+                   if not info.is_dir() and _has_image_extension(info.filename))
+    if not names:
+        raise _no_images_error(root)
+    return names
+
+
+_opened = {}  # files opened once per process (zip archives, LMDBs): loader workers open their own
+
+
+def per_process(opener, path):
+    """``opener(path)``, opened once in this process."""
+    key = (opener, os.getpid(), os.path.realpath(path))
+    if key not in _opened:
+        _opened[key] = opener(path)
+    return _opened[key]
 
 
 TRAINING = ("the training size", "train at a smaller --size")  # what a size is, and how to choose a smaller one
@@ -57,22 +97,22 @@ def probe_image(source):
 
 
 class ImageFolderDataset(Dataset):
-    """The images under a folder (or the ``files`` given, paths relative to it), centre-cropped and
-    resized to ``size``, as floats in [-1, 1] (``pixels``: as uint8); ``purpose`` words the error for
-    images smaller than ``size`` (see ``too_small_error``). ``skipped`` lists the files whose
-    header cannot be read as (path, reason); a file that fails to decode further in is warned about
-    once and the next readable image stands in for it."""
+    """The images under a folder or in a zip file, read in place (or the ``files`` given, names
+    relative to it), centre-cropped and resized to ``size``, as floats in [-1, 1] (``pixels``: as
+    uint8); ``purpose`` words the error for images smaller than ``size`` (see ``too_small_error``).
+    ``skipped`` lists the files whose header cannot be read as (path, reason); a file that fails to
+    decode further in is warned about once and the next readable image stands in for it. A file's
+    path in messages is root/name, also in a zip."""
 
     def __init__(self, root, size, files=None, purpose=TRAINING):
-        self.size = size
-        paths = list_image_files(root) if files is None else [os.path.join(root, name) for name in files]
+        self.root, self.size, self.in_zip = root, size, is_zip(root)
         dimensions, self.skipped = {}, []
-        for path in paths:
+        for name in image_names(root) if files is None else files:
             try:
-                dimensions[path] = probe_image(path)
+                dimensions[name] = probe_image(self.open(name))
             except UNREADABLE_IMAGE_ERRORS as error:
-                self.skipped.append((path, str(error)))
-        too_small = [(path, *dims) for path, dims in dimensions.items() if min(dims) < size]
+                self.skipped.append((os.path.join(root, name), str(error)))
+        too_small = [(os.path.join(root, name), *dims) for name, dims in dimensions.items() if min(dims) < size]
         if too_small:
             raise too_small_error(*too_small[0], size, others=len(too_small) - 1, purpose=purpose)
         self.files = list(dimensions)
@@ -85,16 +125,20 @@ class ImageFolderDataset(Dataset):
     def __len__(self):
         return len(self.files)
 
+    def open(self, name):
+        """The image file ``name`` (relative to the root): a path, or a zip member opened for reading."""
+        return per_process(zipfile.ZipFile, self.root).open(name) if self.in_zip else os.path.join(self.root, name)
+
     def pixels(self, index):
         for offset in range(len(self.files)):
             position = (index + offset) % len(self.files)
             try:
-                return read_image(self.files[position], self.size)
+                return read_image(self.open(self.files[position]), self.size)
             except UNREADABLE_IMAGE_ERRORS as error:
                 if not self.warned[position]:
                     self.warned[position] = True
-                    logger.warning(f"{self.files[position]}: cannot decode the image ({error}); the next image "
-                                   f"stands in for it")
+                    logger.warning(f"{os.path.join(self.root, self.files[position])}: cannot decode the image "
+                                   f"({error}); the next image stands in for it")
         raise OSError(f"none of the {len(self.files)} images of this folder can be decoded")
 
     def __getitem__(self, index):
@@ -112,15 +156,14 @@ def lmdb_key(index, prefix=""):
     return f"{prefix}{str(index).zfill(7)}".encode("utf-8")
 
 
-_open_lmdbs = {}  # py-lmdb opens a database once per process; loader workers open their own
-
-
 def open_lmdb(path):
-    """The read-only environment of the LMDB at ``path`` in this process."""
-    key = (os.getpid(), os.path.realpath(path))
-    if key not in _open_lmdbs:
-        _open_lmdbs[key] = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False)
-    return _open_lmdbs[key]
+    """The read-only environment of the LMDB at ``path`` in this process (py-lmdb opens a database once
+    per process)."""
+    return per_process(_read_only_lmdb, path)
+
+
+def _read_only_lmdb(path):
+    return lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False)
 
 
 def find_lmdb(path, size):
@@ -225,9 +268,11 @@ class MirroredDataset(Dataset):
 
 
 def make_dataset(source, size, hflip=True, seed=0, procedural_images=10000):
-    """The dataset ``source`` names: 'procedural', an LMDB folder, or a folder of images."""
+    """The dataset ``source`` names: 'procedural', 'digits', an LMDB folder, or a folder or zip of images."""
     if source == "procedural":
         dataset = ProceduralShapesDataset(size, procedural_images, seed)
+    elif source == "digits":
+        dataset = DigitsDataset(size)
     elif find_lmdb(source, size) is not None:
         dataset = LMDBDataset(source, size)
     else:

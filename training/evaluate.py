@@ -1,17 +1,22 @@
 """FID, KID and precision/recall (k = 3) of a generator against a dataset, on the 2048-d pool
-features of the FID Inception-v3 (training/inception.py).
+features of the FID Inception-v3 (training/inception.py), or with ``--features digits`` on the 128-d
+penultimate features of a small classifier of handwritten digits (training/digits.py: the
+MNIST-FID practice; its values are not comparable with Inception FIDs).
 
     python -m training.evaluate CHECKPOINT --dataset FOLDER_OR_STATISTICS [--num-samples 50000]
-                                [--batch-size 50] [--truncation 1.0] [--inception PATH]
-                                [--cache-dir DIR] [--resolution R] [--workers N]
+                                [--batch-size 50] [--truncation 1.0] [--features inception|digits]
+                                [--inception PATH] [--cache-dir DIR] [--resolution R] [--workers N]
                                 [--kid-subsets 100] [--kid-subset-size 1000] [--size 256]
                                 [--device cpu|cuda]
 
---dataset is a folder of images (searched recursively for png, jpg, jpeg and webp), read at the
-generator's resolution unless --resolution says otherwise, or a statistics file: an .npz with "mu"
-and "sigma" (and "features", for KID and precision/recall), such as the cache this command writes.
-A folder's statistics are cached in --cache-dir under a name keyed by its path, its file list, the
-resolution, N and the Inception weights, and reused by later runs with the same ones.
+--dataset is a folder of images (searched recursively for png, jpg, jpeg and webp) or a zip of
+them, read at the generator's resolution unless --resolution says otherwise; 'digits' (the digits
+dataset of training/digits.py); or a statistics file: an .npz with "mu" and "sigma" (and
+"features", for KID and precision/recall), such as the cache this command writes. A dataset's
+statistics are cached in --cache-dir under a name keyed by its path, its file list, the
+resolution, N and the feature network (the Inception weights' digest, the digits classifier's
+recipe), and reused by later runs with the same ones. The digits classifier is trained on first
+use (about a minute on a CPU) and cached in the same folder.
 
 N images are generated (seeds 0 to N-1, see training/generate.py) and quantized to 8 bits like the
 real ones; where the folder holds more than N images, N of them are drawn at random (fixed seed).
@@ -29,7 +34,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from training import cli
-from training.data import ImageFolderDataset, list_image_files
+from training.data import ImageFolderDataset, image_names
+from training.digits import DigitsDataset, load_digits_classifier
 from training.generate import OFFICIAL_SIZE, load_generator, sample_batches
 from training.images import from_uint8, to_uint8
 from training.inception import WEIGHTS_ENV, load_inception, weights_path
@@ -39,17 +45,14 @@ DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "pixelfolder
 PRECISION_RECALL_K = 3
 # What an image smaller than the resolution is, and how to evaluate at a smaller one (training.data.too_small_error).
 EVALUATION = ("the evaluation resolution", "pass a smaller --resolution")
-
-
-def list_images(folder):
-    """The image files under ``folder``, recursively, as sorted paths relative to it."""
-    return [os.path.relpath(path, folder) for path in list_image_files(folder)]
+DIGITS = "digits"  # --dataset and --features name the digits of training/digits.py
+FEATURES = ("inception", DIGITS)
 
 
 class ImageFiles(ImageFolderDataset):
-    """(3, resolution, resolution) uint8 images from files relative to ``folder``: files whose header
-    cannot be read are skipped, and one that fails to decode further in is replaced by the next, with a
-    warning, as in training."""
+    """(3, resolution, resolution) uint8 images from files relative to ``folder`` (or members of a zip):
+    files whose header cannot be read are skipped, and one that fails to decode further in is replaced
+    by the next, with a warning, as in training."""
 
     def __init__(self, folder, files, resolution):
         super().__init__(folder, resolution, files, purpose=EVALUATION)
@@ -57,18 +60,34 @@ class ImageFiles(ImageFolderDataset):
     __getitem__ = ImageFolderDataset.pixels
 
 
+class DigitImages(DigitsDataset):
+    """The digits as (3, resolution, resolution) uint8 images."""
+
+    __getitem__ = DigitsDataset.pixels
+
+
+def feature_network(features, inception_path=None, cache_dir=DEFAULT_CACHE_DIR, device="cpu"):
+    """(network, digest): the network that turns images in [-1, 1] into the feature vectors of the
+    metrics ('inception' or 'digits'), and a digest of its weights that keys the statistics cache."""
+    if features == DIGITS:
+        classifier = load_digits_classifier(cache_dir, device)
+        return classifier, classifier.digest
+    inception_path = weights_path(inception_path)
+    return load_inception(inception_path, device), file_digest(inception_path)
+
+
 @torch.inference_mode()
-def inception_features(inception, batches):
-    """(N, 2048) float32 features of batches of uint8 images (B, 3, H, W)."""
-    device = next(inception.parameters()).device
-    return torch.cat([inception(from_uint8(batch.to(device))).cpu() for batch in batches]).numpy()
+def image_features(network, batches):
+    """(N, D) float32 features of batches of uint8 images (B, 3, H, W), by a feature network."""
+    device = next(network.parameters()).device
+    return torch.cat([network(from_uint8(batch.to(device))).cpu() for batch in batches]).numpy()
 
 
-def generated_features(generator, inception, num_samples, batch_size, truncation=1.0):
+def generated_features(generator, network, num_samples, batch_size, truncation=1.0):
     """Features of the images of seeds 0 to ``num_samples`` - 1, quantized to 8 bits as a PNG would be."""
     batches = (to_uint8(images) for images, _ in sample_batches(generator, range(num_samples), batch_size, truncation))
-    return inception_features(inception, tqdm(batches, "generated", total=math.ceil(num_samples / batch_size),
-                                              disable=None))
+    return image_features(network, tqdm(batches, "generated", total=math.ceil(num_samples / batch_size),
+                                        disable=None, leave=False))
 
 
 def save_statistics(path, mu, sigma, features):
@@ -106,32 +125,44 @@ def file_digest(path):
     return digest.hexdigest()
 
 
-def statistics_cache_path(folder, files, resolution, num_samples, inception_digest, cache_dir):
-    key = json.dumps({"folder": os.path.abspath(folder), "files": files, "resolution": resolution,
-                      "num_samples": num_samples, "inception": inception_digest})
-    name = f"{os.path.basename(os.path.abspath(folder))}-{resolution}px-{num_samples}"
+def statistics_cache_path(folder, files, resolution, num_samples, network_digest, cache_dir):
+    source = folder if folder == DIGITS else os.path.abspath(folder)
+    key = json.dumps({"folder": source, "files": files, "resolution": resolution,
+                      "num_samples": num_samples, "features": network_digest})
+    name = f"{os.path.basename(source)}-{resolution}px-{num_samples}"
     return os.path.join(cache_dir, f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz")
 
 
-def dataset_statistics(dataset, resolution, num_samples, inception, inception_digest, cache_dir=DEFAULT_CACHE_DIR,
+def dataset_statistics(dataset, resolution, num_samples, network, network_digest, cache_dir=DEFAULT_CACHE_DIR,
                        batch_size=50, workers=0):
-    """({"mu", "sigma", "features"}, the file they come from) for a statistics file or an image
-    folder (its cache, computed on the first call)."""
-    if os.path.isfile(dataset):
+    """({"mu", "sigma", "features"}, the file they come from) for a statistics file, or for 'digits', an
+    image folder or a zip (from their cache, computed on the first call), with the feature network
+    ``network`` (``network_digest`` keys the cache)."""
+    if os.path.isfile(dataset) and not dataset.lower().endswith(".zip"):
         return load_statistics(dataset), dataset
-    files = list_images(dataset)
-    path = statistics_cache_path(dataset, files, resolution, num_samples, inception_digest, cache_dir)
+    files = None if dataset == DIGITS else image_names(dataset)
+    path = statistics_cache_path(dataset, files, resolution, num_samples, network_digest, cache_dir)
     if os.path.isfile(path):
         return load_statistics(path), path
-    if len(files) > num_samples:
-        files = [files[i] for i in sorted(np.random.default_rng(0).choice(len(files), num_samples, replace=False))]
-    images = ImageFiles(dataset, files, resolution)
-    images.report_skipped()
+    if dataset == DIGITS:
+        images = DigitImages(resolution)
+        if len(images) > num_samples:
+            images = torch.utils.data.Subset(images, random_indices(len(images), num_samples))
+    else:
+        if len(files) > num_samples:
+            files = [files[i] for i in random_indices(len(files), num_samples)]
+        images = ImageFiles(dataset, files, resolution)
+        images.report_skipped()
     loader = DataLoader(images, batch_size=batch_size, num_workers=workers)
-    features = inception_features(inception, tqdm(loader, "dataset", disable=None))
+    features = image_features(network, tqdm(loader, "dataset", disable=None, leave=False))
     mu, sigma = mean_and_covariance(features)
     save_statistics(path, mu, sigma, features)
     return {"mu": mu.numpy(), "sigma": sigma.numpy(), "features": features}, path
+
+
+def random_indices(count, num_samples):
+    """``num_samples`` of ``count`` indices drawn at random without replacement (fixed seed), sorted."""
+    return sorted(np.random.default_rng(0).choice(count, num_samples, replace=False).tolist())
 
 
 def equal_sized(real, fake, seed=0):
@@ -143,21 +174,22 @@ def equal_sized(real, fake, seed=0):
 
 
 def evaluate(generator, dataset, inception_path=None, num_samples=50000, batch_size=50, truncation=1.0,
-             resolution=None, cache_dir=DEFAULT_CACHE_DIR, workers=0, kid_subsets=100, kid_subset_size=1000):
-    """The metrics of ``generator`` (on its device) against ``dataset`` (an image folder or a statistics
-    file), as a dict. KID and precision/recall are None where the statistics hold no features."""
+             resolution=None, cache_dir=DEFAULT_CACHE_DIR, workers=0, kid_subsets=100, kid_subset_size=1000,
+             features="inception"):
+    """The metrics of ``generator`` (on its device) against ``dataset`` (an image folder or zip, 'digits'
+    or a statistics file) on the ``features`` of FEATURES, as a dict. KID and precision/recall are None
+    where the statistics hold no features."""
     device = next(generator.parameters()).device
-    inception_path = weights_path(inception_path)
-    inception = load_inception(inception_path, device)
+    network, digest = feature_network(features, inception_path, cache_dir, device)
     resolution = resolution or generator.size
-    real, statistics_path = dataset_statistics(dataset, resolution, num_samples, inception, file_digest(inception_path),
-                                               cache_dir, batch_size, workers)
-    fake = generated_features(generator, inception, num_samples, batch_size, truncation)
+    real, statistics_path = dataset_statistics(dataset, resolution, num_samples, network, digest, cache_dir,
+                                               batch_size, workers)
+    fake = generated_features(generator, network, num_samples, batch_size, truncation)
     fake_mu, fake_sigma = mean_and_covariance(fake)
     results = {"fid": frechet_distance(real["mu"], real["sigma"], fake_mu, fake_sigma),
                "kid": None, "kid_std": None, "precision": None, "recall": None,
                "num_generated": len(fake), "num_real": None, "truncation": truncation, "resolution": resolution,
-               "statistics": statistics_path}
+               "features": features, "statistics": statistics_path}
     if real["features"] is not None:
         results["num_real"] = len(real["features"])
         results["kid"], results["kid_std"] = kernel_inception_distance(real["features"], fake, kid_subsets,
@@ -167,22 +199,29 @@ def evaluate(generator, dataset, inception_path=None, num_samples=50000, batch_s
     return results
 
 
+def dataset_argument(text):
+    return text if text == DIGITS else cli.existing_path(text)
+
+
 def parse_args(argv=None):
     parser = cli.CommandLineParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="our training checkpoint, a run folder (its latest checkpoint) or an "
                                            "official PixelFolder checkpoint")
-    parser.add_argument("--dataset", required=True, type=cli.existing_path,
-                        help="an image folder, or an .npz of statistics")
+    parser.add_argument("--dataset", required=True, type=dataset_argument,
+                        help=f"an image folder or zip, '{DIGITS}', or an .npz of statistics")
     parser.add_argument("--num-samples", type=cli.integer(PRECISION_RECALL_K + 1), default=50000,
                         help=f"N, more than k = {PRECISION_RECALL_K} for precision/recall (default: %(default)s)")
     parser.add_argument("--batch-size", type=cli.integer(1), default=50,
                         help="for the generator and Inception (default: %(default)s)")
     parser.add_argument("--truncation", type=cli.number(), default=1.0, help="psi (default: 1, no truncation)")
+    parser.add_argument("--features", choices=FEATURES, default="inception",
+                        help="the feature network: the FID Inception-v3, or the digits classifier for the digits "
+                             "FID (default: %(default)s)")
     parser.add_argument("--inception",
                         help=f"the FID Inception weights (default: ${WEIGHTS_ENV}, else "
                              f"~/.cache/pixelfolder/pt_inception-2015-12-05-6726825d.pth)")
     parser.add_argument("--cache-dir", type=cli.output_folder, default=DEFAULT_CACHE_DIR,
-                        help="where dataset statistics are cached (default: %(default)s)")
+                        help="where dataset statistics and the digits classifier are cached (default: %(default)s)")
     parser.add_argument("--resolution", type=cli.integer(1),
                         help="read dataset images at this size (default: the generator's)")
     parser.add_argument("--workers", type=cli.integer(0), default=cli.default_num_workers(),
@@ -204,7 +243,7 @@ def main(argv=None):
         generator = load_generator(args.checkpoint, size=args.size, device=cli.resolved_device(args.device))
         results = evaluate(generator, args.dataset, args.inception, args.num_samples, args.batch_size,
                            args.truncation, args.resolution, args.cache_dir, args.workers, args.kid_subsets,
-                           args.kid_subset_size)
+                           args.kid_subset_size, args.features)
     except (ValueError, OSError) as error:  # bad checkpoints, data, statistics or Inception weights
         cli.fail(error)
     print(json.dumps({"checkpoint": args.checkpoint, "dataset": args.dataset, **results}, indent=2))
