@@ -102,24 +102,19 @@ class ConvLayer(nn.Sequential):
 
 
 class ModulatedConv2d(nn.Module):
-    """Modulated (and optionally demodulated) conv; style s = affine(w), the affine's bias
-    initialised to 1. ``upsample``/``downsample`` give StyleGAN2's resampling variants."""
+    """The parameters of a modulated (and optionally demodulated) conv under their official names:
+    the weight, and the affine ``modulation`` (style s = affine(w), its bias initialised to 1).
+    StyledConv and ToRGB run them, with the rest of their layer, through one fused op."""
 
     def __init__(self, in_channel, out_channel, kernel_size, style_dim, demodulate=True, upsample=False,
-                 downsample=False, blur_kernel=BLUR_KERNEL):
+                 blur_kernel=BLUR_KERNEL):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1)
         self.scale = 1 / math.sqrt(in_channel * kernel_size ** 2)
         self.demodulate = demodulate
         self.up = 2 if upsample else 1
-        self.down = 2 if downsample else 1
         self.blur_kernel = tuple(blur_kernel)
-
-    def forward(self, input, style):
-        return ops.modulated_conv2d(input, self.modulated_weight(input.dtype), self.modulation(style).to(input.dtype),
-                                    demodulate=self.demodulate, up=self.up, down=self.down,
-                                    resample_kernel=self.blur_kernel)
 
     def modulated_weight(self, dtype):
         """The (C_out, C_in, k, k) weight with its equalised-lr scale, in the activations' dtype."""
@@ -127,7 +122,7 @@ class ModulatedConv2d(nn.Module):
 
     def extra_repr(self):
         _, out_c, in_c, k, _ = self.weight.shape
-        return f"{in_c}, {out_c}, {k}, demodulate={self.demodulate}, up={self.up}, down={self.down}"
+        return f"{in_c}, {out_c}, {k}, demodulate={self.demodulate}, up={self.up}"
 
 
 class NoiseInjection(nn.Module):

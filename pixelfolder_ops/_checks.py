@@ -14,16 +14,13 @@ def fail(op, arg, expected, given):
 
 
 def tensor(op, arg, value, ndim=None):
-    """A floating-point tensor, of rank ``ndim`` (an int or a tuple of allowed ranks) when given."""
+    """A floating-point tensor, of rank ``ndim`` when given."""
     if not isinstance(value, torch.Tensor):
         fail(op, arg, "a torch.Tensor", type(value).__name__)
     if value.dtype not in FLOAT_DTYPES:
         fail(op, arg, "a floating-point tensor (float16, bfloat16, float32 or float64)", value.dtype)
-    if ndim is not None:
-        ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-        if value.dim() not in ranks:
-            expected = " or ".join(f"{r}-D" for r in ranks)
-            fail(op, arg, f"a {expected} tensor", f"shape {tuple(value.shape)} ({value.dim()}-D)")
+    if ndim is not None and value.dim() != ndim:
+        fail(op, arg, f"a {ndim}-D tensor", f"shape {tuple(value.shape)} ({value.dim()}-D)")
     if value.numel() == 0:
         fail(op, arg, "a tensor with no zero-sized dimension", f"shape {tuple(value.shape)}")
     return value

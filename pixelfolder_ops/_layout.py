@@ -5,8 +5,9 @@ import torch
 
 def memory_format(tensor):
     """Channels-last exactly when one image of ``tensor`` (4-D) is channels-last and not also
-    NCHW-contiguous: a batch broadcast from one image (batch stride 0) takes that image's layout."""
-    if tensor.dim() != 4 or tensor.shape[0] == 0:
+    NCHW-contiguous: a batch broadcast from one image (batch stride 0) takes that image's layout. (An
+    empty batch is NCHW-contiguous.)"""
+    if tensor.dim() != 4:
         return torch.contiguous_format
     image = tensor[:1]
     channels_last = not image.is_contiguous() and image.is_contiguous(memory_format=torch.channels_last)

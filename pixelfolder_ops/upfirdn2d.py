@@ -17,9 +17,9 @@ def upfirdn2d(input, kernel, up=1, down=1, pad=(0, 0), *, backend=None):
     _checks.same_dtype_device(op, "input", input, kernel=kernel)
     up_x, up_y = _checks.int_pair(op, "up", up, minimum=1)
     down_x, down_y = _checks.int_pair(op, "down", down, minimum=1)
-    pad = tuple(pad) if isinstance(pad, (tuple, list)) else None
-    if pad is None or len(pad) not in (2, 4) or not all(_checks.is_int(p) for p in pad):
+    if not isinstance(pad, (tuple, list)) or len(pad) not in (2, 4) or not all(_checks.is_int(p) for p in pad):
         _checks.fail(op, "pad", "a tuple of 2 or 4 ints", repr(pad))
+    pad = tuple(pad)
     if len(pad) == 2:
         pad = (pad[0], pad[1], pad[0], pad[1])
     kernel_h, kernel_w = kernel.shape

@@ -280,3 +280,38 @@ def test_sizes_that_are_not_powers_of_two_or_too_small_are_refused(factory, mini
         with pytest.raises(ValueError, match=f"{factory.__name__}: argument 'size' must be a power of two >= "
                                              f"{minimum}, got {size}"):
             factory(size)
+
+
+def test_log2_size_takes_powers_of_two_from_the_minimum_on():
+    log2_size = models.layers.log2_size
+    assert [log2_size("M", size, 8) for size in (8, 16, 256, 1024)] == [3, 4, 8, 10]
+    assert log2_size("M", 1, 1) == 0 and log2_size("M", 2, 2) == 1
+    for size, minimum in ((4, 8), (24, 8), (0, 0), (-8, 0), (2.0, 0), (0.25, 0), ("256", 8)):
+        with pytest.raises(ValueError, match=f"^M: argument 'size' must be a power of two >= {minimum}, got {size}$"):
+            log2_size("M", size, minimum)
+
+
+# StyleGAN2's channels per resolution (config f: channel_multiplier 2), 512 at most.
+STYLEGAN2_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128, 512: 64, 1024: 32}
+
+
+def test_channel_table_is_stylegan2s_scaled_to_multiples_of_16():
+    assert models.layers.channel_table() == models.layers.channel_table(2, 1.0) == STYLEGAN2_CHANNELS
+    assert models.layers.channel_table(1) == {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64,
+                                              512: 32, 1024: 16}
+    # Each entry c * width rounded to the nearest multiple of 16, and at least 16: at 0.1716, 512 x 0.1716
+    # = 87.9 -> 80 (513 would give 88.0 -> 96), 256 x 0.1716 = 43.9 -> 48.
+    assert models.layers.channel_table(2, 0.1716) == {4: 80, 8: 80, 16: 80, 32: 80, 64: 80, 128: 48, 256: 16,
+                                                      512: 16, 1024: 16}
+    assert models.layers.channel_table(4, 0.5) == {4: 256, 8: 256, 16: 256, 32: 256, 64: 512, 128: 256, 256: 128,
+                                                   512: 64, 1024: 32}
+    # Widths at which one entry lands just below a rounding boundary, so that one more channel in the
+    # table (c + 2 for 128 x 2 at 0.0935: 258 x 0.0935 = 24.1 -> 32, not 16) would show.
+    assert models.layers.channel_table(2, 0.0935) == {**dict.fromkeys((4, 8, 16, 32, 64), 48), 128: 16, 256: 16,
+                                                      512: 16, 1024: 16}
+    assert models.layers.channel_table(2, 0.187) == {**dict.fromkeys((4, 8, 16, 32, 64), 96), 128: 48, 256: 16,
+                                                     512: 16, 1024: 16}
+    assert models.layers.channel_table(2, 0.37) == {**dict.fromkeys((4, 8, 16, 32, 64), 192), 128: 96, 256: 48,
+                                                    512: 16, 1024: 16}
+    assert models.layers.channel_table(2, 0.74) == {**dict.fromkeys((4, 8, 16, 32, 64), 384), 128: 192, 256: 96,
+                                                    512: 48, 1024: 16}

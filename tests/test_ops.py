@@ -64,6 +64,22 @@ def test_fused_leaky_relu_module_learns_its_bias():
     assert layer.bias.grad is not None and layer.bias.grad.abs().sum() > 0
 
 
+def test_fused_leaky_relu_module_passes_its_options_and_follows_the_inputs_dtype():
+    x = randn(2, 3, 4, 4)
+    plain = ops.FusedLeakyReLU(3, bias=False, negative_slope=0.1, scale=3.0)
+    assert plain.bias is None and not list(plain.parameters())
+    torch.testing.assert_close(plain(x), F.leaky_relu(x, 0.1) * 3)
+    torch.testing.assert_close(ops.FusedLeakyReLU(3, bias=False)(x), F.leaky_relu(x, 0.2) * math.sqrt(2))
+    layer = ops.FusedLeakyReLU(3, negative_slope=0.1, scale=3.0)
+    with torch.no_grad():
+        layer.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    out = layer(x.bfloat16())  # a float32 bias on a bfloat16 input (autocast)
+    assert out.dtype == torch.bfloat16
+    expected = F.leaky_relu(x.bfloat16().double() + torch.tensor([0.5, -1.0, 2.0]).double().view(1, 3, 1, 1), 0.1) * 3
+    # bfloat16 rounds the sum, the activation and the product, each by up to 2^-8 of values of order 1.
+    torch.testing.assert_close(out.double(), expected, rtol=2 ** -6, atol=2 ** -6)
+
+
 # ------------------------------------------------------------------------------------ upfirdn2d
 
 def upfirdn2d_direct(x, kernel, up, down, pad):

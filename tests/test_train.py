@@ -32,6 +32,10 @@ def test_defaults_are_the_papers_recipe():
     assert (config.batch, config.lr, config.beta1, config.beta2) == (32, 0.002, 0.0, 0.99)
     assert (config.r1_gamma, config.d_reg_every, config.ema_half_life, config.mixing) == (10.0, 16, 10000.0, 0.0)
     assert parse_args(["--no-hflip", "--r1-gamma", "5", "--variant", "Fold+DeConv"]).r1_gamma == 5.0
+    # mirrored by default, except the digits (a mirrored digit is not a digit), unless asked for
+    assert parse_args([]).hflip is True and parse_args(["--no-hflip"]).hflip is False
+    assert parse_args(["--dataset", "digits"]).hflip is False
+    assert parse_args(["--dataset", "digits", "--hflip"]).hflip is True
 
 
 def test_lazy_adam_hyperparameters():
@@ -137,7 +141,10 @@ def test_cli_reports_bad_data_without_a_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--dataset", str(tmp_path / "missing"), "--size", "16", "--out", str(tmp_path / "run")])
     assert exit_info.value.code == 1
-    assert capsys.readouterr().err == f"error: data folder {tmp_path / 'missing'} does not exist or is not a folder\n"
+    error = capsys.readouterr().err
+    # One line naming the folder and what is wrong with it.
+    assert error.startswith(f"error: data folder {tmp_path / 'missing'} does not exist or is not a folder")
+    assert error.count("\n") == 1 and error.endswith("\n")
 
 
 def test_cli_short_run_writes_a_checkpoint_and_sample_grids(tmp_path):
