@@ -23,13 +23,13 @@ import contextlib
 import math
 import os
 import re
-import unittest.mock
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import pixelfolder_ops as ops
+from benchmarks.kernel_resources import _jit_function, launches_recorded
 from benchmarks.styled_conv_speed import DTYPES, LAYERS, layer_inputs
 from benchmarks.timing import environment, write_results
 
@@ -118,40 +118,27 @@ def operator_traffic(func, args, kwargs, out):
 
 def stored_and_loaded(kernel):
     """The pointer arguments a Triton kernel's source stores to (tl.store / tl.atomic_*) and loads from."""
-    from benchmarks.kernel_resources import _jit_function
-
     source = _jit_function(kernel).src
     return (set(re.findall(r"tl\.(?:store|atomic_\w+)\(\s*(\w+)", source)),
             set(re.findall(r"tl\.load\(\s*(\w+)", source)))
 
 
-@contextlib.contextmanager
-def recording_triton_launches(recorder):
-    """Every Triton kernel replaced by one that records its pass instead of running."""
-    from benchmarks.kernel_resources import _jit_function, triton_kernels
-    from pixelfolder_ops import backend
+class LaunchPasses:
+    """Takes Triton launches (kernel_resources.launches_recorded appends them) as passes of ``recorder``:
+    the tensors a kernel's source stores to are written; the others, and a stored one the kernel itself
+    also loads, are read."""
 
-    def recording(name, kernel):
-        arg_names = _jit_function(kernel).arg_names
+    def __init__(self, recorder):
+        self.recorder = recorder
+
+    def append(self, launch):
+        name, kernel, args, kwargs = launch
         stored, loaded = stored_and_loaded(kernel)
-
-        class Launch:
-            def __getitem__(self, grid):
-                def launch(*args, **kwargs):
-                    named = {**dict(zip(arg_names, args)), **kwargs}
-                    tensors = {n: t for n, t in named.items() if isinstance(t, torch.Tensor)}
-                    # an output is read too only where the kernel itself loads it (helpers load inputs)
-                    recorder.record(f"triton {name}",
-                                    sum(distinct_bytes(t) for n, t in tensors.items() if n not in stored or n in loaded),
-                                    sum(distinct_bytes(t) for n, t in tensors.items() if n in stored))
-                return launch
-        return Launch()
-
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(unittest.mock.patch.dict(backend._reasons, {"triton": None}))
-        for name, (module, kernel) in triton_kernels().items():
-            stack.enter_context(unittest.mock.patch.object(module, name, recording(name, kernel)))
-        yield
+        named = {**dict(zip(_jit_function(kernel).arg_names, args)), **kwargs}
+        tensors = {n: t for n, t in named.items() if isinstance(t, torch.Tensor)}
+        self.recorder.record(f"triton {name}",
+                             sum(distinct_bytes(t) for n, t in tensors.items() if n not in stored or n in loaded),
+                             sum(distinct_bytes(t) for n, t in tensors.items() if n in stored))
 
 
 def trace(backend_name, layout, in_channels, out_channels, resolution, unfold_output, batch, dtype):
@@ -161,7 +148,7 @@ def trace(backend_name, layout, in_channels, out_channels, resolution, unfold_ou
     noise.requires_grad_(False)
     inputs = (x, weight, styles, strength, bias)
     recorder = PassRecorder()
-    triton = recording_triton_launches(recorder) if backend_name == "triton" else contextlib.nullcontext()
+    triton = launches_recorded(LaunchPasses(recorder)) if backend_name == "triton" else contextlib.nullcontext()
     with triton, recorder:
         out = ops.styled_conv2d(x, weight, styles, noise, strength, bias, unfold_output=unfold_output,
                                 backend=backend_name)

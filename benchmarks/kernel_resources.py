@@ -284,19 +284,27 @@ class _LaunchRecorder:
         return lambda *args, **kwargs: self.launches.append((self.name, self.kernel, args, kwargs))
 
 
+@contextlib.contextmanager
+def launches_recorded(launches):
+    """Within: the Triton backend is available and every Triton kernel launch appends (kernel name, kernel,
+    args, kwargs) to ``launches`` (anything with ``append``) instead of running."""
+    from pixelfolder_ops import backend
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(unittest.mock.patch.dict(backend._reasons, {"triton": None}))
+        for name, (module, kernel) in triton_kernels().items():
+            stack.enter_context(unittest.mock.patch.object(module, name, _LaunchRecorder(name, kernel, launches)))
+        yield
+
+
 def record_launches(dtype, allow_tf32, size=256, batch=RECORD_BATCH):
     """Every Triton launch of PixelFolder(size)'s forward and backward in ``dtype``, as (kernel name,
     kernel, args, kwargs), on the CPU: the kernels are replaced by recorders, so nothing runs on a GPU."""
     import models
     import pixelfolder_ops
-    from pixelfolder_ops import backend
 
     launches = []
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(unittest.mock.patch.dict(backend._reasons, {"triton": None}))
-        stack.enter_context(torch.backends.cudnn.flags(allow_tf32=allow_tf32))
-        for name, (module, kernel) in triton_kernels().items():
-            stack.enter_context(unittest.mock.patch.object(module, name, _LaunchRecorder(name, kernel, launches)))
+    with launches_recorded(launches), torch.backends.cudnn.flags(allow_tf32=allow_tf32):
         torch.manual_seed(0)
         generator = models.PixelFolder(size).to(dtype)
         with pixelfolder_ops.use_backend("triton"):
