@@ -18,7 +18,6 @@ composite (csrc/composite.cpp) with one kernel per custom op of the same schema.
 at the layer's real shape and the bytes extrapolated to ``--batch`` (every term is affine in the batch from
 2 on; at batch 1 a design may skip a reduction over the batch).
 """
-import argparse
 import contextlib
 import math
 import os
@@ -32,6 +31,7 @@ import pixelfolder_ops as ops
 from benchmarks.kernel_resources import _jit_function, launches_recorded
 from benchmarks.styled_conv_speed import DTYPES, LAYERS, layer_inputs
 from benchmarks.timing import environment, write_results
+from training import cli
 
 # (column, backend the ops run on, input layout)
 DESIGNS = [("reference", "reference", torch.contiguous_format),
@@ -232,9 +232,10 @@ def markdown(report):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="folder for byte_ledger.json and byte_ledger.md")
-    parser.add_argument("--batch", type=int, default=32)
+    parser = cli.CommandLineParser(prog="python -m benchmarks.byte_ledger", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, type=cli.output_folder,
+                        help="folder for byte_ledger.json and byte_ledger.md")
+    parser.add_argument("--batch", type=cli.integer(2), default=32)
     parser.add_argument("--dtype", choices=DTYPES, default="bf16")
     args = parser.parse_args(argv)
     from tqdm import tqdm
