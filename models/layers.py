@@ -22,20 +22,20 @@ class PixelNorm(nn.Module):
 
 
 class EqualLinear(nn.Module):
-    def __init__(self, in_dim, out_dim, bias=True, bias_init=0.0, lr_mul=1.0, activation=None):
+    def __init__(self, in_dim, out_dim, bias_init=0.0, lr_mul=1.0, activation=None):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_dim, in_dim).div_(lr_mul))
-        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init))) if bias else None
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
         self.activation = activation
         self.scale = lr_mul / math.sqrt(in_dim)
         self.lr_mul = lr_mul
 
     def forward(self, input):
-        bias = None if self.bias is None else self.bias * self.lr_mul
+        bias = self.bias * self.lr_mul
         if self.activation:
             out = F.linear(input, self.weight * self.scale)
             # Under autocast the product is in half precision and the bias is not.
-            return ops.fused_leaky_relu(out, None if bias is None else bias.to(out.dtype))
+            return ops.fused_leaky_relu(out, bias.to(out.dtype))
         return F.linear(input, self.weight * self.scale, bias)
 
     def extra_repr(self):
@@ -43,16 +43,17 @@ class EqualLinear(nn.Module):
 
 
 class EqualConv2d(nn.Module):
-    def __init__(self, in_channel, out_channel, kernel_size, stride=1, padding=0, bias=True):
+    """A conv without a bias (ConvLayer's activation holds it, as in StyleGAN2)."""
+
+    def __init__(self, in_channel, out_channel, kernel_size, stride, padding):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channel, in_channel, kernel_size, kernel_size))
-        self.bias = nn.Parameter(torch.zeros(out_channel)) if bias else None
         self.scale = 1 / math.sqrt(in_channel * kernel_size ** 2)
         self.stride = stride
         self.padding = padding
 
     def forward(self, input):
-        return F.conv2d(input, self.weight * self.scale, self.bias, stride=self.stride, padding=self.padding)
+        return F.conv2d(input, self.weight * self.scale, stride=self.stride, padding=self.padding)
 
     def extra_repr(self):
         w = self.weight.shape
@@ -60,21 +61,24 @@ class EqualConv2d(nn.Module):
 
 
 class Blur(nn.Module):
-    """upfirdn2d with a fixed FIR kernel (a buffer, as in official checkpoints)."""
+    """upfirdn2d with a fixed FIR kernel (a buffer, as in official checkpoints), then ``down``-sampling."""
 
-    def __init__(self, kernel, pad, up=1, down=1):
+    def __init__(self, kernel, pad, down=1):
         super().__init__()
-        self.register_buffer("kernel", ops.make_resample_kernel(kernel) * up ** 2)
-        self.pad, self.up, self.down = tuple(pad), up, down
+        self.register_buffer("kernel", ops.make_resample_kernel(kernel))
+        self.pad, self.down = tuple(pad), down
 
     def forward(self, input):
-        return ops.upfirdn2d(input, self.kernel.to(input.dtype), up=self.up, down=self.down, pad=self.pad)
+        return ops.upfirdn2d(input, self.kernel.to(input.dtype), down=self.down, pad=self.pad)
 
 
-def upsample_blur(kernel=BLUR_KERNEL, factor=2):
-    """x2 up-sampling by upfirdn2d (the RGB skip's), pads (2, 1) for a 4-tap kernel."""
-    p = len(kernel) - factor
-    return Blur(kernel, ((p + 1) // 2 + factor - 1, p // 2), up=factor)
+class UpsampleKernel(nn.Module):
+    """The x2 up-sampling FIR kernel of ToRGB's skip, times 4 (the up-sampling's zeros take 3 of every 4
+    pixels), a buffer where official checkpoints hold it (``upsample.kernel``); ``to_rgb`` applies it."""
+
+    def __init__(self, kernel):
+        super().__init__()
+        self.register_buffer("kernel", ops.make_resample_kernel(kernel) * 4)
 
 
 def downsample_blur_pad(kernel_size, kernel=BLUR_KERNEL, factor=2):
@@ -84,9 +88,10 @@ def downsample_blur_pad(kernel_size, kernel=BLUR_KERNEL, factor=2):
 
 
 class ConvLayer(nn.Sequential):
-    """[Blur] -> EqualConv2d (no bias) -> FusedLeakyReLU, or the bias-free linear version."""
+    """[Blur] -> EqualConv2d (no bias) -> FusedLeakyReLU (with the bias), or the bias-free linear version
+    (``activate=False``, the discriminator's skip)."""
 
-    def __init__(self, in_channel, out_channel, kernel_size, downsample=False, bias=True, activate=True,
+    def __init__(self, in_channel, out_channel, kernel_size, downsample=False, activate=True,
                  blur_kernel=BLUR_KERNEL):
         layers = []
         if downsample:
@@ -94,10 +99,9 @@ class ConvLayer(nn.Sequential):
             stride, padding = 2, 0
         else:
             stride, padding = 1, kernel_size // 2
-        layers.append(EqualConv2d(in_channel, out_channel, kernel_size, stride=stride, padding=padding,
-                                  bias=bias and not activate))
+        layers.append(EqualConv2d(in_channel, out_channel, kernel_size, stride=stride, padding=padding))
         if activate:
-            layers.append(ops.FusedLeakyReLU(out_channel, bias=bias))
+            layers.append(ops.FusedLeakyReLU(out_channel))
         super().__init__(*layers)
 
 
@@ -106,7 +110,7 @@ class ModulatedConv2d(nn.Module):
     the weight, and the affine ``modulation`` (style s = affine(w), its bias initialised to 1).
     StyledConv and ToRGB run them, with the rest of their layer, through one fused op."""
 
-    def __init__(self, in_channel, out_channel, kernel_size, style_dim, demodulate=True, upsample=False,
+    def __init__(self, in_channel, out_channel, kernel_size, style_dim, demodulate, upsample=False,
                  blur_kernel=BLUR_KERNEL):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
@@ -137,10 +141,9 @@ class StyledConv(nn.Module):
     """Modulated conv -> noise injection -> fused bias + leaky ReLU, run as one ``styled_conv2d``;
     the submodules hold the parameters under their official names."""
 
-    def __init__(self, in_channel, out_channel, kernel_size, style_dim, upsample=False, demodulate=True,
-                 blur_kernel=BLUR_KERNEL):
+    def __init__(self, in_channel, out_channel, kernel_size, style_dim, upsample=False, blur_kernel=BLUR_KERNEL):
         super().__init__()
-        self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim, demodulate=demodulate,
+        self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim, demodulate=True,
                                     upsample=upsample, blur_kernel=blur_kernel)
         self.noise = NoiseInjection()
         self.activate = ops.FusedLeakyReLU(out_channel)
@@ -165,7 +168,7 @@ class ToRGB(nn.Module):
 
     def __init__(self, in_channel, style_dim, upsample=True, blur_kernel=BLUR_KERNEL):
         super().__init__()
-        self.upsample = upsample_blur(blur_kernel) if upsample else None
+        self.upsample = UpsampleKernel(blur_kernel) if upsample else None
         self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
@@ -177,7 +180,7 @@ class ToRGB(nn.Module):
 
 
 class ConstantInput(nn.Module):
-    def __init__(self, channel, size=4):
+    def __init__(self, channel, size):
         super().__init__()
         self.input = nn.Parameter(torch.randn(1, channel, size, size))
 
@@ -207,7 +210,7 @@ class FourierCoordinateLayer(nn.Module):
 class MappingNetwork(nn.Sequential):
     """z -> pixel norm -> n_mlp x [EqualLinear, lr_mul 0.01, fused leaky ReLU] -> w."""
 
-    def __init__(self, style_dim=512, n_mlp=8, lr_mlp=0.01):
+    def __init__(self, style_dim, n_mlp, lr_mlp):
         super().__init__(PixelNorm(), *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu")
                                         for _ in range(n_mlp)])
 

@@ -27,7 +27,7 @@ class PositionalFolding(nn.Module):
     stage 0), projected by a 1x1 ConvLayer, folded twice down to the stage's input resolution, then
     merged with the previous stage's output by ``conv_merge`` (stages > 0)."""
 
-    def __init__(self, embedding_channels, folded_channels, folds, use_constant, downsampler="fold"):
+    def __init__(self, embedding_channels, folded_channels, folds, use_constant, downsampler):
         super().__init__()
         if use_constant:
             self.conv0 = ConvLayer(2 * embedding_channels, embedding_channels, 1)

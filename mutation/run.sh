@@ -31,5 +31,7 @@ cd "$tree"
 # One thread per test process (--max-children of them; fork is safe without an OpenMP pool), and no
 # C++ build in the copy (no compiler: the reference backend runs): the Python is what is mutated.
 export OMP_NUM_THREADS=1 CXX=no-compiler-for-mutation-runs
+# mutation/pytest_fork_safe.py, which mutmut.cfg's -p loads: no lock shared by the forked processes.
+export PYTHONPATH="$tree/mutation${PYTHONPATH:+:$PYTHONPATH}"
 nice mutmut run --max-children "${MUTATION_JOBS:-2}" "${patterns[@]}"
 echo "mutants, results and the mutmut cache: $tree (cd there; mutmut results; mutmut show NAME)"

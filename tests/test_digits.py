@@ -173,20 +173,30 @@ def test_without_scikit_learn_the_commands_name_the_extra(tmp_path, without_scik
         assert len(error.splitlines()) == 1 and "pip install 'pixelfolder-ops[digits]'" in error, error
 
 
+@pytest.fixture
+def one_thread():
+    """One PyTorch thread, as measured (two OpenMP threads run many times slower on a busy 2-core CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_200_steps_on_the_digits_lower_the_digits_fid_of_pixelfolder_16(tmp_path, classifier_cache):
-    # Measured: 0.55-0.58 of the step-0 FID after 200 steps (batch 8 or 16), and still about 0.6 after
-    # 400, so the issue's 2x does not hold this early; the 32 px run of benchmarks.learning passes 0.5
-    # only after about 8k images (benchmarks/results/learning_cpu_2026-11-29).
+def test_600_steps_on_the_digits_halve_the_digits_fid_of_pixelfolder_16(tmp_path, classifier_cache, one_thread):
+    # The issue asked for 2x after 200 steps; measured with benchmarks.learning's recipe (lr 0.005,
+    # R1 gamma 1), 500 samples: after 200 steps 0.58, 0.73, 0.66 of the step-0 FID for seeds 0, 1, 2 (a
+    # plateau of blurred average digits, which every recipe tried here also reached: lr 0.0025-0.01,
+    # batch 16 or 32, width 0.125, an EMA ramp-up); after 600 steps 0.10, 0.46, 0.15.
     metric = learning.DigitsFID(16, 500, classifier_cache)
-    config = TrainConfig(dataset="digits", model="PixelFolder", size=16, width=0.0625, steps=200, out=str(tmp_path),
+    config = TrainConfig(dataset="digits", model="PixelFolder", size=16, width=0.0625, steps=600, out=str(tmp_path),
                          device="cpu", num_workers=0, **learning.RECIPE)
     trainer = train.Trainer(config)
     before = metric(trainer.g_ema)["fid"]
     while trainer.step < config.steps:
         trainer.train_step()
     after = metric(trainer.g_ema)["fid"]
-    assert after <= before / 1.5, (before, after)
+    assert after <= before / 2, (before, after)
 
 
 def test_learning_benchmark_writes_curves_plot_and_grids(tmp_path, tiny_classifier, classifier_cache, monkeypatch):

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.complexity import count_gmacs
-from models.inrgan import INRGAN, FMMLinear
+from models.inrgan import INRGAN, CoordinateEmbedding, FMMLinear, logarithmic_frequencies
+from models.layers import channel_table
 
 PARAMS_256 = 74_012_509  # the authors' released configuration; the paper's Table 1 says 107.03 M
 MAPPING_PARAMS = 2_101_248
@@ -45,6 +46,19 @@ def test_layer_shapes_follow_the_authors_config():
                       [(256, 668), (256, 256), (256, 256)], [(128, 416), (128, 128), (128, 128)]]
 
 
+def test_width_scales_every_layer_and_coordinate_constant_and_the_affines_start_at_0(small):
+    table = channel_table(2, 0.0625)
+    outs = [min(table[resolution], table[4]) for resolution in (4, 8, 16, 32, 64, 128)]
+    assert [[layer.weight.shape[0] for layer in block] for block in small.blocks] == [
+        [outs[0]], *[[out] * 2 for out in outs[1:5]], [outs[5]] * 3]
+    # The constants (128 and 64 channels) and the random frequencies (32) at 1/16: the minimum, 8.
+    constants = [e.constant.shape[1] for e in (small.input, *small.embeddings.values())]
+    assert constants == [8, 8, 8] and len(small.embeddings["128"].frequencies) == 2 * (2 * 7 + 8)
+    # FMM's affine heads start with bias 0 (the factors centred on 0), not AdaIN's 1.
+    fmm = [layer for block in small.blocks for layer in block]
+    assert all(torch.equal(layer.affine.bias, torch.zeros_like(layer.affine.bias)) for layer in fmm)
+
+
 def test_wider_variant_matching_the_papers_compute():
     with torch.device("meta"):
         model = INRGAN(channel_multiplier=4)
@@ -77,6 +91,30 @@ def test_stage_resolutions_do_not_depend_on_the_channel_count():
     with torch.no_grad():
         image, stages = model(torch.randn(1, 32), return_stages=True)
     assert [s.shape[-1] for s in stages] == [32, 32, 32, 32, 64] and image.shape == (1, 3, 64, 64)
+
+
+def test_logarithmic_frequencies_are_octaves_along_the_axes_and_the_diagonals():
+    q = math.pi / 2  # 2 pi / 4: the first octave's period is 4 grid units (the grid spans 2)
+    axes_and_diagonals = [[0, q], [0, 2 * q], [q, 0], [2 * q, 0], [-q / 2, q / 2], [-q, q], [q / 2, q / 2], [q, q]]
+    torch.testing.assert_close(logarithmic_frequencies(4, diagonals=True), torch.tensor(axes_and_diagonals))
+    # ceil(log2 5) = 3 octaves
+    axes = [[0, q], [0, 2 * q], [0, 4 * q], [q, 0], [2 * q, 0], [4 * q, 0]]
+    torch.testing.assert_close(logarithmic_frequencies(5, diagonals=False), torch.tensor(axes))
+
+
+def test_coordinate_embedding_is_sines_and_cosines_then_the_constant():
+    torch.manual_seed(0)
+    embedding = CoordinateEmbedding(8, constant_channels=5, diagonals=True, random_frequencies=4096)
+    fixed = 3 * 4  # 3 octaves along 4 directions
+    random = embedding.frequencies[fixed:fixed + 4096]
+    # The random frequencies: N(0, 10) per coordinate (std sqrt 10; 8192 draws: within 3 %).
+    assert abs(random.std().item() / math.sqrt(10) - 1) < 0.03
+    features = embedding(2)
+    channels = fixed + 4096
+    assert features.shape == (2, 2 * channels + 5, 8, 8) and embedding.channels == 2 * channels + 5
+    sines, cosines = features[0, :channels], features[0, channels:2 * channels]
+    torch.testing.assert_close(sines ** 2 + cosines ** 2, torch.ones_like(sines))  # the second half is cos
+    torch.testing.assert_close(features[:, 2 * channels:], embedding.constant.expand(2, -1, -1, -1))
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

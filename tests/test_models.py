@@ -46,6 +46,116 @@ def test_a_blur_kernel_given_reaches_every_resampling_layer(factory):
     assert upsamplers and all(tuple(blur.kernel.shape) == (3, 3) for blur in upsamplers)
 
 
+@pytest.mark.parametrize("options, given", [({"upsampler": "bilinear"}, "'bilinear', 'fold'"),
+                                           ({"positional_downsampler": "max"}, "'unfold', 'max'")])
+def test_each_unknown_pixelfolder_option_is_refused_alone(options, given):
+    with pytest.raises(ValueError) as error:
+        models.PixelFolder(size=16, width=0.03, **options)
+    assert str(error.value) == (f"PixelFolder: upsampler must be 'unfold' or 'deconv' and positional_downsampler "
+                                f"'fold' or 'blur', got {given}")
+
+
+def test_the_blur_downsampler_of_the_ablation_is_stylegan2s_downsample():
+    # StyleGAN2's Downsample: the [1, 3, 3, 1] outer product, normalised, padded (1, 1) on each side
+    # of both axes, every second output: written out with F.conv2d.
+    g = models.PixelFolder.variant("Down-Sampling+DeConv", size=16, width=0.03)
+    blur = g.posfolders[0].blur
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    taps = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=torch.float64)
+    kernel = (taps[:, None] * taps[None, :] / 64).expand(3, 1, 4, 4)
+    expected = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1)), kernel, stride=2, groups=3)
+    torch.testing.assert_close(blur(x), expected)
+
+
+def test_to_channels_last_changes_the_layout_of_the_4d_tensors_and_fourier_features_only():
+    g = models.PixelFolder(size=16, width=0.03)
+    before = {name: tensor.clone() for name, tensor in g.state_dict().items()}
+    assert models.to_channels_last(g) is g
+    for name, tensor in g.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+        layout = torch.channels_last if tensor.dim() == 4 else torch.contiguous_format
+        assert tensor.is_contiguous(memory_format=layout), name
+    assert any(not tensor.is_contiguous() for tensor in g.state_dict().values())  # 3x3 kernels, the constant
+    features = g.lffs[0](8, 8)
+    assert features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
+    assert models.layers.FourierCoordinateLayer.memory_format == torch.contiguous_format  # other models keep theirs
+    # A 4-D buffer too (no model here has one).
+    holder = torch.nn.Module()
+    holder.register_buffer("grid", torch.randn(1, 2, 3, 3))
+    assert models.to_channels_last(holder).grid.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fourier_frequencies_start_uniform_in_plus_minus_sqrt_9_over_2():
+    torch.manual_seed(0)
+    frequencies = models.layers.FourierCoordinateLayer(4096).ffm.conv.weight.flatten()
+    bound = (9 / 2) ** 0.5
+    # 8192 uniform draws: the extremes lie within 1% of the bounds but for a chance of 0.995^8192 ~ 1e-18.
+    assert -bound <= frequencies.min() < -0.99 * bound and 0.99 * bound < frequencies.max() <= bound
+
+
+def test_the_printed_layers_say_which_convs_demodulate_and_up_sample():
+    assert "4, 4, 3, demodulate=True, up=2" in repr(models.layers.StyledConv(4, 4, 3, 8, upsample=True))
+    assert "4, 3, 1, demodulate=False, up=1" in repr(models.layers.ToRGB(4, 8))
+
+
+@pytest.mark.parametrize("factory", [models.PixelFolder, models.StyleGAN2Generator, models.CIPS])
+def test_every_style_affine_starts_with_bias_1(factory):
+    # StyleGAN2: the affine A that maps w to a layer's style has its bias initialised to 1.
+    g = factory(size=16, width=0.03, style_dim=8, n_mlp=1)
+    affines = [m.modulation for m in g.modules() if isinstance(m, models.layers.ModulatedConv2d)]
+    assert affines and all(torch.equal(affine.bias, torch.ones_like(affine.bias)) for affine in affines)
+    # ... and every other linear layer's (the mapping's, the discriminator's) with bias 0.
+    d = models.Discriminator(size=16, width=0.03)
+    others = [m for m in [*g.style, *d.modules()] if isinstance(m, models.layers.EqualLinear)]
+    assert len(others) == 1 + 2 and all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in others)
+
+
+def test_the_default_discriminator_is_stylegan2s_at_256():
+    with torch.device("meta"):
+        d = models.Discriminator()
+    assert (d.size, d.stddev_group, d.stddev_feat) == (256, 4, 1)
+    assert count_params(d) == PARAMS["Discriminator", 256]
+    assert all(tuple(blur.kernel.shape) == (4, 4) for blur in d.modules() if isinstance(blur, models.layers.Blur))
+
+
+def test_a_blur_kernel_given_reaches_every_discriminator_downsampling():
+    with torch.device("meta"):
+        d = models.Discriminator(size=64, width=0.125, blur_kernel=(1, 2, 1))
+    blurs = [m for m in d.modules() if isinstance(m, models.layers.Blur)]
+    # Each of the 4 ResBlocks (64 -> 4) blurs before its stride-2 3x3 conv and its 1x1 skip; a 3-tap
+    # kernel pads (3 - 2 + k - 1) pixels, the extra one before: (2, 1) and (1, 0).
+    assert [(tuple(blur.kernel.shape), blur.pad) for blur in blurs] == [((3, 3), (2, 1)), ((3, 3), (1, 0))] * 4
+    # ... and the width reaches every layer: (out, in) channels of the table scaled by it.
+    channels = models.layers.channel_table(2, 0.125)
+    blocks = [block.conv2[1].weight.shape[:2] for block in d.convs[1:]]
+    assert blocks == [(channels[resolution // 2], channels[resolution]) for resolution in (64, 32, 16, 8)]
+    assert d.convs[0][0].weight.shape[:2] == (channels[64], 3)
+
+
+# CIPS-skip's channels per block (Anokhin et al.'s configuration); the last five times the channel multiplier.
+CIPS_BLOCK_CHANNELS = (512, 512, 512, 512, 256, 128, 64, 32, 16)
+
+
+@pytest.mark.parametrize("width, multiplier", [(1.0, 2), (0.01, 1), (1.816, 1), (1.785, 1)])
+def test_cips_channels_are_the_authors_table_scaled_to_multiples_of_4(width, multiplier):
+    # At 1.816 and 1.785 every entry (and the hidden size, 512) sits just below a rounding boundary:
+    # an entry off by one moves its layer to the next multiple of 4. At 0.01 every layer is the minimum.
+    def scaled(channels):
+        return max(4, 4 * round(channels * width / 4))
+
+    table = [scaled(c * (multiplier if block >= 4 else 1)) for block, c in enumerate(CIPS_BLOCK_CHANNELS)]
+    with torch.device("meta"):
+        g = models.CIPS(size=1024, width=width, channel_multiplier=multiplier)
+    hidden, expected, previous = scaled(512), [], scaled(512)
+    for channels in table:
+        expected += [(channels, previous), (channels, channels)]
+        previous = channels
+    assert g.emb.input.shape[1] == g.lff.ffm.conv.out_channels == hidden
+    assert tuple(g.conv1.conv.weight.shape[1:3]) == (scaled(512), 2 * hidden)
+    assert [tuple(layer.conv.weight.shape[1:3]) for layer in g.linears] == expected
+    assert [to_rgb.conv.weight.shape[2] for to_rgb in g.to_rgbs] == table
+
+
 def test_a_bfloat16_model_takes_the_noise_make_noise_gives():
     torch.manual_seed(0)
     g = models.PixelFolder(16, width=0.03, style_dim=32, n_mlp=2).to(torch.bfloat16)

@@ -11,7 +11,7 @@ import torch
 
 from test_train import TINY, tiny_config
 from training import generate
-from training.checkpoint import LATEST, PREVIOUS, load_checkpoint
+from training.checkpoint import LATEST, PREVIOUS, load_checkpoint, save_checkpoint
 from training.config import TrainConfig, flag
 from training.train import Trainer, TrainingDiverged, configure, main
 
@@ -139,7 +139,8 @@ def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(Trainer, "train_step", step_then_two_ctrl_c)
     assert run_main(command_line(tmp_path, steps=50)) == 128 + signal.SIGINT
-    assert "interrupted by Ctrl-C" in capsys.readouterr().err
+    assert capsys.readouterr().err.endswith(
+        "error: interrupted by Ctrl-C: nothing was written since the last checkpoint\n")
     assert not os.path.exists(tmp_path / LATEST)
 
 
@@ -169,3 +170,57 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(copied_run, 
     assert load_checkpoint(str(latest))["step"] == 3
     assert load_checkpoint(str(copied_run / PREVIOUS))["step"] == 1
     assert generate.load_generator(str(copied_run)).size == 16
+
+
+@pytest.mark.parametrize("count, more", [(3, ""), (4, " and 1 more"), (5, " and 2 more")])
+def test_the_first_three_non_finite_tensors_are_named_and_the_rest_counted(tmp_path, count, more):
+    trainer = Trainer(tiny_config(tmp_path, steps=1))
+    floating = [name for name, tensor in trainer.g_ema.state_dict().items() if tensor.is_floating_point()]
+    with torch.no_grad():
+        for name in floating[:count]:
+            trainer.g_ema.state_dict()[name].fill_(float("nan"))
+    with pytest.raises(TrainingDiverged) as error:
+        trainer.save()
+    first = ", ".join(f"g_ema.{name}" for name in floating[:3])
+    assert str(error.value) == (f"training diverged at step 0: {first}{more} are not finite. No checkpoint was "
+                                f"written: start again with a lower --lr (now 0.002; try 0.001).")
+    assert not os.path.exists(tmp_path / LATEST)
+
+
+def test_a_finished_run_resumed_with_the_same_steps_does_nothing_and_says_so(copied_run, monkeypatch, caplog):
+    returned = []
+    run = Trainer.run
+    monkeypatch.setattr(Trainer, "run", lambda trainer: returned.append(run(trainer)))
+    caplog.set_level(logging.INFO)
+    assert run_main(["--resume", "auto", "--out", str(copied_run)]) == 0
+    assert returned == [None]
+    assert caplog.records[-1].getMessage() == "the run is at step 2 already, --steps is 2: nothing to do"
+    assert "finished at step" not in caplog.text
+
+
+def test_a_resume_names_each_changed_setting_once_and_warns_of_those_that_change_the_run(finished_run, copied_run,
+                                                                                         caplog):
+    caplog.set_level(logging.INFO)
+    Trainer(configure(["--resume", "auto", "--out", str(copied_run), "--steps", "3", "--mixing", "0.9",
+                       "--r1-gamma", "5", "--log-every", "2"]))
+    # Changes the checkpoint allows (RESUMABLE_CHANGES) are said; the others are warned of too. The
+    # --resume path differs from the checkpoint's (it was a fresh run) and is not a change.
+    overrides = [record.getMessage() for record in caplog.records if "overrides the checkpoint's" in record.getMessage()]
+    assert sorted(overrides) == ["--log-every 2 overrides the checkpoint's 1", "--mixing 0.9 overrides the checkpoint's 0.5",
+                                 f"--out {copied_run} overrides the checkpoint's {finished_run}",
+                                 "--r1-gamma 5.0 overrides the checkpoint's 10.0", "--steps 3 overrides the checkpoint's 2"]
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warnings == ["the run will not continue as the original would have: --r1-gamma, --mixing changed"]
+
+
+def test_a_checkpoint_of_another_number_of_processes_resumes_with_fresh_random_draws(copied_run, caplog):
+    state = load_checkpoint(str(copied_run / LATEST))
+    state["rng"] = state["rng"] * 2  # as if written by 2 processes
+    save_checkpoint(state, str(copied_run))
+    caplog.set_level(logging.INFO)
+    Trainer(configure(["--resume", "auto", "--out", str(copied_run)]))
+    assert [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING] == [
+        "the checkpoint was written by 2 processes and this run has 1: its random draws start afresh"]
+    drawn = torch.rand(3)
+    torch.manual_seed(7)  # the run's seed: what seeding leaves, no checkpoint's state
+    assert torch.equal(drawn, torch.rand(3))

@@ -11,10 +11,13 @@ from PIL import Image
 
 import pixelfolder_ops as ops
 from test_data import write_image
+from training import cli
 from training.checkpoint import LATEST, load_checkpoint
 from training.config import TrainConfig, parse_args
+from training.distributed import DistributedContext
 from training.ema import ema_decay, update_ema
 from training.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
+from training.monitor import Monitor
 from training.train import Trainer, lazy_adam_hyperparameters, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,6 +113,85 @@ def test_resume_is_exact(tmp_path):
     for name in want:
         assert torch.equal(want[name], have[name]), name
     assert resumed.data.state_dict() == uninterrupted.data.state_dict() == {"epoch": 1, "batch": 2}
+
+
+def test_the_main_process_samples_at_the_start_every_sample_every_steps_and_at_the_end(tmp_path, capsys):
+    Trainer(tiny_config(tmp_path, steps=3, sample_every=2, n_samples=4)).run()
+    assert "| 3/3 [" in capsys.readouterr().err  # the progress bar counts to --steps
+    assert sorted(os.listdir(tmp_path / "samples")) == ["step-0000000.png", "step-0000002.png", "step-0000003.png"]
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tensorboard"))
+
+
+def test_another_process_writes_nothing_and_names_the_checkpoint_rank_0_writes(tmp_path):
+    out = tmp_path / "run"
+    trainer = Trainer(tiny_config(out, steps=1, sample_every=1))
+    # Made rank 1 once built (no process group needed): it neither logs, samples nor saves.
+    trainer.context = DistributedContext(rank=1, world_size=1)
+    trainer.run()
+    assert trainer.step == 1 and not os.path.exists(out)
+    assert trainer.last_checkpoint == (str(out / LATEST), 1)
+
+
+def test_losses_are_reported_every_log_every_steps_and_at_the_end_as_means_since_the_last_report(tmp_path,
+                                                                                                   monkeypatch):
+    reports = []
+    monkeypatch.setattr(Monitor, "log", lambda monitor, step, means: reports.append((step, means)))
+    trainer = Trainer(tiny_config(tmp_path, steps=5, log_every=2))
+    step, losses = trainer.train_step, []
+    trainer.train_step = lambda: losses.append(step()) or losses[-1]
+    returned = trainer.run()
+    assert [step for step, _ in reports] == [2, 4, 5]
+    for (first, last), (_, means) in zip([(0, 2), (2, 4), (4, 5)], reports):
+        window = losses[first:last]
+        expected = {name: sum(float(step_losses[name]) for step_losses in window if name in step_losses)
+                    / sum(name in step_losses for step_losses in window) for name in set().union(*window)}
+        assert means == pytest.approx(expected, rel=1e-6)
+    assert returned is reports[-1][1]
+
+
+@pytest.mark.parametrize("gamma, lazy", [(0.0, False), (0.5, True)])
+def test_r1_and_its_lazy_adam_settings_are_on_exactly_when_gamma_is_positive(tmp_path, gamma, lazy):
+    trainer = Trainer(tiny_config(tmp_path, r1_gamma=gamma, d_reg_every=2, beta1=0.5))
+    c = 2 / 3 if lazy else 1  # k / (k + 1) for R1 every k = 2 steps
+    for group in trainer.d_optim.param_groups:
+        assert group["lr"] == pytest.approx(0.002 * c) and group["betas"] == pytest.approx((0.5 ** c, 0.99 ** c))
+    assert ["r1" in trainer.train_step() for _ in range(2)] == [lazy, False]
+
+
+def test_the_ema_generator_is_in_eval_mode_and_takes_no_gradients(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path))
+    assert not trainer.g_ema.training and not any(p.requires_grad for p in trainer.g_ema.parameters())
+
+
+def test_sample_grids_take_the_same_z_and_noise_for_every_model_at_a_seed(tmp_path):
+    # From their own generator, seeded with --seed: not from the RNGs the weights' initialisation used.
+    narrow, wide = (Trainer(tiny_config(tmp_path / name, seed=3, width=width, n_samples=5))
+                    for name, width in (("narrow", 0.03), ("wide", 0.06)))
+    assert narrow.sample_z.shape == (5, 32) and torch.equal(narrow.sample_z, wide.sample_z)
+    assert [noise.shape for noise in narrow.sample_noise] == [shape for shape in narrow.g_ema.noise_shapes(5)]
+    assert all(torch.equal(a, b) for a, b in zip(narrow.sample_noise, wide.sample_noise))
+    assert not torch.equal(narrow.sample_z, Trainer(tiny_config(tmp_path / "other", seed=4, n_samples=5)).sample_z)
+
+
+@pytest.mark.parametrize("num_workers", [None, 0])
+def test_the_data_stream_is_the_runs_seeded_order_in_batches_per_process(tmp_path, num_workers):
+    trainer = Trainer(tiny_config(tmp_path, num_workers=num_workers, seed=5))
+    stream = trainer.data
+    assert (stream.sampler.seed, stream.sampler.rank, stream.sampler.num_replicas, stream.batch_size) == (5, 0, 1, 4)
+    assert stream.loader.num_workers == (cli.default_num_workers() if num_workers is None else 0)
+    assert stream.loader.pin_memory is False  # pinned for a CUDA device only
+    assert len(trainer.dataset) == 16  # the 8 procedural images and their mirrors
+
+
+def test_the_batch_must_split_evenly_over_the_processes(tmp_path):
+    with pytest.raises(ValueError) as error:
+        Trainer(tiny_config(tmp_path, batch=5), DistributedContext(world_size=2))
+    assert str(error.value) == "--batch 5 must be a multiple of the number of processes (2)"
+
+
+def test_the_trainer_sets_the_backend_asked_for(tmp_path):
+    Trainer(tiny_config(tmp_path, backend="reference"))
+    assert ops.get_backend() == "reference"
 
 
 def test_resume_auto_starts_fresh_without_a_checkpoint(tmp_path):
