@@ -126,6 +126,8 @@ def _modconv_case(name, shape, out_channels, taps, demodulate=True, up=1, down=1
         def call(t, backend):
             return modulated_conv2d(t["input"], t["weight"], t["styles"], demodulate, up, down, backend=backend)
         return tensors, call
+    # An output value and its demodulation sum C_in k^2 terms, an input gradient value C_out k^2, a
+    # weight gradient value one term per output position.
     return Case(name, "modulated_conv2d", make,
                 reduction=max(in_channels * taps * taps, out_channels * taps * taps, _positions(shape, up)))
 
@@ -165,32 +167,45 @@ def _to_rgb_case(name, shape, with_skip):
     return Case(name, "to_rgb", make, reduction=max(in_channels, _positions(shape)))
 
 
-# PixelFolder-256, stage 0 (R_0 = 16), batch 2: the positional branch's fold, the two StyledConvs and
-# the ToRGB of fold 0, the RGB skip's x2 up-sampling; then odd shapes.
-CASES = (
-    _fold_case("fold 32ch 16x16 (positional branch)", (2, 32, 16, 16)),
-    _fold_case("fold odd 3ch 6x10", (2, 3, 6, 10)),
-    _fold_case("unfold 512ch 4x4 (StyledConv A)", (2, 512, 4, 4), inverse=True),
-    _fold_case("unfold odd 8ch 3x5", (2, 8, 3, 5), inverse=True),
-    _fourier_case("fourier 512ch 16x16 (stage 0)", 512, 16, 16),
-    _fourier_case("fourier odd 6ch 5x7", 6, 5, 7),
-    _leaky_case("leaky relu 512ch 8x8", (2, 512, 8, 8)),
-    _leaky_case("leaky relu odd 5ch 3x7, slope 0.1 gain 1.5", (2, 5, 3, 7), slope=0.1, scale=1.5),
-    _upfirdn_case("upfirdn2d RGB skip 8x8 up 2", (2, 3, 8, 8), 4, 2, 1, (2, 1)),
-    _upfirdn_case("upfirdn2d odd 5x7 down 2", (2, 3, 5, 7), 3, 1, 2, (1, 1)),
-    _modconv_case("modulated conv 3x3 512->512 4x4", (2, 512, 4, 4), 512, 3),
-    _modconv_case("modulated conv odd 3x3 3->4 5x7", (2, 3, 5, 7), 4, 3),
-    _modconv_case("modulated conv odd up 2, no demod", (2, 3, 5, 4), 4, 3, demodulate=False, up=2),
-    _modconv_case("modulated conv odd down 2", (2, 3, 6, 4), 4, 3, down=2),
-    _styled_case("styled conv A 512->512 4x4, unfold", (2, 512, 4, 4), 512, unfold_output=True),
-    _styled_case("styled conv B 128->512 8x8", (2, 128, 8, 8), 512, unfold_output=False),
-    _styled_case("styled conv odd 3->8 5x7, unfold", (2, 3, 5, 7), 8, unfold_output=True),
-    _styled_case("styled conv odd up 2, shared noise", (2, 3, 3, 4), 4, unfold_output=False, up=2,
-                 shared_noise=True),
-    _to_rgb_case("to_rgb 512ch 8x8 + skip", (2, 512, 8, 8), with_skip=True),
-    _to_rgb_case("to_rgb odd 5ch 3x5, no skip", (2, 5, 3, 5), with_skip=False),
-)
-OPS = tuple(dict.fromkeys(case.op for case in CASES))
+def cases():
+    """Every case, in the order the self-check reports them. PixelFolder-256, stage 0 (R_0 = 16),
+    batch 2: the positional branch's fold, the two StyledConvs and the ToRGB of fold 0, the RGB skip's
+    x2 up-sampling; then odd shapes.
+
+    Built on each call, not once at import: cheap, and a process forked after the import (a mutation
+    run's) then checks the builders it runs, not those of its parent."""
+    return (
+        _fold_case("fold 32ch 16x16 (positional branch)", (2, 32, 16, 16)),
+        _fold_case("fold odd 3ch 6x10", (2, 3, 6, 10)),
+        _fold_case("unfold 512ch 4x4 (StyledConv A)", (2, 512, 4, 4), inverse=True),
+        _fold_case("unfold odd 8ch 3x5", (2, 8, 3, 5), inverse=True),
+        _fourier_case("fourier 512ch 16x16 (stage 0)", 512, 16, 16),
+        _fourier_case("fourier odd 6ch 5x7", 6, 5, 7),
+        _leaky_case("leaky relu 512ch 8x8", (2, 512, 8, 8)),
+        _leaky_case("leaky relu odd 5ch 3x7, slope 0.1 gain 1.5", (2, 5, 3, 7), slope=0.1, scale=1.5),
+        _upfirdn_case("upfirdn2d RGB skip 8x8 up 2", (2, 3, 8, 8), 4, 2, 1, (2, 1)),
+        _upfirdn_case("upfirdn2d odd 5x7 down 2", (2, 3, 5, 7), 3, 1, 2, (1, 1)),
+        _modconv_case("modulated conv 3x3 512->512 4x4", (2, 512, 4, 4), 512, 3),
+        _modconv_case("modulated conv odd 3x3 9->4 5x7", (2, 9, 5, 7), 4, 3),
+        _modconv_case("modulated conv odd up 2, no demod", (2, 3, 5, 4), 4, 3, demodulate=False, up=2),
+        _modconv_case("modulated conv odd down 2, 3->8", (2, 3, 6, 4), 8, 3, down=2),
+        _styled_case("styled conv A 512->512 4x4, unfold", (2, 512, 4, 4), 512, unfold_output=True),
+        _styled_case("styled conv B 128->512 8x8", (2, 128, 8, 8), 512, unfold_output=False),
+        _styled_case("styled conv odd 3->8 5x7, unfold", (2, 3, 5, 7), 8, unfold_output=True),
+        _styled_case("styled conv odd up 2, shared noise", (2, 3, 3, 4), 4, unfold_output=False, up=2,
+                     shared_noise=True),
+        _to_rgb_case("to_rgb 512ch 8x8 + skip", (2, 512, 8, 8), with_skip=True),
+        _to_rgb_case("to_rgb odd 5ch 3x5, no skip", (2, 5, 3, 5), with_skip=False),
+    )
+
+
+def cases_by_op():
+    """{op name: its cases}, the ops in the order of ``cases()``."""
+    grouped = {}
+    for case in cases():
+        grouped.setdefault(case.op, []).append(case)
+    return grouped
+
 
 
 def relative_error(actual, oracle):

@@ -78,11 +78,9 @@ def _describe(value):
 
 
 def checked_backends(device, asked=None):
-    """The backends to check on ``device``: those asked for (all must be available), else every
-    available one but the reference, else the reference alone (the one backend there is)."""
+    """The backends to check on ``device``: those asked for (``_parse`` has checked that they are
+    available), else every available one but the reference, else the reference alone."""
     if asked:
-        for name in asked:
-            backend._check_name(name)
         return list(asked)
     names = [name for name in backend.available_backends() if name != "reference"
              and name in backend._AUTO_PREFERENCE.get(device.type, ())]
@@ -99,9 +97,9 @@ def correctness_rows(device, backends, dtypes=None, progress=None):
     rows = []
     for name in backends:
         for dtype in checked_dtypes(name, dtypes):
-            for op in correctness.OPS:
+            for op, op_cases in correctness.cases_by_op().items():
                 worst = None
-                for case in (c for c in correctness.CASES if c.op == op):
+                for case in op_cases:
                     try:
                         results = correctness.check_case(case, name, dtype, device)
                     except Exception as error:  # a kernel that raises is a failure, reported as such
@@ -127,8 +125,8 @@ def speed_rows(device, backends):
     the backend 'auto' takes there."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     rows = []
-    for op in correctness.OPS:
-        case = max((c for c in correctness.CASES if c.op == op), key=lambda c: c.reduction)
+    for op, op_cases in correctness.cases_by_op().items():
+        case = max(op_cases, key=lambda c: c.reduction)
         made, call = case.make(torch.Generator().manual_seed(0))
         tensors = {k: t.to(device, dtype) for k, t in made.items()}
         times = {}
@@ -165,7 +163,8 @@ def _print_table(header, rows):
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="python -m pixelfolder_ops", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pixelfolder_ops",
+                                     description=__doc__.split("\n\n")[0].replace("``", ""))
     parser.add_argument("--device", help="the device to check (default: cuda if a GPU is visible, else cpu)")
     parser.add_argument("--backend", action="append", metavar="NAME",
                         help="check only this backend (repeatable); default: every available one")
@@ -216,7 +215,7 @@ def main(argv=None):
               "itself in float64.")
     from tqdm import tqdm
 
-    total = sum(len(checked_dtypes(name, args.dtype)) for name in backends) * len(correctness.CASES)
+    total = sum(len(checked_dtypes(name, args.dtype)) for name in backends) * len(correctness.cases())
     with tqdm(total=total, desc=f"checking {', '.join(backends)} on {device}", file=sys.stderr,
               leave=False, disable=None) as bar:
         rows = correctness_rows(device, backends, args.dtype, progress=lambda: bar.update())
@@ -242,6 +241,6 @@ def main(argv=None):
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as file:
-            json.dump(report, file, indent=2, default=str)
+            json.dump(report, file, indent=2)
     print(f"{len(rows) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0

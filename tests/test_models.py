@@ -4,6 +4,8 @@ import torch
 
 import models
 from benchmarks.complexity import count_gmacs, count_params
+from training.config import TrainConfig
+from training.networks import build_discriminator, build_generator
 
 # Exact counts, from the official implementation at 256 (../shared/reference/baselines.md).
 PARAMS = {
@@ -96,6 +98,32 @@ def test_fourier_frequencies_start_uniform_in_plus_minus_sqrt_9_over_2():
 def test_the_printed_layers_say_which_convs_demodulate_and_up_sample():
     assert "4, 4, 3, demodulate=True, up=2" in repr(models.layers.StyledConv(4, 4, 3, 8, upsample=True))
     assert "4, 3, 1, demodulate=False, up=1" in repr(models.layers.ToRGB(4, 8))
+
+
+def test_the_printed_linear_and_conv_layers_give_their_input_then_output_size():
+    assert (repr(models.layers.EqualLinear(3, 5, lr_mul=0.5, activation="fused_lrelu"))
+            == "EqualLinear(3, 5, lr_mul=0.5, activation=fused_lrelu)")
+    assert repr(models.layers.EqualConv2d(4, 6, 3, 2, 1)) == "EqualConv2d(4, 6, 3, stride=2, padding=1)"
+    # The affine gives (3 + 5) * rank factors.
+    assert repr(models.inrgan.FMMLinear(3, 5, 8, 2)) == ("FMMLinear(\n"
+                                                         "  3, 5, rank=2\n"
+                                                         "  (affine): EqualLinear(8, 16, lr_mul=1.0, activation=None)\n"
+                                                         "  (activate): FusedLeakyReLU()\n"
+                                                         ")")
+
+
+def test_the_networks_a_train_config_describes_have_its_settings():
+    config = TrainConfig(variant="Fold+DeConv", size=64, width=0.125, n_mlp=3, channel_multiplier=1,
+                         official_data_flow=True)
+    with torch.device("meta"):
+        g, d = build_generator(config), build_discriminator(config)
+    assert g.size == 64 and g.official_data_flow is True
+    assert sum(isinstance(layer, models.layers.EqualLinear) for layer in g.style) == 3
+    # Fold+DeConv: the first conv of every fold up-samples (2 stages of 2 folds at 64).
+    assert [conv.conv.up for conv in g.convs] == [2, 1] * 4
+    # At 64 px the channel table gives 256 * channel_multiplier * width = 32 channels (64 with the default 2).
+    assert g.to_rgbs[-1].conv.weight.shape[2] == 32
+    assert d.size == 64 and d.convs[0][0].weight.shape[:2] == (32, 3)
 
 
 @pytest.mark.parametrize("factory", [models.PixelFolder, models.StyleGAN2Generator, models.CIPS])

@@ -199,21 +199,55 @@ def test_style_mixing_at_every_crossover_gives_the_official_images():
 
 def test_mismatched_checkpoint_lists_every_bad_key():
     checkpoint = random_checkpoint(64)
-    del checkpoint["g"]["convs.3.noise.weight"]
+    del checkpoint["g"]["convs.3.noise.weight"], checkpoint["g"]["convs.1.noise.weight"]
     checkpoint["g"]["extra.weight"] = torch.zeros(1)
     checkpoint["g"]["to_rgbs.0.bias"] = torch.zeros(3)
     with pytest.raises(ValueError) as error:
         models.load_official(checkpoint, size=64)
-    message = str(error.value)
-    assert "'g' does not fit PixelFolder(size=64)" in message
-    assert "missing keys (1): convs.3.noise.weight" in message
-    assert "unexpected keys (1): extra.weight" in message
-    assert "to_rgbs.0.bias: checkpoint (3,), model (1, 3, 1, 1)" in message
+    assert str(error.value) == ("load_official: the checkpoint's 'g' does not fit PixelFolder(size=64)\n"
+                                "  missing keys (2): convs.1.noise.weight, convs.3.noise.weight\n"
+                                "  unexpected keys (1): extra.weight\n"
+                                "  shape mismatches (1): to_rgbs.0.bias: checkpoint (3,), model (1, 3, 1, 1)")
 
 
-def test_wrong_size_is_reported_as_shape_mismatches():
+def misshape_to_rgb_bias(state_dict):
+    state_dict["to_rgbs.0.bias"] = torch.zeros(3)
+
+
+def drop_final_bias(state_dict):
+    del state_dict["final_linear.1.bias"]
+
+
+@pytest.mark.parametrize("part, fault, expected", [
+    ("g_ema", misshape_to_rgb_bias, "load_official: the checkpoint's 'g_ema' does not fit PixelFolder(size=64)\n"
+                                    "  shape mismatches (1): to_rgbs.0.bias: checkpoint (3,), model (1, 3, 1, 1)"),
+    ("d", drop_final_bias, "load_official: the checkpoint's 'd' does not fit Discriminator(size=64)\n"
+                           "  missing keys (1): final_linear.1.bias")])
+def test_a_single_fault_is_reported_with_the_part_it_is_in(part, fault, expected):
+    # A shape mismatch alone, with no missing or unexpected key, is reported as well.
+    checkpoint = random_checkpoint(64)
+    fault(checkpoint[part])
+    with pytest.raises(ValueError) as error:
+        models.load_official(checkpoint, size=64)
+    assert str(error.value) == expected
+
+
+def test_a_checkpoint_of_g_g_ema_and_d_alone_loads():
+    checkpoint = random_checkpoint(64)
+    _, g_ema, _ = models.load_official({part: checkpoint[part] for part in ("g", "g_ema", "d")}, size=64)
+    assert torch.equal(g_ema.state_dict()["to_rgbs.0.bias"], checkpoint["g_ema"]["to_rgbs.0.bias"])
+
+
+def test_a_checkpoint_that_is_not_a_dict_is_refused_by_its_type():
+    with pytest.raises(ValueError) as error:
+        models.load_official(["g", "g_ema", "d"])
+    assert str(error.value) == ("load_official: expected an official PixelFolder checkpoint with top-level keys "
+                                "'g', 'g_ema' and 'd', got list")
+
+
+def test_a_checkpoint_of_another_size_does_not_fit_the_default_256():
     with pytest.raises(ValueError, match="does not fit PixelFolder\\(size=256\\)"):
-        models.load_official(random_checkpoint(64), size=256)
+        models.load_official(random_checkpoint(64))
 
 
 def test_truncated_and_foreign_files_are_clear_errors(tmp_path):
@@ -227,3 +261,29 @@ def test_truncated_and_foreign_files_are_clear_errors(tmp_path):
     torch.save({"model": {}}, foreign)
     with pytest.raises(ValueError, match="top-level keys 'g', 'g_ema' and 'd', got \\['model'\\]"):
         models.load_official(str(foreign), size=64)
+
+
+def test_a_missing_file_names_the_exception(tmp_path):
+    path = str(tmp_path / "missing.pt")
+    with pytest.raises(ValueError) as error:
+        models.load_official(path)
+    assert str(error.value) == (f"load_official: cannot read {path!r} as a PyTorch checkpoint "
+                                f"(FileNotFoundError: [Errno 2] No such file or directory: {path!r})")
+
+
+class MakesADirectoryWhenUnpickled:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (self.path,)
+
+
+def test_a_file_that_would_run_code_is_refused_unrun(tmp_path):
+    # Read with weights_only=True: a pickle that calls a function is refused, and the function never runs.
+    marker = str(tmp_path / "code ran")
+    path = tmp_path / "official.pt"
+    torch.save(MakesADirectoryWhenUnpickled(marker), path)
+    with pytest.raises(ValueError, match="cannot read .* as a PyTorch checkpoint \\(UnpicklingError: "):
+        models.load_official(str(path))
+    assert not os.path.exists(marker)

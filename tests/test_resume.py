@@ -5,6 +5,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from test_train import TINY, tiny_config
 from training import generate
 from training.checkpoint import LATEST, PREVIOUS, load_checkpoint, save_checkpoint
 from training.config import TrainConfig, flag
-from training.train import Trainer, TrainingDiverged, configure, main
+from training.train import StopRequests, Trainer, TrainingDiverged, configure, main
 
 
 def command_line(out, **overrides):
@@ -122,8 +123,10 @@ def test_a_signal_saves_at_the_step_reached_and_says_where(tmp_path, monkeypatch
     handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     assert run_main(command_line(tmp_path, steps=50)) == 128 + signal_number
     assert load_checkpoint(str(tmp_path / LATEST))["step"] == 2
-    assert (f"stopped by {signal.Signals(signal_number).name} at step 2, checkpoint written to {tmp_path / LATEST}"
-            in caplog.text)
+    name = signal.Signals(signal_number).name
+    assert (f"{name}: stopping at the end of this step, after writing a checkpoint (Ctrl-C again to quit at once, "
+            "without one)") in [record.getMessage() for record in caplog.records]
+    assert f"stopped by {name} at step 2, checkpoint written to {tmp_path / LATEST}" in caplog.text
     assert {number: signal.getsignal(number) for number in handlers} == handlers  # the previous handlers are back
 
 
@@ -224,3 +227,56 @@ def test_a_checkpoint_of_another_number_of_processes_resumes_with_fresh_random_d
     drawn = torch.rand(3)
     torch.manual_seed(7)  # the run's seed: what seeding leaves, no checkpoint's state
     assert torch.equal(drawn, torch.rand(3))
+
+
+def test_stop_requests_outside_the_main_thread_leave_the_signal_handlers_alone():
+    handlers = {number: signal.getsignal(number) for number in StopRequests.SIGNALS}
+    errors = []
+
+    def enter_and_leave():
+        try:
+            with StopRequests() as requests:
+                assert requests.signal is None
+        except Exception as error:  # reported in the main thread
+            errors.append(error)
+    thread = threading.Thread(target=enter_and_leave)
+    thread.start()
+    thread.join()
+    assert errors == [] and {number: signal.getsignal(number) for number in handlers} == handlers
+
+
+def test_each_non_finite_weight_and_optimizer_state_is_named_by_its_network(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, steps=1))
+    trainer.train_step()  # the optimizers now have state
+    broken = []
+    with torch.no_grad():
+        for network, module in (("g", trainer.g_module), ("d", trainer.d_module), ("g_ema", trainer.g_ema)):
+            name, tensor = next((n, t) for n, t in module.state_dict().items() if t.is_floating_point())
+            tensor.fill_(float("nan"))
+            broken.append(f"{network}.{name}")
+        for network, optimizer, state in (("g", trainer.g_optim, "exp_avg"), ("d", trainer.d_optim, "exp_avg_sq")):
+            index = next(iter(optimizer.state_dict()["state"]))
+            optimizer.state[optimizer.param_groups[0]["params"][index]][state].fill_(float("inf"))
+            broken.append(f"{network}_optim.{index}.{state}")
+    assert trainer._nonfinite_tensors() == broken
+
+
+def test_a_loss_that_is_not_finite_stops_the_step_and_names_every_loss(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, steps=1))
+    finite = {"d": torch.tensor(0.75), "g": torch.tensor(1.5)}
+    assert trainer._agree_on_stop(None, finite) is None
+    assert trainer._agree_on_stop(signal.SIGTERM, finite) == signal.SIGTERM
+    with pytest.raises(TrainingDiverged) as error:
+        trainer._agree_on_stop(None, {"d": torch.tensor(float("nan")), "g": torch.tensor(1.5)})
+    assert str(error.value) == ("training diverged at step 0: a loss is not finite (d=nan, g=1.5, in process 0 of 1)."
+                                " No checkpoint was written: start again with a lower --lr (now 0.002; try 0.001).")
+
+
+def test_resume_auto_without_a_checkpoint_starts_afresh(tmp_path):
+    assert configure(["--resume", "auto", "--out", str(tmp_path)]).resume is None
+
+
+def test_a_checkpoint_named_without_a_folder_resumes_into_the_current_folder(copied_run, monkeypatch):
+    monkeypatch.chdir(copied_run)
+    config = configure(["--resume", LATEST])
+    assert (config.resume, config.out, config.lr) == (LATEST, ".", 0.003)

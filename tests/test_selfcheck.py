@@ -2,22 +2,37 @@
 a planted wrong kernel is caught, and it runs with the reference backend alone."""
 import json
 import math
+import os
+import platform
+import re
+import sys
 import types
 
 import pytest
 import torch
+import tqdm
 
 import pixelfolder_ops as ops
-from pixelfolder_ops import backend, correctness, reference, selfcheck
+from pixelfolder_ops import backend, correctness, extension, reference, selfcheck
+
+# Each test builds the cases it checks (correctness.cases() in its body, by name): a case built at
+# collection would be built by a mutation run's parent process, before any mutant is active.
+CASE_NAMES = [case.name for case in correctness.cases()]
+
+
+def _case(name):
+    return next(case for case in correctness.cases() if case.name == name)
+
 
 CPU_BACKENDS = [name for name in ("cpu",) if backend._unavailable_reason(name) is None]
 
 
 @pytest.mark.parametrize("dtype", correctness.DTYPES, ids=str)
-@pytest.mark.parametrize("case", correctness.CASES, ids=lambda case: case.name)
+@pytest.mark.parametrize("case_name", CASE_NAMES)
 @pytest.mark.parametrize("name", CPU_BACKENDS or [pytest.param("cpu", marks=pytest.mark.skip(
     reason=f"the cpu backend is unavailable: {backend._unavailable_reason('cpu')}"))])
-def test_backend_within_tolerance(name, case, dtype):
+def test_backend_within_tolerance(name, case_name, dtype):
+    case = _case(case_name)
     for output, (error, tolerance) in correctness.check_case(case, name, dtype, "cpu").items():
         assert error <= tolerance, f"{case.name}, {output}: error {error:.3g} > tolerance {tolerance:.3g}"
 
@@ -66,7 +81,7 @@ def _fold_like_pixel_unshuffle(input):
 
 
 def test_a_planted_wrong_kernel_fails_and_exits_non_zero(monkeypatch, capsys):
-    wrong = types.SimpleNamespace(**{op: getattr(reference, op) for op in correctness.OPS})
+    wrong = types.SimpleNamespace(**{op: getattr(reference, op) for op in correctness.cases_by_op()})
     wrong.fold = _fold_like_pixel_unshuffle
     _plant(monkeypatch, "cpu", wrong)
     assert selfcheck.main(["--backend", "cpu", "--device", "cpu", "--dtype", "float32"]) == 1
@@ -80,7 +95,7 @@ def test_a_planted_wrong_kernel_fails_and_exits_non_zero(monkeypatch, capsys):
 def test_a_kernel_that_raises_is_a_failure(monkeypatch, capsys):
     def broken_to_rgb(*args):
         raise RuntimeError("illegal memory access")
-    module = types.SimpleNamespace(**{op: getattr(reference, op) for op in correctness.OPS})
+    module = types.SimpleNamespace(**{op: getattr(reference, op) for op in correctness.cases_by_op()})
     module.to_rgb = broken_to_rgb
     _plant(monkeypatch, "cpu", module)
     assert selfcheck.main(["--backend", "cpu", "--device", "cpu", "--dtype", "float32"]) == 1
@@ -100,9 +115,20 @@ def _bias_gradient_off_by(error, seen):
     return fused_leaky_relu
 
 
+def _recording(record):
+    """A backend module: the reference's ops, each calling ``record(op, input)`` first."""
+    def recorded(op):
+        def run(input, *args):
+            record(op, input)
+            return getattr(reference, op)(input, *args)
+        return run
+    return types.SimpleNamespace(**{op: recorded(op) for op in correctness.cases_by_op()})
+
+
 def _with(**ops_of_the_backend):
     """A backend module: the reference's ops, with those given instead."""
-    return types.SimpleNamespace(**{**{op: getattr(reference, op) for op in correctness.OPS}, **ops_of_the_backend})
+    return types.SimpleNamespace(**{**{op: getattr(reference, op) for op in correctness.cases_by_op()},
+                                    **ops_of_the_backend})
 
 
 # Planted as "triton": a backend the CPU's 'auto' never picks, so only a check that asks for it by name sees it.
@@ -110,7 +136,7 @@ def _with(**ops_of_the_backend):
 def test_a_wrong_gradient_of_one_input_is_caught_in_that_gradient_alone(monkeypatch, dtype):
     seen = []
     _plant(monkeypatch, "triton", _with(fused_leaky_relu=_bias_gradient_off_by(1e-3, seen)))
-    case = next(c for c in correctness.CASES if c.op == "fused_leaky_relu")
+    case = correctness.cases_by_op()["fused_leaky_relu"][0]
     with correctness.tf32(True):
         results = correctness.check_case(case, "triton", dtype, "cpu")
         # The backend ran once, in the dtype checked, with TF32 off (the float32 tolerances assume
@@ -128,7 +154,7 @@ def test_a_wrong_gradient_of_one_input_is_caught_in_that_gradient_alone(monkeypa
 def test_a_gradient_that_does_not_reach_an_input_is_an_infinite_error(monkeypatch):
     _plant(monkeypatch, "triton", _with(fused_leaky_relu=lambda input, bias, slope, scale: reference.fused_leaky_relu(
         input, bias.detach(), slope, scale)))
-    case = next(c for c in correctness.CASES if c.op == "fused_leaky_relu")
+    case = correctness.cases_by_op()["fused_leaky_relu"][0]
     results = correctness.check_case(case, "triton", torch.float64, "cpu")
     assert results["forward"][0] == 0 and results["grad bias"][0] == math.inf
 
@@ -137,7 +163,7 @@ def test_the_output_gradient_is_rounded_to_the_dtype_and_zero_near_the_activatio
     # The kink is the reference's, whatever backend is in force.
     _plant(monkeypatch, "cpu", _with(styled_conv2d=lambda input, *args: torch.zeros(2, 2, 10, 14, dtype=input.dtype)))
     ops.set_backend("cpu")
-    case = next(c for c in correctness.CASES if c.name == "styled conv odd 3->8 5x7, unfold")
+    case = _case("styled conv odd 3->8 5x7, unfold")
     made, call = case.make(torch.Generator().manual_seed(0))
     inputs = {name: t.to(torch.bfloat16).double() for name, t in made.items()}
     grad_output = correctness._output_gradient(case, call, inputs, torch.bfloat16, seed=1)
@@ -150,7 +176,7 @@ def test_the_output_gradient_is_rounded_to_the_dtype_and_zero_near_the_activatio
     # The seed decides it; an op without an activation keeps every value.
     torch.testing.assert_close(grad_output[~near], torch.randn(
         grad_output.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).bfloat16().double()[~near])
-    plain = next(c for c in correctness.CASES if not c.activated and not c.exact)
+    plain = next(c for c in correctness.cases() if not c.activated and not c.exact)
     made, call = plain.make(torch.Generator().manual_seed(0))
     assert (correctness._output_gradient(plain, call, made, torch.float32, seed=1) != 0).all()
 
@@ -161,12 +187,13 @@ def test_with_only_the_reference_it_says_so_and_checks_it(monkeypatch, capsys, t
     report_path = tmp_path / "check.json"
     assert selfcheck.main(["--device", "cpu", "--speed", "--json", str(report_path)]) == 0
     out = capsys.readouterr().out
-    assert "Only the reference backend can run on cpu" in out
+    assert "Only the reference backend can run on cpu here: it is checked in every dtype against itself in float64." \
+        in out.splitlines()
     assert "no C++ compiler was found (planted by the test)" in out
     report = json.loads(report_path.read_text())
     assert report["passed"] and {r["backend"] for r in report["correctness"]} == {"reference"}
     assert {r["dtype"] for r in report["correctness"]} == {"float32", "float64", "bfloat16", "float16"}
-    assert {r["op"] for r in report["correctness"]} == set(correctness.OPS)
+    assert {r["op"] for r in report["correctness"]} == set(correctness.cases_by_op())
     assert all(r["auto"] == "reference" and r["seconds"]["reference"] > 0 for r in report["speed"])
 
 
@@ -186,13 +213,14 @@ def test_bad_arguments_are_one_line_errors(argv, message, capsys):
 def test_cuda_without_a_gpu_is_a_one_line_error(capsys):
     with pytest.raises(SystemExit):
         selfcheck.main(["--device", "cuda"])
-    assert "PyTorch sees no CUDA GPU" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines()[-1] == \
+        "python -m pixelfolder_ops: error: argument --device: cuda was asked for, but PyTorch sees no CUDA GPU"
 
 
 def test_every_public_op_has_cases():
     public = {"fold", "unfold", "fourier_embedding", "fused_leaky_relu", "upfirdn2d", "modulated_conv2d",
               "styled_conv2d", "to_rgb"}
-    assert public <= set(ops.__all__) and set(correctness.OPS) == public
+    assert public <= set(ops.__all__) and set(correctness.cases_by_op()) == public
 
 
 def _blur_x2():
@@ -201,64 +229,85 @@ def _blur_x2():
     return 4 * torch.outer(taps, taps) / 64
 
 
-# Every case as its name describes it, written out here: (its input, its output shape, the longest sum
-# behind one value of the output or of a gradient, and the op call it stands for).
+def _conv_inputs(batch, in_channels, out_channels, height, width, taps):
+    return {"input": (batch, in_channels, height, width), "weight": (out_channels, in_channels, taps, taps),
+            "styles": (batch, in_channels)}
+
+
+def _styled_inputs(batch, in_channels, out_channels, height, width, noise_batch, up=1):
+    return {**_conv_inputs(batch, in_channels, out_channels, height, width, 3),
+            "noise": (noise_batch, 1, height * up, width * up), "noise_strength": (1,), "bias": (out_channels,)}
+
+
+# Every case as its name describes it, written out here: (its inputs' shapes, its output's shape, the
+# longest sum behind one value of the output or of a gradient, and the op call it stands for).
 CASE_SPECS = {
-    "fold 32ch 16x16 (positional branch)": ((2, 32, 16, 16), (2, 128, 8, 8), 0, lambda t: ops.fold(t["input"])),
-    "fold odd 3ch 6x10": ((2, 3, 6, 10), (2, 12, 3, 5), 0, lambda t: ops.fold(t["input"])),
-    "unfold 512ch 4x4 (StyledConv A)": ((2, 512, 4, 4), (2, 128, 8, 8), 0, lambda t: ops.unfold(t["input"])),
-    "unfold odd 8ch 3x5": ((2, 8, 3, 5), (2, 2, 6, 10), 0, lambda t: ops.unfold(t["input"])),
+    "fold 32ch 16x16 (positional branch)": ({"input": (2, 32, 16, 16)}, (2, 128, 8, 8), 0,
+                                            lambda t: ops.fold(t["input"])),
+    "fold odd 3ch 6x10": ({"input": (2, 3, 6, 10)}, (2, 12, 3, 5), 0, lambda t: ops.fold(t["input"])),
+    "unfold 512ch 4x4 (StyledConv A)": ({"input": (2, 512, 4, 4)}, (2, 128, 8, 8), 0,
+                                        lambda t: ops.unfold(t["input"])),
+    "unfold odd 8ch 3x5": ({"input": (2, 8, 3, 5)}, (2, 2, 6, 10), 0, lambda t: ops.unfold(t["input"])),
     # The weight's gradient sums over the grid.
-    "fourier 512ch 16x16 (stage 0)": ((512, 2), (1, 512, 16, 16), 256,
+    "fourier 512ch 16x16 (stage 0)": ({"weight": (512, 2), "bias": (512,)}, (1, 512, 16, 16), 256,
                                       lambda t: ops.fourier_embedding(t["weight"], t["bias"], 16, 16)),
-    "fourier odd 6ch 5x7": ((6, 2), (1, 6, 5, 7), 35, lambda t: ops.fourier_embedding(t["weight"], t["bias"], 5, 7)),
+    "fourier odd 6ch 5x7": ({"weight": (6, 2), "bias": (6,)}, (1, 6, 5, 7), 35,
+                            lambda t: ops.fourier_embedding(t["weight"], t["bias"], 5, 7)),
     # The bias's gradient sums over the batch and the pixels.
-    "leaky relu 512ch 8x8": ((2, 512, 8, 8), (2, 512, 8, 8), 128,
+    "leaky relu 512ch 8x8": ({"input": (2, 512, 8, 8), "bias": (512,)}, (2, 512, 8, 8), 128,
                              lambda t, slope=0.2, gain=2 ** 0.5: ops.fused_leaky_relu(t["input"], t["bias"], slope,
                                                                                        gain)),
     "leaky relu odd 5ch 3x7, slope 0.1 gain 1.5": (
-        (2, 5, 3, 7), (2, 5, 3, 7), 42,
+        {"input": (2, 5, 3, 7), "bias": (5,)}, (2, 5, 3, 7), 42,
         lambda t, slope=0.1, gain=1.5: ops.fused_leaky_relu(t["input"], t["bias"], slope, gain)),
     # The kernel's gradient sums over every (up-sampled) input pixel.
-    "upfirdn2d RGB skip 8x8 up 2": ((2, 3, 8, 8), (2, 3, 16, 16), 1536,
+    "upfirdn2d RGB skip 8x8 up 2": ({"input": (2, 3, 8, 8), "kernel": (4, 4)}, (2, 3, 16, 16), 1536,
                                     lambda t: ops.upfirdn2d(t["input"], t["kernel"], 2, 1, (2, 1))),
-    "upfirdn2d odd 5x7 down 2": ((2, 3, 5, 7), (2, 3, 3, 4), 210,
+    "upfirdn2d odd 5x7 down 2": ({"input": (2, 3, 5, 7), "kernel": (3, 3)}, (2, 3, 3, 4), 210,
                                  lambda t: ops.upfirdn2d(t["input"], t["kernel"], 1, 2, (1, 1))),
     # Demodulation and the input's gradient sum 512 x 3 x 3 terms.
-    "modulated conv 3x3 512->512 4x4": ((2, 512, 4, 4), (2, 512, 4, 4), 4608,
+    "modulated conv 3x3 512->512 4x4": (_conv_inputs(2, 512, 512, 4, 4, 3), (2, 512, 4, 4), 4608,
                                         lambda t: ops.modulated_conv2d(t["input"], t["weight"], t["styles"])),
-    # The weight's gradient sums over the batch's 70 pixels.
-    "modulated conv odd 3x3 3->4 5x7": ((2, 3, 5, 7), (2, 4, 5, 7), 70,
+    # An output value sums 9 x 3 x 3 terms (more than the weight gradient's 70 pixels).
+    "modulated conv odd 3x3 9->4 5x7": (_conv_inputs(2, 9, 4, 5, 7, 3), (2, 4, 5, 7), 81,
                                         lambda t: ops.modulated_conv2d(t["input"], t["weight"], t["styles"])),
+    # The weight's gradient sums over the batch's 160 output pixels.
     "modulated conv odd up 2, no demod": (
-        (2, 3, 5, 4), (2, 4, 10, 8), 160,
+        _conv_inputs(2, 3, 4, 5, 4, 3), (2, 4, 10, 8), 160,
         lambda t: ops.modulated_conv2d(t["input"], t["weight"], t["styles"], demodulate=False, up=2)),
-    "modulated conv odd down 2": ((2, 3, 6, 4), (2, 4, 3, 2), 48,
-                                  lambda t: ops.modulated_conv2d(t["input"], t["weight"], t["styles"], down=2)),
+    # An input gradient value sums 8 x 3 x 3 terms (more than the 48 input pixels).
+    "modulated conv odd down 2, 3->8": (_conv_inputs(2, 3, 8, 6, 4, 3), (2, 8, 3, 2), 72,
+                                        lambda t: ops.modulated_conv2d(t["input"], t["weight"], t["styles"], down=2)),
     # The noise strength's gradient sums over every output value.
-    "styled conv A 512->512 4x4, unfold": ((2, 512, 4, 4), (2, 128, 8, 8), 16384, lambda t, **a: ops.styled_conv2d(
-        t["input"], t["weight"], t["styles"], t["noise"], t["noise_strength"], t["bias"], unfold_output=True, **a)),
-    "styled conv B 128->512 8x8": ((2, 128, 8, 8), (2, 512, 8, 8), 65536, lambda t, **a: ops.styled_conv2d(
-        t["input"], t["weight"], t["styles"], t["noise"], t["noise_strength"], t["bias"], **a)),
-    "styled conv odd 3->8 5x7, unfold": ((2, 3, 5, 7), (2, 2, 10, 14), 560, lambda t, **a: ops.styled_conv2d(
-        t["input"], t["weight"], t["styles"], t["noise"], t["noise_strength"], t["bias"], unfold_output=True, **a)),
-    "styled conv odd up 2, shared noise": ((2, 3, 3, 4), (2, 4, 6, 8), 384, lambda t, **a: ops.styled_conv2d(
-        t["input"], t["weight"], t["styles"], t["noise"], t["noise_strength"], t["bias"], up=2, **a)),
+    "styled conv A 512->512 4x4, unfold": (
+        _styled_inputs(2, 512, 512, 4, 4, noise_batch=2), (2, 128, 8, 8), 16384, lambda t, **a: ops.styled_conv2d(
+            t["input"], t["weight"], t["styles"], t["noise"], t["noise_strength"], t["bias"], unfold_output=True, **a)),
+    "styled conv B 128->512 8x8": (
+        _styled_inputs(2, 128, 512, 8, 8, noise_batch=2), (2, 512, 8, 8), 65536, lambda t, **a: ops.styled_conv2d(
+            t["input"], t["weight"], t["styles"], t["noise"], t["noise_strength"], t["bias"], **a)),
+    "styled conv odd 3->8 5x7, unfold": (
+        _styled_inputs(2, 3, 8, 5, 7, noise_batch=2), (2, 2, 10, 14), 560, lambda t, **a: ops.styled_conv2d(
+            t["input"], t["weight"], t["styles"], t["noise"], t["noise_strength"], t["bias"], unfold_output=True, **a)),
+    "styled conv odd up 2, shared noise": (
+        _styled_inputs(2, 3, 4, 3, 4, noise_batch=1, up=2), (2, 4, 6, 8), 384, lambda t, **a: ops.styled_conv2d(
+            t["input"], t["weight"], t["styles"], t["noise"], t["noise_strength"], t["bias"], up=2, **a)),
     # The input's and the styles' gradients sum over 512 channels, the weight's over 128 pixels.
-    "to_rgb 512ch 8x8 + skip": ((2, 512, 8, 8), (2, 3, 8, 8), 512, lambda t: ops.to_rgb(
-        t["input"], t["weight"], t["styles"], t["bias"], t["skip"], _blur_x2())),
-    "to_rgb odd 5ch 3x5, no skip": ((2, 5, 3, 5), (2, 3, 3, 5), 30, lambda t: ops.to_rgb(
-        t["input"], t["weight"], t["styles"], t["bias"])),
+    "to_rgb 512ch 8x8 + skip": (
+        {**_conv_inputs(2, 512, 3, 8, 8, 1), "bias": (3,), "skip": (2, 3, 4, 4)}, (2, 3, 8, 8), 512,
+        lambda t: ops.to_rgb(t["input"], t["weight"], t["styles"], t["bias"], t["skip"], _blur_x2())),
+    "to_rgb odd 5ch 3x5, no skip": ({**_conv_inputs(2, 5, 3, 3, 5, 1), "bias": (3,)}, (2, 3, 3, 5), 30,
+                                    lambda t: ops.to_rgb(t["input"], t["weight"], t["styles"], t["bias"])),
 }
 
 
-@pytest.mark.parametrize("case", correctness.CASES, ids=lambda case: case.name)
-def test_each_case_is_the_call_its_name_describes(case):
-    first_input, output_shape, reduction, expected_call = CASE_SPECS[case.name]
+@pytest.mark.parametrize("case_name", CASE_NAMES)
+def test_each_case_is_the_call_its_name_describes(case_name):
+    case = _case(case_name)
+    input_shapes, output_shape, reduction, expected_call = CASE_SPECS[case.name]
     tensors, call = case.make(torch.Generator().manual_seed(0))
     again, _ = case.make(torch.Generator().manual_seed(0))
     assert all(t.dtype == torch.float64 and torch.equal(t, again[name]) for name, t in tensors.items())
-    assert tuple(next(iter(tensors.values())).shape) == first_input
+    assert {name: tuple(t.shape) for name, t in tensors.items()} == input_shapes
     assert case.reduction == reduction and case.exact == (case.op in ("fold", "unfold"))
     # Data movement must be bit-exact in every dtype.
     assert all((case.tolerance(dtype) == 0) == case.exact for dtype in correctness.DTYPES)
@@ -273,17 +322,30 @@ def test_each_case_is_the_call_its_name_describes(case):
             torch.testing.assert_close(call(tensors, "reference", 1.0, 1.0), pre_activation, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("case_name", CASE_NAMES)
+def test_each_case_calls_its_op_on_the_backend_it_is_given(monkeypatch, case_name):
+    called = []
+    _plant(monkeypatch, "triton", _recording(lambda op, input: called.append(op)))
+    case = _case(case_name)
+    tensors, call = case.make(torch.Generator().manual_seed(0))
+    with ops.use_backend("reference"):
+        call(tensors, "triton")
+    assert called == [case.op]
+
+
 def test_case_inputs_are_drawn_as_the_module_says():
-    made = [case.make(torch.Generator().manual_seed(0))[0] for case in correctness.CASES]
+    made = [case.make(torch.Generator().manual_seed(0))[0] for case in correctness.cases()]
     # Styles around 1 (s = 0.5 N(0, 1) + 1, as a trained affine gives), over every case's styles.
     styles = torch.cat([t["styles"].flatten() for t in made if "styles" in t])
     assert abs(styles.mean() - 1) < 0.05 and abs(styles.std() - 0.5) < 0.05
     # PixelFolder's Fourier initialisation: weights uniform in +-sqrt(9/2), phases in +-1/sqrt(2).
     fourier = [t for t in made if "weight" in t and t["weight"].dim() == 2]
     weights, phases = torch.cat([t["weight"].flatten() for t in fourier]), torch.cat([t["bias"] for t in fourier])
-    assert 0.98 * math.sqrt(9 / 2) < weights.abs().max() <= math.sqrt(9 / 2) and weights.min() < 0
-    assert 0.95 / math.sqrt(2) < phases.abs().max() <= 1 / math.sqrt(2) and phases.min() < 0
-    fourier_case = next(c for c in correctness.CASES if c.op == "fourier_embedding")
+    assert -math.sqrt(9 / 2) <= weights.min() < -0.98 * math.sqrt(9 / 2) < 0.98 * math.sqrt(9 / 2) < weights.max() <= \
+        math.sqrt(9 / 2)
+    assert -1 / math.sqrt(2) <= phases.min() < -0.95 / math.sqrt(2) < 0.95 / math.sqrt(2) < phases.max() <= \
+        1 / math.sqrt(2)
+    fourier_case = correctness.cases_by_op()["fourier_embedding"][0]
     # sin's argument |B [x, y] + b| <= 2 sqrt(9/2) + 1/sqrt(2) is the factor by which it amplifies rounding.
     assert fourier_case.condition == pytest.approx(2 * math.sqrt(9 / 2) + 1 / math.sqrt(2))
     # Every other tensor N(0, 1), the FIR kernels N(0, 1) / taps.
@@ -292,3 +354,339 @@ def test_case_inputs_are_drawn_as_the_module_says():
     kernels = [t["kernel"] for t in made if "kernel" in t]
     assert [tuple(k.shape) for k in kernels] == [(4, 4), (3, 3)]
     assert all(abs(k.std() * k.shape[0] - 1) < 0.5 for k in kernels)
+
+
+# The report itself: what python -m pixelfolder_ops prints and writes, on one small case per op
+# (the "odd" cases), with the machine, the checks and the timings planted so that every value is known.
+
+@pytest.fixture
+def odd_cases(monkeypatch):
+    small = tuple(case for case in correctness.cases() if " odd " in case.name)
+    monkeypatch.setattr(correctness, "cases", lambda: small)
+    return small
+
+
+def _planted_machine(monkeypatch, extension_module=None):
+    """No GPU (cuDNN built in), a CPU named "Acme Turbo 9", the cpu backend the reference's ops (recording the dtype of
+    every input it gets in the returned list), cuda and triton unavailable, the extension given."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91002)  # a CUDA build's, on a machine without a GPU
+    monkeypatch.setattr(selfcheck, "_cpu_name", lambda: "Acme Turbo 9")
+    cpu_calls = []
+    _plant(monkeypatch, "cpu", _recording(lambda op, input: cpu_calls.append((op, input.dtype))))
+    for name in ("cuda", "triton"):
+        monkeypatch.setitem(backend._reasons, name, f"no {name} here (planted by the test)")
+    monkeypatch.setattr(extension, "load", lambda: types.SimpleNamespace(module=extension_module))
+    return cpu_calls
+
+
+def _cells(line):
+    return re.split(r" {2,}", line)
+
+
+def _table(lines, title):
+    """The rows of the table under ``title``, split into cells: the header, then the rows (the dashed
+    rule checked and left out)."""
+    start = lines.index(title) + 1
+    header, rule = lines[start], lines[start + 1]
+    assert _cells(rule) == ["-" * len(cell) for cell in _cells(rule)]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith(tuple(correctness.cases_by_op())):
+            break
+        rows.append(_cells(line))
+    return [_cells(header)] + rows
+
+
+class _ProgressBar:
+    made = []
+
+    def __init__(self, **options):
+        self.options, self.updates = options, 0
+        _ProgressBar.made.append(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        return False
+
+    def update(self, n=1):
+        self.updates += n
+
+
+def test_the_report_gives_the_environment_the_build_each_result_and_each_speed(monkeypatch, capsys, tmp_path,
+                                                                              odd_cases):
+    built = types.SimpleNamespace(__file__="/opt/pixelfolder/_C.so", build_info=lambda: {
+        "torch_version": "2.11.0", "cuda_arch_list": ["9.0", "10.0"], "backends": []})
+    cpu_calls = _planted_machine(monkeypatch, built)
+    checked = []
+
+    def check_case(case, name, dtype, device):
+        checked.append((case.name, name, dtype, device))
+        return {"forward": (0.25, 1.0), "grad input": (0.0, 1.0)}
+    monkeypatch.setattr(correctness, "check_case", check_case)
+
+    def median_seconds(function, device):
+        # The planted cpu backend records its calls: 1 ms for it, 4 ms for the reference.
+        before = len(cpu_calls)
+        function()
+        return 0.001 if len(cpu_calls) > before else 0.004
+    monkeypatch.setattr(selfcheck, "_median_seconds", median_seconds)
+    monkeypatch.setattr(backend, "auto_choices", lambda: {("fold", "one shape", "cpu"): "cpu",
+                                                          ("fold", "another shape", "cpu"): "triton",
+                                                          ("fold", "a third shape", "cpu"): "reference"})
+    report_path = tmp_path / "new" / "folder" / "check.json"
+    assert selfcheck.main(["--dtype", "bfloat16", "--dtype", "float64", "--speed", "--json", str(report_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "none"
+    assert lines[:17] == [
+        "Environment",
+        f"  pixelfolder_ops: {ops.__version__}",
+        f"  python: {platform.python_version()}",
+        f"  torch: {torch.__version__}",
+        f"  cuda: {torch.version.cuda or 'none'}",
+        "  cudnn: none",
+        f"  cpu: Acme Turbo 9, {os.cpu_count()} cores",
+        "  gpus: none",
+        f"  triton: {triton_version}",
+        "Build",
+        "  reference: available",
+        "  cpu: available",
+        "  cuda: no cuda here (planted by the test)",
+        "  triton: no triton here (planted by the test)",
+        "  extension: /opt/pixelfolder/_C.so",
+        "  built with: torch_version=2.11.0, cuda_arch_list=9.0 10.0, backends=none",
+        "Correctness on cpu (worst normwise relative error against the reference in float64, forward and every "
+        "gradient)",
+    ]
+    # The dtypes in the backend's order, not the order asked; every case of every op once per dtype.
+    assert checked == [(case.name, "cpu", dtype, torch.device("cpu"))
+                       for dtype in (torch.float64, torch.bfloat16) for case in odd_cases]
+    op_names = list(correctness.cases_by_op())
+    first_case = {op: cases[0].name for op, cases in correctness.cases_by_op().items()}
+    header = ["op", "backend", "dtype", "worst error", "tolerance", "result", "worst case"]
+    assert _table(lines, lines[16]) == [header] + [
+        [op, "cpu", dtype, "2.50e-01", "1.00e+00", "PASS", f"{first_case[op]}: forward"]
+        for dtype in ("float64", "bfloat16") for op in op_names]
+    # Speed: each op's case with the longest sum, in float32 on a CPU, and the backend auto took last.
+    longest = {"fold": "fold odd 3ch 6x10", "unfold": "unfold odd 8ch 3x5", "fourier_embedding": "fourier odd 6ch 5x7",
+               "fused_leaky_relu": "leaky relu odd 5ch 3x7, slope 0.1 gain 1.5",
+               "upfirdn2d": "upfirdn2d odd 5x7 down 2", "modulated_conv2d": "modulated conv odd up 2, no demod",
+               "styled_conv2d": "styled conv odd 3->8 5x7, unfold", "to_rgb": "to_rgb odd 5ch 3x5, no skip"}
+    auto = {op: "reference" if op == "fold" else "cpu" for op in op_names}
+    title = "Speed on cpu (median forward time; x = reference time / backend time)"
+    assert _table(lines, title) == [["op", "dtype", "reference ms", "cpu ms", "auto picks"]] + [
+        [op, "float32", "4.000", "1.000 (4.00x)", auto[op]] for op in op_names]
+    assert {dtype for _, dtype in cpu_calls} == {torch.float32}
+    assert lines[-1] == "16 passed, 0 failed"
+    assert report_path.read_text().startswith('{\n  "environment": {\n    "pixelfolder_ops": ')  # indented to be read
+    report = json.loads(report_path.read_text())
+    assert list(report) == ["environment", "build", "device", "correctness", "speed", "passed"]
+    assert report["device"] == "cpu" and report["passed"] is True
+    assert report["build"] == {
+        "backends": {"reference": "available", "cpu": "available", "cuda": "no cuda here (planted by the test)",
+                     "triton": "no triton here (planted by the test)"},
+        "extension": {"file": "/opt/pixelfolder/_C.so", "build_info": {
+            "torch_version": "2.11.0", "cuda_arch_list": ["9.0", "10.0"], "backends": []}}}
+    assert report["environment"]["cpu"] == f"Acme Turbo 9, {os.cpu_count()} cores"
+    assert report["speed"] == [{"op": op, "case": longest[op], "dtype": "float32",
+                                "seconds": {"reference": 0.004, "cpu": 0.001}, "auto": auto[op]} for op in op_names]
+    assert report["correctness"][0] == {
+        "op": "fold", "backend": "cpu", "dtype": "float64", "case": "fold odd 3ch 6x10", "output": "forward",
+        "error": 0.25, "tolerance": 1.0, "ratio": 0.25, "exception": None, "passed": True}
+
+
+def test_each_row_is_the_worst_ratio_of_error_to_tolerance_over_the_ops_cases_and_outputs(monkeypatch, capsys,
+                                                                                         tmp_path, odd_cases):
+    _planted_machine(monkeypatch)
+    # Per case, its outputs' (error, tolerance), or the exception its check raises.
+    planted = {
+        "fold odd 3ch 6x10": {"forward": (0.0, 0.0)},  # exact, and right: ratio 0
+        "unfold odd 8ch 3x5": {"forward": (2.0 ** -30, 0.0)},  # exact, and wrong: an infinite ratio
+        "fourier odd 6ch 5x7": {"forward": (2.0 ** -10, 2.0 ** -10), "grad weight": (0.0, 1.0)},  # at the tolerance
+        "leaky relu odd 5ch 3x7, slope 0.1 gain 1.5": {"forward": (0.5, 1.0), "grad bias": (2.0 ** -9, 2.0 ** -10)},
+        "upfirdn2d odd 5x7 down 2": RuntimeError("illegal memory access\nCUDA kernel errors are reported later"),
+        # The worst ratio, not the largest error; the first of two equal ratios.
+        "modulated conv odd 3x3 9->4 5x7": {"forward": (0.5, 64.0), "grad input": (2.0 ** -10, 2.0 ** -8)},
+        "modulated conv odd up 2, no demod": {"forward": (0.25, 0.5), "grad weight": (0.125, 1.0)},
+        "modulated conv odd down 2, 3->8": {"forward": (0.5, 1.0), "grad styles": (0.0, 1.0)},
+        "styled conv odd 3->8 5x7, unfold": {"forward": (0.125, 1.0)},
+        "styled conv odd up 2, shared noise": RuntimeError(),
+        "to_rgb odd 5ch 3x5, no skip": {"forward": (0.0, 1.0), "grad bias": (0.0, 1.0)},
+    }
+
+    def check_case(case, name, dtype, device):
+        if isinstance(planted[case.name], Exception):
+            raise planted[case.name]
+        return planted[case.name]
+    monkeypatch.setattr(correctness, "check_case", check_case)
+    _ProgressBar.made.clear()
+    monkeypatch.setattr(tqdm, "tqdm", _ProgressBar)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--backend", "reference", "--backend", "cpu", "--dtype", "float32", "--json", "check.json"]
+    assert selfcheck.main(argv) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert not any(line.startswith("Only the reference") for line in lines)
+    rows = json.loads((tmp_path / "check.json").read_text())["correctness"]
+    expected = [  # op, case, output, error, tolerance, ratio, exception
+        ("fold", "fold odd 3ch 6x10", "forward", 0.0, 0.0, 0.0, None),
+        ("unfold", "unfold odd 8ch 3x5", "forward", 2.0 ** -30, 0.0, math.inf, None),
+        ("fourier_embedding", "fourier odd 6ch 5x7", "forward", 2.0 ** -10, 2.0 ** -10, 1.0, None),
+        ("fused_leaky_relu", "leaky relu odd 5ch 3x7, slope 0.1 gain 1.5", "grad bias", 2.0 ** -9, 2.0 ** -10, 2.0,
+         None),
+        ("upfirdn2d", "upfirdn2d odd 5x7 down 2", "error", math.inf, 0.0, math.inf,
+         "RuntimeError: illegal memory access"),
+        ("modulated_conv2d", "modulated conv odd up 2, no demod", "forward", 0.25, 0.5, 0.5, None),
+        ("styled_conv2d", "styled conv odd up 2, shared noise", "error", math.inf, 0.0, math.inf, "RuntimeError: "),
+        ("to_rgb", "to_rgb odd 5ch 3x5, no skip", "forward", 0.0, 1.0, 0.0, None),
+    ]
+    backends = ("reference", "cpu")
+    assert rows == [{"op": op, "backend": name, "dtype": "float32", "case": case, "output": output, "error": error,
+                     "tolerance": tolerance, "ratio": ratio, "exception": exception, "passed": ratio <= 1}
+                    for name in backends for op, case, output, error, tolerance, ratio, exception in expected]
+    results = {op: "PASS" if ratio <= 1 else "FAIL" for op, _, _, _, _, ratio, _ in expected}
+    table = _table(lines, lines[lines.index("Build") + 5])[1:]
+    assert [row[:6] for row in table] == [[op, name, "float32", f"{error:.2e}", f"{tolerance:.2e}", results[op]]
+                                          for name in backends for op, _, _, error, tolerance, _, _ in expected]
+    assert [row[6] for row in table] == [f"{case}: {output}" + (f" ({exception})" if exception else "")
+                                         for name in backends for _, case, output, _, _, _, exception in expected]
+    assert lines[-1] == "8 passed, 8 failed"
+    # One progress step per case checked, on stderr (stdout is the report), gone when done.
+    [bar] = _ProgressBar.made
+    assert bar.options == {"total": 2 * len(odd_cases), "desc": "checking reference, cpu on cpu", "file": sys.stderr,
+                           "leave": False, "disable": None}
+    assert bar.updates == 2 * len(odd_cases)
+
+
+def test_tables_are_left_aligned_columns_under_a_dashed_rule(capsys):
+    selfcheck._print_table(["op", "x"], [["fold", "1.5"], ["a", "22222"]])
+    assert capsys.readouterr().out.splitlines() == ["op    x", "----  -----", "fold  1.5", "a     22222"]
+    selfcheck._print_table(["operation", "x"], [["fold", "1.5"]])  # a header wider than its column's cells
+    assert capsys.readouterr().out.splitlines() == ["operation  x", "---------  ---", "fold       1.5"]
+
+
+def test_build_values_are_described_on_one_line():
+    assert selfcheck._describe({"arch": ["8.0", "9.0"], "nested": {"a": 1, "b": None}, "none": [], "flag": True}) == \
+        "arch=8.0 9.0, nested=a=1, b=None, none=none, flag=True"
+    assert selfcheck._describe(("x",)) == "x" and selfcheck._describe(3) == "3"
+
+
+def test_the_cpu_is_named_from_proc_cpuinfo_else_by_the_platform(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    real_open = open
+    monkeypatch.setattr(selfcheck, "open", lambda path, *args, **kwargs: real_open(
+        cpuinfo if path == "/proc/cpuinfo" else path, *args, **kwargs), raising=False)
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: Acme\nmodel name\t: Acme Turbo 9: the fast one  \nflags\t: fpu\n")
+    assert selfcheck._cpu_name() == "Acme Turbo 9: the fast one"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: Acme\n")
+    monkeypatch.setattr(platform, "processor", lambda: "acme64")
+    assert selfcheck._cpu_name() == "acme64"
+    cpuinfo.unlink()
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert selfcheck._cpu_name() == "aarch64"
+
+
+def test_an_extension_module_without_a_file_is_reported_as_such(monkeypatch):
+    monkeypatch.setattr(extension, "load", lambda: types.SimpleNamespace(module=types.SimpleNamespace(
+        build_info=lambda: {"backends": ["cpu"]})))
+    assert selfcheck.build()["extension"] == {"file": None, "build_info": {"backends": ["cpu"]}}
+
+
+def test_the_environment_names_every_gpu_with_its_architecture(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: [(9, 0), (8, 6)][index])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: ["NVIDIA H200", "NVIDIA RTX A6000"][index])
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91002)
+    monkeypatch.setitem(sys.modules, "triton", None)  # import triton fails
+    info = selfcheck.environment()
+    assert info["gpus"] == ["cuda:0 NVIDIA H200 (sm_90)", "cuda:1 NVIDIA RTX A6000 (sm_86)"]
+    assert info["cudnn"] == 91002 and info["triton"] is None
+
+
+def test_the_checked_backends_are_those_asked_for_else_the_devices_else_the_reference(monkeypatch):
+    monkeypatch.setattr(backend, "available_backends", lambda: ("reference", "cpu", "cuda", "triton"))
+    assert selfcheck.checked_backends(torch.device("cpu")) == ["cpu"]
+    assert selfcheck.checked_backends(torch.device("cuda")) == ["cuda", "triton"]
+    assert selfcheck.checked_backends(torch.device("cuda"), ("triton", "reference")) == ["triton", "reference"]
+    monkeypatch.setattr(backend, "available_backends", lambda: ("reference", "triton"))
+    assert selfcheck.checked_backends(torch.device("cpu")) == ["reference"]
+    assert selfcheck.checked_backends(torch.device("cuda")) == ["triton"]
+    assert selfcheck.checked_backends(torch.device("meta")) == ["reference"]  # a device no backend prefers
+
+
+def test_an_ops_time_is_the_median_of_seven_timed_calls_after_an_untimed_one(monkeypatch):
+    ticks = iter([0, 5, 10, 11, 20, 24, 30, 32, 40, 43, 50, 57, 60, 66])  # 5, 1, 4, 2, 3, 7, 6
+    monkeypatch.setattr(selfcheck, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    calls = []
+    assert selfcheck._median_seconds(lambda: calls.append(1), torch.device("cpu")) == 4
+    assert len(calls) == 8
+    # On a GPU each timed call is bracketed by synchronisations of its device (kernels run asynchronously).
+    ticks = iter(range(14))
+    synchronized = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device: synchronized.append(("sync", device)))
+    selfcheck._median_seconds(lambda: synchronized.append("call"), torch.device("cuda", 1))
+    assert synchronized == ["call"] + ([("sync", torch.device("cuda", 1)), "call", ("sync", torch.device("cuda", 1))]
+                                       * 7)
+
+
+def test_the_arguments_are_read_as_the_help_says(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    args = selfcheck._parse([])
+    assert args.device == torch.device("cuda") and args.backend is None and args.dtype is None
+    assert not args.speed and args.json is None
+    args = selfcheck._parse(["--device", "cpu", "--dtype", "float16", "--dtype", "float64", "--backend", "reference",
+                             "--speed", "--json", "out.json"])
+    assert args.device == torch.device("cpu") and args.dtype == [torch.float16, torch.float64]
+    assert args.backend == ["reference"] and args.speed and args.json == "out.json"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert selfcheck._parse([]).device == torch.device("cpu")
+
+
+def test_the_help_describes_every_option(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option
+    with pytest.raises(SystemExit) as exit_info:
+        selfcheck.main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for part in [
+            "usage: python -m pixelfolder_ops [-h] [--device DEVICE] [--backend NAME] [--dtype NAME] [--speed] "
+            "[--json FILE]",
+            "python -m pixelfolder_ops (also pixelfolder-ops-check): what this install is, and whether every kernel it "
+            "built computes the right thing on this machine. options:",
+            "--device DEVICE the device to check (default: cuda if a GPU is visible, else cpu)",
+            "--backend NAME check only this backend (repeatable); default: every available one",
+            "--dtype NAME check only this dtype (repeatable): float32, float64, bfloat16, float16; default: all",
+            "--speed also time each op against the reference",
+            "--json FILE write everything to FILE as JSON"]:
+        assert part in text
+
+
+def test_an_unavailable_backend_a_bad_device_or_a_folder_for_the_json_are_one_line_errors(monkeypatch, capsys,
+                                                                                         tmp_path):
+    monkeypatch.setitem(backend._reasons, "triton", "no triton here (planted by the test)")
+    for argv, message in [
+            (["--backend", "triton"], "argument --backend: backend 'triton' is unavailable here: no triton here "
+                                      "(planted by the test)"),
+            (["--device", "cuda:x"], "argument --device: expected cpu or cuda[:N], got 'cuda:x'"),
+            (["--device", "meta"], "argument --device: expected cpu or cuda[:N], got 'meta'"),  # a device, not ours
+            (["--json", str(tmp_path)], f"argument --json: expected a file path, got the folder {str(tmp_path)!r}")]:
+        with pytest.raises(SystemExit) as exit_info:
+            selfcheck.main(argv)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1] == f"python -m pixelfolder_ops: error: {message}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the speed dtype and device on a GPU")
+def test_speed_on_a_gpu_is_timed_in_bfloat16_on_the_gpu(monkeypatch, odd_cases):
+    inputs = []
+    _plant(monkeypatch, "triton", _recording(lambda op, input: inputs.append((input.device.type, input.dtype))))
+    rows = selfcheck.speed_rows(torch.device("cuda"), ["triton"])
+    assert {row["dtype"] for row in rows} == {"bfloat16"} and all(row["seconds"]["triton"] > 0 for row in rows)
+    assert inputs and set(inputs) == {("cuda", torch.bfloat16)}

@@ -2,9 +2,11 @@
 import logging
 import math
 import os
+import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -18,7 +20,7 @@ from training.distributed import DistributedContext
 from training.ema import ema_decay, update_ema
 from training.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
 from training.monitor import Monitor
-from training.train import Trainer, lazy_adam_hyperparameters, main
+from training.train import Trainer, lazy_adam_hyperparameters, main, seed_everything
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A PixelFolder of 16 channels everywhere at 16x16: a step takes milliseconds on the CPU.
@@ -258,3 +260,26 @@ def test_compiled_training_lets_auto_measure_before_tracing(tmp_path, monkeypatc
     Trainer(tiny_config(tmp_path, compile=True))
     chosen = {op for op, _, _ in ops.backend.auto_choices()}
     assert {"styled_conv2d", "to_rgb", "fused_leaky_relu"} <= chosen
+
+
+@pytest.mark.parametrize("hflip, said", [(True, " (and their mirrors)"), (False, "")])
+def test_the_dataset_is_reported_with_its_size_and_mirroring(tmp_path, caplog, hflip, said):
+    caplog.set_level(logging.INFO)
+    Trainer(tiny_config(tmp_path, hflip=hflip))
+    assert f"dataset procedural: 8 images at 16x16{said}" in [record.getMessage() for record in caplog.records]
+
+
+@pytest.mark.parametrize("amp, dtype", [("bf16", torch.bfloat16), ("none", torch.float32)])
+def test_bf16_amp_runs_matrix_products_in_bfloat16_and_none_in_float32(tmp_path, amp, dtype):
+    trainer = Trainer(tiny_config(tmp_path, amp=amp))
+    a = torch.randn(4, 4)
+    with trainer._autocast():
+        assert (a @ a).dtype == dtype
+
+
+def test_a_seed_of_2_to_the_32_or_more_seeds_numpy_with_its_remainder():
+    seed_everything(2 ** 32 + 5)
+    drawn = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(2 ** 32 + 5)
+    torch.manual_seed(2 ** 32 + 5)
+    assert drawn == (random.random(), np.random.RandomState(5).rand(), torch.rand(1).item())
