@@ -1,5 +1,6 @@
 """Training data: the procedural shapes, image folders and zips, LMDB (prepare_data round trip), the batch stream."""
 import json
+import logging
 import os
 import signal
 import struct
@@ -159,6 +160,28 @@ def test_lmdb_with_size_prefixed_keys_and_wrong_sizes(tmp_path, image_folder):
         LMDBDataset(str(out), 32)
     with pytest.raises(ValueError, match="16x16 px, smaller than the training size 32x32"):
         LMDBDataset(str(tmp_path / "official" / "16"), 32)
+
+
+def test_a_damaged_or_missing_lmdb_record_is_warned_about_once_and_the_next_stands_in(tmp_path, image_folder,
+                                                                                     caplog):
+    # Two copies (an LMDB can be opened once per process): one intact, one damaged before it is read.
+    for name in ("intact", "damaged"):
+        prepare_data_main([str(image_folder), "--out", str(tmp_path / name), "--sizes", "16"])
+    intact = [LMDBDataset(str(tmp_path / "intact" / "16"), 16)[index] for index in range(4)]
+    path = str(tmp_path / "damaged" / "16")
+    with lmdb.open(path, map_size=1 << 24) as env, env.begin(write=True) as txn:
+        data = txn.get(b"0000001")
+        txn.put(b"0000001", data[: len(data) // 2])  # the header reads, the pixels do not
+        txn.delete(b"0000003")
+    dataset = LMDBDataset(path, 16)
+    for _ in range(2):  # drawn again: no second warning
+        assert torch.equal(dataset[1], intact[2]) and torch.equal(dataset[3], intact[0])
+    warnings_given = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warnings_given[0].startswith(f"LMDB {path} record 0000001: cannot decode the image (")
+    assert warnings_given[0].endswith("); the next image stands in for it")
+    assert warnings_given[1:] == [f"LMDB {path} record 0000003: cannot decode the image (no such record, although "
+                                  "the database's length is 4); the next image stands in for it"]
+    assert dataset.warned.tolist() == [False, True, False, True]
 
 
 def test_batch_stream_resumes_with_the_same_batches_and_shards_ranks():

@@ -96,13 +96,38 @@ def probe_image(source):
         return image.size
 
 
-class ImageFolderDataset(Dataset):
+class StandInImages(Dataset):
+    """Encoded images, as floats in [-1, 1] (``pixels``: as uint8). One that fails to decode is warned
+    about once, for all the loader's worker processes, and the next one that decodes stands in for it:
+    one damaged file must not stop a run of days. A subclass gives ``decode(position)`` (uint8 pixels),
+    ``image_name(position)`` and ``source`` (for messages), and calls ``track_warnings()`` once its
+    length is known."""
+
+    def track_warnings(self):
+        # Which images were warned about, in shared memory: the loader's workers see each other's.
+        self.warned = torch.zeros(len(self), dtype=torch.bool).share_memory_()
+
+    def pixels(self, index):
+        for offset in range(len(self)):
+            position = (index + offset) % len(self)
+            try:
+                return self.decode(position)
+            except UNREADABLE_IMAGE_ERRORS as error:
+                if not self.warned[position]:
+                    self.warned[position] = True
+                    logger.warning(f"{self.image_name(position)}: cannot decode the image ({error}); the next "
+                                   f"image stands in for it")
+        raise OSError(f"none of the {len(self)} images of {self.source} can be decoded")
+
+    def __getitem__(self, index):
+        return from_uint8(self.pixels(index))
+
+
+class ImageFolderDataset(StandInImages):
     """The images under a folder or in a zip file, read in place (or the ``files`` given, names
-    relative to it), centre-cropped and resized to ``size``, as floats in [-1, 1] (``pixels``: as
-    uint8); ``purpose`` words the error for images smaller than ``size`` (see ``too_small_error``).
-    ``skipped`` lists the files whose header cannot be read as (path, reason); a file that fails to
-    decode further in is warned about once and the next readable image stands in for it. A file's
-    path in messages is root/name, also in a zip."""
+    relative to it), centre-cropped and resized to ``size`` (see ``StandInImages``); ``purpose`` words
+    the error for images smaller than ``size`` (see ``too_small_error``). ``skipped`` lists the files
+    whose header cannot be read as (path, reason). A file's path in messages is root/name, also in a zip."""
 
     def __init__(self, root, size, files=None, purpose=TRAINING):
         self.root, self.size, self.in_zip = root, size, is_zip(root)
@@ -119,8 +144,8 @@ class ImageFolderDataset(Dataset):
         if not self.files:
             raise ValueError(f"data folder {root}: none of its {len(self.skipped)} image files can be read "
                              f"(first: {self.skipped[0][0]}: {self.skipped[0][1]})")
-        # Which files were warned about, shared with the loader's worker processes: once for all of them.
-        self.warned = torch.zeros(len(self.files), dtype=torch.bool).share_memory_()
+        self.source = root
+        self.track_warnings()
 
     def __len__(self):
         return len(self.files)
@@ -129,20 +154,11 @@ class ImageFolderDataset(Dataset):
         """The image file ``name`` (relative to the root): a path, or a zip member opened for reading."""
         return per_process(zipfile.ZipFile, self.root).open(name) if self.in_zip else os.path.join(self.root, name)
 
-    def pixels(self, index):
-        for offset in range(len(self.files)):
-            position = (index + offset) % len(self.files)
-            try:
-                return read_image(self.open(self.files[position]), self.size)
-            except UNREADABLE_IMAGE_ERRORS as error:
-                if not self.warned[position]:
-                    self.warned[position] = True
-                    logger.warning(f"{os.path.join(self.root, self.files[position])}: cannot decode the image "
-                                   f"({error}); the next image stands in for it")
-        raise OSError(f"none of the {len(self.files)} images of this folder can be decoded")
+    def decode(self, position):
+        return read_image(self.open(self.files[position]), self.size)
 
-    def __getitem__(self, index):
-        return from_uint8(self.pixels(index))
+    def image_name(self, position):
+        return os.path.join(self.root, self.files[position])
 
     def report_skipped(self):
         """Warn about the files skipped at start-up (if any), naming the first few."""
@@ -175,10 +191,11 @@ def find_lmdb(path, size):
     return None
 
 
-class LMDBDataset(Dataset):
+class LMDBDataset(StandInImages):
     """Images stored as encoded files (PNG/JPEG) in an LMDB, with the count under b"length" (a decimal
-    string). Keys are the 7-digit zero-padded index, as the official PixelFolder writes them (one
-    database per size), or "<size>-<index>" (rosinality's StyleGAN2: all sizes in one database)."""
+    string), decoded as ``StandInImages`` says. Keys are the 7-digit zero-padded index, as the official
+    PixelFolder writes them (one database per size), or "<size>-<index>" (rosinality's StyleGAN2: all
+    sizes in one database)."""
 
     def __init__(self, path, size):
         self.path, self.size = find_lmdb(path, size), size
@@ -196,27 +213,28 @@ class LMDBDataset(Dataset):
                 raise ValueError(f"LMDB {self.path} holds no images of size {size} (its length is {self.length}; "
                                  f"expected keys {lmdb_key(0)!r} or {lmdb_key(0, f'{size}-')!r})")
             # All records share a size: the first tells whether the database was made for a smaller one.
-            first = f"LMDB {self.path} record {lmdb_key(0, self.prefix).decode()}"
+            first = self.image_name(0)
             try:
                 width, height = probe_image(io.BytesIO(txn.get(lmdb_key(0, self.prefix))))
             except UNREADABLE_IMAGE_ERRORS as error:
                 raise OSError(f"{first}: cannot decode the image ({error})") from error
             if min(width, height) < size:
                 raise too_small_error(first, width, height, size)
+        self.source = f"LMDB {self.path}"
+        self.track_warnings()
 
     def __len__(self):
         return self.length
 
-    def __getitem__(self, index):
-        key = lmdb_key(index, self.prefix)
+    def decode(self, position):
         with open_lmdb(self.path).begin() as txn:
-            data = txn.get(key)
+            data = txn.get(lmdb_key(position, self.prefix))
         if data is None:
-            raise ValueError(f"LMDB {self.path} has no record {key!r} although its length is {self.length}")
-        try:
-            return from_uint8(read_image(io.BytesIO(data), self.size))
-        except UNREADABLE_IMAGE_ERRORS as error:
-            raise OSError(f"LMDB {self.path} record {key.decode()}: cannot decode the image ({error})") from error
+            raise ValueError(f"no such record, although the database's length is {self.length}")
+        return read_image(io.BytesIO(data), self.size)
+
+    def image_name(self, position):
+        return f"LMDB {self.path} record {lmdb_key(position, self.prefix).decode()}"
 
 
 class ProceduralShapesDataset(Dataset):
