@@ -207,7 +207,6 @@ def cases_by_op():
     return grouped
 
 
-
 def relative_error(actual, oracle):
     """max |actual - oracle| / max |oracle|, in float64 (inf for a non-finite value or a wrong shape)."""
     if actual is None or oracle is None or actual.shape != oracle.shape:
