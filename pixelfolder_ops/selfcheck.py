@@ -6,9 +6,9 @@ every kernel it built computes the right thing on this machine.
 
 Prints the environment, the build (backends compiled, CUDA architectures, where the extension came
 from, why each missing backend is missing), then every op on every available backend of the device,
-forward and backward, in every dtype the backend takes, against the reference in float64 (the cases
-and tolerances of pixelfolder_ops.correctness, which the test suite uses too). Exits 1 if any check
-fails. ``--speed`` adds each op's time against the reference and the backend ``auto`` picks.
+forward and backward, in every dtype the backend takes, NCHW and channels-last, against the reference in
+float64 (the cases and tolerances of pixelfolder_ops.correctness, which the test suite uses too). Exits 1
+if any check fails. ``--speed`` adds each op's time against the reference and the backend ``auto`` picks.
 """
 import argparse
 import json
@@ -26,6 +26,9 @@ from . import __version__, backend, correctness
 # The 1-in-8 trailing noise of a CPU timer (or a GPU's launch jitter) is below one op's time at these
 # shapes; the median of this many calls is stable to a few percent.
 SPEED_REPEATS = 7
+# The layouts every case is checked in: those the models run in (models.to_channels_last). The tests check
+# strided views too.
+LAYOUTS = ("contiguous", "channels_last")
 DTYPE_NAMES = {str(dtype).replace("torch.", ""): dtype for dtype in correctness.DTYPES}
 
 
@@ -87,34 +90,44 @@ def checked_backends(device, asked=None):
     return names or ["reference"]
 
 
-def checked_dtypes(name, asked=None):
-    return [d for d in correctness.BACKEND_DTYPES[name] if asked is None or d in asked]
+def checked_dtypes(name, device, asked=None):
+    return [d for d in correctness.backend_dtypes(name, device) if asked is None or d in asked]
+
+
+def checked_cases(device):
+    """The cases checked on ``device``: every one on a GPU; on the CPU, not those sized for a GPU."""
+    too_large = () if device.type == "cuda" else (correctness.LARGE, correctness.CUDA_PATHS)
+    return [case for case in correctness.cases() if not case.tags.intersection(too_large)]
 
 
 def correctness_rows(device, backends, dtypes=None, progress=None):
     """One row per op, backend and dtype: the worst error relative to its tolerance over the op's
-    cases, forward and backward."""
+    cases, in each checked layout, forward and backward."""
+    grouped = {}
+    for case in checked_cases(device):
+        grouped.setdefault(case.op, []).append(case)
     rows = []
     for name in backends:
-        for dtype in checked_dtypes(name, dtypes):
-            for op, op_cases in correctness.cases_by_op().items():
+        for dtype in checked_dtypes(name, device, dtypes):
+            for op, op_cases in grouped.items():
                 worst = None
                 for case in op_cases:
-                    try:
-                        results = correctness.check_case(case, name, dtype, device)
-                    except Exception as error:  # a kernel that raises is a failure, reported as such
-                        results = {"error": (math.inf, 0.0)}
-                        case_error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                    else:
-                        case_error = None
-                    for output, (error, tolerance) in results.items():
-                        ratio = error / tolerance if tolerance else (0.0 if error == 0 else math.inf)
-                        if worst is None or ratio > worst["ratio"]:
-                            worst = {"op": op, "backend": name, "dtype": str(dtype).replace("torch.", ""),
-                                     "case": case.name, "output": output, "error": error,
-                                     "tolerance": tolerance, "ratio": ratio, "exception": case_error}
-                    if progress:
-                        progress()
+                    for layout in LAYOUTS:
+                        try:
+                            results = correctness.check_case(case, name, dtype, device, layout)
+                        except Exception as error:  # a kernel that raises is a failure, reported as such
+                            results = {"error": (math.inf, 0.0)}
+                            case_error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                        else:
+                            case_error = None
+                        for output, (error, tolerance) in results.items():
+                            ratio = error / tolerance if tolerance else (0.0 if error == 0 else math.inf)
+                            if worst is None or ratio > worst["ratio"]:
+                                worst = {"op": op, "backend": name, "dtype": str(dtype).replace("torch.", ""),
+                                         "case": case.name, "layout": layout, "output": output, "error": error,
+                                         "tolerance": tolerance, "ratio": ratio, "exception": case_error}
+                        if progress:
+                            progress()
                 worst["passed"] = worst["ratio"] <= 1.0
                 rows.append(worst)
     return rows
@@ -125,17 +138,19 @@ def speed_rows(device, backends):
     the backend 'auto' takes there."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     rows = []
-    for op, op_cases in correctness.cases_by_op().items():
-        case = max(op_cases, key=lambda c: c.reduction)
-        made, call = case.make(torch.Generator().manual_seed(0))
-        tensors = {k: t.to(device, dtype) for k, t in made.items()}
+    largest = {}
+    for case in checked_cases(device):
+        if case.op not in largest or case.reduction > largest[case.op].reduction:
+            largest[case.op] = case
+    for op, case in largest.items():
+        tensors = case.inputs(dtype, device)
         times = {}
         for name in dict.fromkeys(["reference"] + backends):
             with torch.no_grad():
-                times[name] = _median_seconds(lambda: call(tensors, name), device)
+                times[name] = _median_seconds(lambda: case.call(tensors, name), device)
         with torch.no_grad(), backend.use_backend("auto"):
-            call(tensors, None)
-        chosen = [choice for (chosen_op, _, _), choice in backend.auto_choices().items() if chosen_op == op]
+            case.call(tensors, None)
+        chosen = [choice for (chosen_op, *_), choice in backend.auto_choices().items() if chosen_op == op]
         auto = chosen[-1] if chosen else backend._auto_candidates(device)[0]
         rows.append({"op": op, "case": case.name, "dtype": str(dtype).replace("torch.", ""),
                      "seconds": times, "auto": auto})
@@ -215,7 +230,8 @@ def main(argv=None):
               "itself in float64.")
     from tqdm import tqdm
 
-    total = sum(len(checked_dtypes(name, args.dtype)) for name in backends) * len(correctness.cases())
+    total = (sum(len(checked_dtypes(name, device, args.dtype)) for name in backends) * len(checked_cases(device))
+             * len(LAYOUTS))
     with tqdm(total=total, desc=f"checking {', '.join(backends)} on {device}", file=sys.stderr,
               leave=False, disable=None) as bar:
         rows = correctness_rows(device, backends, args.dtype, progress=lambda: bar.update())
@@ -225,7 +241,7 @@ def main(argv=None):
     _print_table(["op", "backend", "dtype", "worst error", "tolerance", "result", "worst case"],
                  [[r["op"], r["backend"], r["dtype"], f"{r['error']:.2e}", f"{r['tolerance']:.2e}",
                    "PASS" if r["passed"] else "FAIL",
-                   f"{r['case']}: {r['output']}" + (f" ({r['exception']})" if r["exception"] else "")]
+                   f"{r['case']} ({r['layout']}): {r['output']}" + (f" ({r['exception']})" if r["exception"] else "")]
                   for r in rows])
     if args.speed:
         report["speed"] = speed_rows(device, backends)

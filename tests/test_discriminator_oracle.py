@@ -8,13 +8,9 @@ import torch.nn.functional as F
 
 import models
 import pixelfolder_ops as ops
-from pixelfolder_ops import extension
 from test_official import SQRT2, blur, equal_conv, lrelu
 
 SIZE = 16
-CPU_UNAVAILABLE = extension.unavailable_reason("cpu")
-CPU_BACKENDS = ["reference", pytest.param("cpu", marks=pytest.mark.skipif(
-    CPU_UNAVAILABLE is not None, reason=f"the cpu backend is unavailable: {CPU_UNAVAILABLE}"))]
 
 
 def minibatch_stddev(x, group_size=4):
@@ -65,7 +61,8 @@ def r1_terms(forward, parameters, images):
     return logits, gradient, [torch.zeros_like(p) if g is None else g for p, g in zip(parameters, weights_gradient)]
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.needs_backend
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
 @pytest.mark.parametrize("batch", [4, 8])  # one stddev group, then two
 def test_logits_and_r1_gradients_equal_the_official_data_flow(backend, batch):
     torch.manual_seed(batch)

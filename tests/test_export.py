@@ -9,13 +9,11 @@ import pytest
 import torch
 
 import models
-import pixelfolder_ops as ops
 from pixelfolder_ops import correctness
 from training import export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CPU_REASON = ops.backend._unavailable_reason("cpu")
-needs_cpu_backend = pytest.mark.skipif(CPU_REASON is not None, reason=f"the cpu backend is unavailable: {CPU_REASON}")
+needs_cpu_backend = pytest.mark.needs_backend("cpu")
 
 GENERATORS = {
     "PixelFolder": lambda: models.PixelFolder(16, width=0.125),

@@ -1,7 +1,8 @@
-"""The "cuda" backend: every CUDA source compiles with nvcc (no GPU needed), and on a GPU each op
-matches the reference in float32 / bfloat16 / float16, NCHW and channels-last, forward and backward."""
+"""The "cuda" backend: every CUDA source compiles with nvcc (no GPU needed), and on a GPU the cases of
+pixelfolder_ops.correctness, every one (the GPU-sized ones too) in every dtype and layout, forward and
+every gradient against the reference in float64 on the same GPU; TF32 convs within TF32's accuracy; the
+same bits every run; gradcheck, opcheck, torch.compile and the models."""
 import glob
-import math
 import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -10,18 +11,17 @@ import pytest
 import torch
 
 import models
-import pixelfolder_ops as ops
-from pixelfolder_ops import extension, reference
-from pixelfolder_ops.correctness import tf32
+from pixelfolder_ops import correctness, extension
+from pixelfolder_ops.correctness import BLOCKS, CUDA_PATHS, SECOND_ORDER, SMALL
+from pixelfolder_ops.extension import LIBRARY
 
 from benchmarks.kernel_resources import nvcc_command, nvcc_path
-from test_extension import (CASES, LAYOUTS, SEVERAL_BLOCKS, op_cases, schema_args, styled_conv_case,
-                            styled_conv_gradients)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUDA_SOURCES = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
 NVCC = nvcc_path()
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+BACKEND = DEVICE = "cuda"
+needs_cuda = pytest.mark.needs_backend(BACKEND)
 
 
 @pytest.mark.slow
@@ -39,157 +39,110 @@ def test_every_cuda_source_compiles(tmp_path):
     assert not failures, "\n\n".join(failures)
 
 
-CUDA_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
-TOLERANCE = {torch.float32: dict(rtol=1e-3, atol=1e-4), torch.bfloat16: dict(rtol=5e-2, atol=5e-2),
-             torch.float16: dict(rtol=1e-2, atol=1e-2)}
+def names(*tags, op=None):
+    return [case.name for case in correctness.cases() if set(tags) <= case.tags and op in (None, case.op)]
 
 
-def to_device(value, dtype, device="cuda"):
-    """``value`` on ``device`` in ``dtype`` with its strides: ``.to()`` would make a copy of a view that
-    is not dense (the "strided" layout) contiguous, and the kernels would never see a strided input."""
-    if not isinstance(value, torch.Tensor):
-        return value
-    source = value.detach()
-    span = 1 + sum((size - 1) * stride for size, stride in zip(source.shape, source.stride()))
-    copy = torch.empty(span, dtype=dtype, device=device).as_strided(source.shape, source.stride())
-    return copy.copy_(source).requires_grad_(value.requires_grad)
-
-
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
-def test_device_copies_keep_the_layout(layout):
-    _, args = op_cases(torch.float64, layout)["styled_conv2d"]
-    for arg in (a for a in args if isinstance(a, torch.Tensor)):
-        copy = to_device(arg, torch.float32, "cpu")
-        assert copy.stride() == arg.stride() and torch.equal(copy, arg.float())
+def first_of_each_op():
+    """The first small case of each op: together they call every op of the extension (tested below)."""
+    return [names(SMALL, op=op)[0] for op in correctness.cases_by_op()]
 
 
 @pytest.fixture
 def exact_float32():
-    with tf32(False):
+    with correctness.tf32_mode(False):
         yield
 
 
 @needs_cuda
 def test_cuda_backend_is_available():
-    assert extension.unavailable_reason("cuda") is None, extension.unavailable_reason("cuda")
     assert "cuda" in extension.build_info()["backends"]
 
 
 @needs_cuda
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
-@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES)
-def test_cuda_op_matches_reference(case, dtype, layout, exact_float32):
-    name, args = op_cases(torch.float64, layout, requires_grad=True)[case]
-    cuda_args = [to_device(a, dtype) for a in args]
-    reference_args = [to_device(a, torch.float64) for a in args]  # the oracle in float64, on the GPU
-    assert [a.stride() for a in cuda_args if isinstance(a, torch.Tensor)] == \
-        [a.stride() for a in args if isinstance(a, torch.Tensor)]
-    actual = getattr(extension, name)(*cuda_args)
-    expected = getattr(reference, name)(*reference_args)
-    torch.testing.assert_close(actual.double(), expected, **TOLERANCE[dtype])
-    grad = torch.randn_like(expected)
-    inputs = [a for a in cuda_args if isinstance(a, torch.Tensor) and a.requires_grad]
-    reference_inputs = [a for a in reference_args if isinstance(a, torch.Tensor) and a.requires_grad]
-    grads = torch.autograd.grad(actual, inputs, grad.to(dtype))
-    expected_grads = torch.autograd.grad(expected, reference_inputs, grad)
-    for g, e in zip(grads, expected_grads):
-        scale = e.abs().max().clamp_min(1)  # reductions over many elements: compare relative to the size
-        torch.testing.assert_close(g.double() / scale, e / scale, **TOLERANCE[dtype])
-
-
-TF32_UNIT_ROUNDOFF = 2.0 ** -11
-CONV_CASES = [case for case in CASES if case.startswith(("modulated_conv2d", "styled_conv2d", "to_rgb"))]
+@pytest.mark.parametrize("layout", correctness.LAYOUTS)
+@pytest.mark.parametrize("dtype", correctness.backend_dtypes(BACKEND, DEVICE), ids=str)
+@pytest.mark.parametrize("case", names())
+def test_matches_the_reference(case, dtype, layout, assert_matches_reference):
+    assert_matches_reference(case, BACKEND, dtype, DEVICE, layout)
 
 
 @needs_cuda
-@pytest.mark.parametrize("case", CONV_CASES)
-def test_cuda_convs_in_tf32_within_tf32_accuracy(case):
-    # TF32 (the default for cuDNN convs) rounds both factors of every product to 10 mantissa bits, 2u
-    # relative (u = 2^-11), and the errors, of either sign, add up over the K = 27 products (3 channels
-    # x 3 x 3) behind an output to about 2 sqrt(K) u times the outputs' scale.
-    name, args = op_cases(torch.float64)[case]
-    with tf32(True):
-        actual = getattr(extension, name)(*[to_device(a, torch.float32) for a in args])
-    expected = getattr(reference, name)(*[to_device(a, torch.float64) for a in args])
-    u = TF32_UNIT_ROUNDOFF
-    torch.testing.assert_close(actual.double(), expected, rtol=2 * u,
-                               atol=2 * math.sqrt(27) * u * expected.abs().max().item())
+@pytest.mark.parametrize("case", [name for name in names() if correctness.find(name).op in
+                                  ("modulated_conv2d", "styled_conv2d", "to_rgb")])
+def test_convs_in_tf32_within_tf32_accuracy(case, assert_matches_reference):
+    # TF32 (cuDNN's default for convs) rounds both factors of every product to 10 mantissa bits.
+    assert_matches_reference(case, BACKEND, torch.float32, DEVICE, tf32=True)
 
 
 @needs_cuda
-@pytest.mark.parametrize("noise", [None, "per_image", "shared"], ids=["no_noise", "noise", "shared_noise"])
-@pytest.mark.parametrize("unfold_output", [False, True], ids=["conv_layout", "unfolded"])
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_cuda_styled_conv2d_backward_matches_the_reference_with_the_same_bits_twice(layout, unfold_output, noise,
-                                                                                   exact_float32):
-    # Over several reduction blocks (32 channels x 1024 pixels each) in every direction.
-    args = styled_conv_case(torch.float64, layout, unfold_output, noise, True, **SEVERAL_BLOCKS)
-    cuda_args = [to_device(a, torch.float32) for a in args]
-    grads = styled_conv_gradients(extension.styled_conv2d, cuda_args)
-    assert all(torch.equal(a, b) for a, b in zip(grads, styled_conv_gradients(extension.styled_conv2d, cuda_args)))
-    expected = styled_conv_gradients(reference.styled_conv2d, [to_device(a, torch.float64) for a in args])
-    for g, e in zip(grads, expected):
-        scale = e.abs().max().clamp_min(1)  # reductions over many elements: compare relative to the size
-        torch.testing.assert_close(g.double() / scale, e / scale, **TOLERANCE[torch.float32])
+@pytest.mark.parametrize("case", names(BLOCKS) + names(CUDA_PATHS))
+def test_backward_gives_the_same_bits_twice(case, digest_of_the_backward, exact_float32):
+    # Over several reduction blocks (32 channels x 1024 pixels each) in every direction, NCHW and
+    # channels-last.
+    assert digest_of_the_backward([case], BACKEND, device=DEVICE) == \
+        digest_of_the_backward([case], BACKEND, device=DEVICE)
+
+
+@needs_cuda
+@pytest.mark.parametrize("case", names(SMALL))
+def test_gradcheck(case, gradchecks):
+    gradchecks(case, BACKEND, DEVICE)
+
+
+@needs_cuda
+@pytest.mark.parametrize("case", names(SECOND_ORDER))
+def test_gradgradcheck(case, gradchecks):
+    gradchecks(case, BACKEND, DEVICE, second_order=True)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", names(SMALL))
+def test_opcheck(case, dtype, opchecks):
+    opchecks(case, BACKEND, "pixelfolder_ops", dtype, DEVICE)
+
+
+@needs_cuda
+def test_opcheck_reaches_every_op_of_the_extension(opchecks, monkeypatch):
+    monkeypatch.setattr(torch.library, "opcheck", lambda *args, **kwargs: None)  # the calls alone
+    checked = set().union(*(opchecks(case, BACKEND, "pixelfolder_ops", device=DEVICE) for case in first_of_each_op()))
+    assert checked == {f"pixelfolder_ops::{name}" for name in LIBRARY._arguments}
+
+
+@needs_cuda
+@pytest.mark.parametrize("case", first_of_each_op())
+def test_compiles_to_one_graph(case, compiles_to_one_graph, exact_float32):
+    compiles_to_one_graph(case, BACKEND, DEVICE, "inductor")
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+@needs_cuda
 def test_cuda_ops_refuse_tensors_on_another_gpu():
     # Same device type, another index: a kernel launched on cuda:0 must not read cuda:1 memory.
-    _, (x, kernel, up, down, pad) = op_cases(torch.float32)["upfirdn2d_up"]
+    upfirdn = correctness.find("upfirdn2d odd 5x7 up 2")
+    tensors = upfirdn.inputs(torch.float32, "cuda:0")
     with pytest.raises(RuntimeError, match=r"upfirdn2d: argument 'kernel' must be on cuda:0 .*got cuda:1"):
-        torch.ops.pixelfolder_ops.upfirdn2d(x.to("cuda:0"), kernel.to("cuda:1"), list(up), list(down), list(pad))
-    _, (x, weight, styles, *rest) = op_cases(torch.float32)["modulated_conv2d"]
+        LIBRARY.call("upfirdn2d", upfirdn.arguments({**tensors, "kernel": tensors["kernel"].to("cuda:1")}),
+                     up=[2, 2], down=[1, 1], pad=[2, 1, 2, 1])
+    conv = correctness.find("modulated conv odd 3x3 9->4 5x7")
+    tensors = conv.inputs(torch.float32, "cuda:0")
     with pytest.raises(RuntimeError, match=r"modulated_conv2d: argument 'styles' must be on cuda:0 .*got cuda:1"):
-        extension.modulated_conv2d(x.to("cuda:0"), weight.to("cuda:0"), styles.to("cuda:1"), *rest)
+        LIBRARY.call("modulated_conv2d", conv.arguments({**tensors, "styles": tensors["styles"].to("cuda:1")}),
+                     resample_kernel=None)
 
 
 @needs_cuda
-@pytest.mark.parametrize("case", CASES)
-def test_cuda_opcheck(case):
-    name, args = op_cases(torch.float32, requires_grad=True)[case]
-    args = schema_args(name, (to_device(a, torch.float32) for a in args))
-    torch.library.opcheck(getattr(torch.ops.pixelfolder_ops, name).default, args)
-
-
-@needs_cuda
-@pytest.mark.parametrize("case", ["fused_leaky_relu", "upfirdn2d_up", "upfirdn2d_mixed", "to_rgb"])
-def test_cuda_gradgradcheck(case):
-    name, args = op_cases(requires_grad=True)[case]
-    args = [to_device(a, torch.float64) for a in args]
-    function = getattr(extension, name)
-    assert torch.autograd.gradgradcheck(lambda x: function(x, *args[1:]), [args[0]])
-
-
-@needs_cuda
-@pytest.mark.parametrize("factory, input_shape", [
-    (lambda: models.PixelFolder(64, width=0.125), (2, 512)),
-    (lambda: models.Discriminator(32, width=0.125), (2, 3, 32, 32)),
-], ids=["PixelFolder", "Discriminator"])
-def test_cuda_models_match_the_reference(factory, input_shape, exact_float32):
+def test_pixelfolder_matches_the_reference(assert_model_matches_reference, exact_float32):
     torch.manual_seed(0)
-    model = factory().cuda()
-    inputs = torch.randn(*input_shape, device="cuda")
-    outputs = {}
-    for backend in ("cuda", "reference"):
-        torch.manual_seed(1)
-        with ops.use_backend(backend):
-            outputs[backend] = model(inputs)
-    torch.testing.assert_close(outputs["cuda"], outputs["reference"], rtol=1e-3, atol=1e-3)
+    generator = models.PixelFolder(64, width=0.125).to(DEVICE)
+    assert_model_matches_reference(generator, BACKEND, torch.randn(2, 512, device=DEVICE),
+                                   noise=generator.make_noise(2, device=DEVICE))
 
 
 @needs_cuda
-def test_cuda_torch_compile_fullgraph(exact_float32):
-    torch._dynamo.reset()
-    x = torch.randn(2, 8, 6, 6, device="cuda", requires_grad=True)
-    weight = torch.randn(8, 8, 3, 3, device="cuda", requires_grad=True)
-    styles = torch.randn(2, 8, device="cuda")
-
-    def layer(x, weight):
-        h = extension.styled_conv2d(x, weight, styles, None, None, None, True, 1, None, 0.2, math.sqrt(2), True, 1e-8)
-        return extension.fused_leaky_relu(extension.fold(h), None, 0.2, math.sqrt(2))
-
-    out = torch.compile(layer, fullgraph=True)(x, weight)
-    torch.testing.assert_close(out, layer(x, weight), rtol=1e-4, atol=1e-4)
-    out.sum().backward()
+@pytest.mark.parametrize("r1", [False, True], ids=["loss", "R1 penalty"])
+def test_discriminator_matches_the_reference(r1, assert_model_matches_reference, exact_float32):
+    torch.manual_seed(0)
+    assert_model_matches_reference(models.Discriminator(32, width=0.125).to(DEVICE), BACKEND,
+                                   torch.randn(2, 3, 32, 32, device=DEVICE), r1=r1)

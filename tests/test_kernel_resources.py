@@ -141,6 +141,39 @@ print(json.dumps([rows, len(kr.configs_for(*launch[1:]))]))""")
     assert all(row["hgmma"] > 0 for row in rows), [(row["config"], row["hgmma"]) for row in rows]
 
 
+BACKWARD_KERNELS = ("_input_backward_kernel", "_weight_backward_kernel")
+
+
+@pytest.mark.slow
+@needs_triton_tools
+def test_backward_kernels_compile_for_sm90_without_atomic_instructions(tmp_path):
+    """No float atomics, read from the PTX (atom.* / red.* instructions) of each backward kernel as
+    PixelFolder launches it in bfloat16, in its first config; a kernel with tl.atomic_add shows the check
+    finds them."""
+    (tmp_path / "atomic_kernel.py").write_text(
+        "import triton\nimport triton.language as tl\n\n\n@triton.jit\ndef atomic_kernel(ptr):\n"
+        "    tl.atomic_add(ptr + tl.arange(0, 32), 1.0)\n")
+    found = in_fresh_python(f"""
+import re, sys, triton
+from triton.compiler import ASTSource
+sys.path.insert(0, {str(tmp_path)!r})
+from atomic_kernel import atomic_kernel
+
+def atomics(source):
+    ptx = triton.compile(source, target=kr.triton_target("sm_90")).asm["ptx"]
+    return sorted(set(re.findall(r"\\b(?:atom|red)\\.[\\w.]+", ptx)))
+
+jobs = {{}}
+for job in kr.triton_jobs(kr.record_launches(torch.bfloat16, True, size=16), "sm_90", {BACKWARD_KERNELS!r}):
+    jobs.setdefault(job["name"], job)
+found = {{name: atomics(ASTSource(job["function"], job["signature"], job["constants"], job["attrs"]))
+         for name, job in jobs.items()}}
+found["atomic_kernel"] = atomics(ASTSource(atomic_kernel, {{"ptr": "*fp32"}}))
+print(json.dumps(found))""")
+    assert found.pop("atomic_kernel"), "the check finds no atomic instruction in a kernel that has one"
+    assert found == {name: [] for name in BACKWARD_KERNELS}
+
+
 @pytest.fixture(scope="module")
 def report():
     with open(REPORT) as f:

@@ -61,7 +61,8 @@ BAD_CALLS = [
 ]
 
 
-@pytest.mark.parametrize("backend", ops.available_backends())
+@pytest.mark.needs_backend
+@pytest.mark.parametrize("backend", ops.backend.KNOWN_BACKENDS)
 @pytest.mark.parametrize("case, call, argument", BAD_CALLS, ids=[f"{i}-{case}" for i, (case, *_) in
                                                                    enumerate(BAD_CALLS)])
 def test_bad_arguments_are_the_same_value_error_on_every_backend(backend, case, call, argument):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import pixelfolder_ops as ops
-from pixelfolder_ops import backend
+from pixelfolder_ops import backend, correctness
 
 
 def randn(*shape, dtype=torch.float64, seed=0):
@@ -76,8 +76,8 @@ def test_fused_leaky_relu_module_passes_its_options_and_follows_the_inputs_dtype
     out = layer(x.bfloat16())  # a float32 bias on a bfloat16 input (autocast)
     assert out.dtype == torch.bfloat16
     expected = F.leaky_relu(x.bfloat16().double() + torch.tensor([0.5, -1.0, 2.0]).double().view(1, 3, 1, 1), 0.1) * 3
-    # bfloat16 rounds the sum, the activation and the product, each by up to 2^-8 of values of order 1.
-    torch.testing.assert_close(out.double(), expected, rtol=2 ** -6, atol=2 ** -6)
+    # bfloat16 rounds the sum, the activation and the product (no reduction).
+    assert correctness.relative_error(out, expected) <= correctness.tolerance(torch.bfloat16, 0)
 
 
 # ------------------------------------------------------------------------------------ upfirdn2d
@@ -234,65 +234,42 @@ def test_fourier_embedding_matches_its_formula():
         assert abs(out[0, c, i, j].item() - expected) < 1e-12
 
 
-# ------------------------------------------------------------------------------------ gradients
+# ------------------------------------------------------- the cases of pixelfolder_ops.correctness
 
-GRADCHECK_CASES = {
-    "fold": lambda: (ops.fold, (randn(2, 3, 4, 6),)),
-    "unfold": lambda: (ops.unfold, (randn(2, 8, 3, 2),)),
-    "fused_leaky_relu": lambda: (ops.fused_leaky_relu, (randn(2, 3, 4, 5), randn(3, seed=1))),
-    "upfirdn2d": lambda: (lambda x, k: ops.upfirdn2d(x, k, up=2, down=1, pad=(2, 1)),
-                          (randn(1, 2, 4, 5), randn(4, 4, seed=1))),
-    "upfirdn2d_down": lambda: (lambda x, k: ops.upfirdn2d(x, k, down=2, pad=(1, 1)),
-                               (randn(1, 2, 6, 6), randn(4, 4, seed=1))),
-    "fourier_embedding": lambda: (lambda w, b: ops.fourier_embedding(w, b, 3, 4), (randn(5, 2), randn(5, seed=1))),
-    "modulated_conv2d": lambda: (ops.modulated_conv2d, (randn(2, 3, 5, 5), randn(4, 3, 3, 3, seed=1),
-                                                        randn(2, 3, seed=2))),
-    "modulated_conv2d_up": lambda: (lambda x, w, s: ops.modulated_conv2d(x, w, s, up=2),
-                                    (randn(1, 2, 3, 3), randn(3, 2, 3, 3, seed=1), randn(1, 2, seed=2))),
-    "styled_conv2d": lambda: (lambda x, w, s, n, k, b: ops.styled_conv2d(x, w, s, n, k, b, unfold_output=True),
-                              (randn(2, 3, 3, 4), randn(4, 3, 3, 3, seed=1), randn(2, 3, seed=2),
-                               randn(2, 1, 3, 4, seed=3), randn(1, seed=4), randn(4, seed=5))),
-    "to_rgb": lambda: (lambda x, w, s, b, skip: ops.to_rgb(x, w, s, b, skip, torch.full((4, 4), 0.25,
-                                                                                        dtype=torch.float64)),
-                       (randn(2, 4, 4, 4), randn(3, 4, 1, 1, seed=1), randn(2, 4, seed=2), randn(3, seed=3),
-                        randn(2, 3, 2, 2, seed=4))),
-    "modulated_conv2d_no_demod_1x1": lambda: (lambda x, w, s: ops.modulated_conv2d(x, w, s, demodulate=False),
-                                              (randn(2, 3, 4, 4), randn(3, 3, 1, 1, seed=1), randn(2, 3, seed=2))),
-}
+def names(*tags, op=None):
+    """The cases a CPU runs (not a GPU's), with every one of ``tags``, of ``op`` when given."""
+    return [case.name for case in correctness.cases() if not {correctness.LARGE, correctness.CUDA_PATHS} & case.tags
+            and set(tags) <= case.tags and op in (None, case.op)]
 
 
-@pytest.mark.parametrize("case", GRADCHECK_CASES)
-def test_gradcheck(case):
-    fn, inputs = GRADCHECK_CASES[case]()
-    inputs = tuple(t.requires_grad_() for t in inputs)
-    assert torch.autograd.gradcheck(fn, inputs)
+def first_of_each_op():
+    return [names(correctness.SMALL, op=op)[0] for op in correctness.cases_by_op()]
 
 
-@pytest.mark.parametrize("case", ["fused_leaky_relu", "upfirdn2d_down"])
-def test_gradgradcheck_for_r1(case):
+@pytest.mark.parametrize("case", names(correctness.SMALL))
+def test_gradcheck(case, gradchecks):
+    gradchecks(case, "reference")
+
+
+# The whole Jacobian, not a random projection of it: the smallest case of each op (the convs' take a while).
+@pytest.mark.parametrize("case", [pytest.param(name, marks=pytest.mark.slow if "conv" in name else ())
+                                  for name in first_of_each_op()])
+def test_gradcheck_of_the_whole_jacobian(case, gradchecks):
+    gradchecks(case, "reference", fast_mode=False)
+
+
+@pytest.mark.parametrize("case", names(correctness.SECOND_ORDER))
+def test_gradgradcheck_for_r1(case, gradchecks):
     # The discriminator's R1 penalty differentiates through these twice.
-    fn, inputs = GRADCHECK_CASES[case]()
-    inputs = tuple(t.requires_grad_() for t in inputs)
-    assert torch.autograd.gradgradcheck(fn, inputs)
+    gradchecks(case, "reference", second_order=True)
 
 
-# ----------------------------------------------------------------------------------- dtypes
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_reduced_precision_stays_close_to_float64(dtype):
-    x, styles, weight = randn(2, 8, 6, 6), randn(2, 8, seed=1), randn(8, 8, 3, 3, seed=2)
-    expected = ops.modulated_conv2d(x, weight, styles)
-    out = ops.modulated_conv2d(x.to(dtype), weight.to(dtype), styles.to(dtype))
-    assert out.dtype == dtype
-    if dtype == torch.float32:
-        torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
-    else:
-        # Six bfloat16 roundings on the way (x, weight, styles, their product, the demodulation, the
-        # output), each of relative rms about u / sqrt(3) with u = 2^-8, whatever the reduction length
-        # (8 x 3 x 3 = 72 terms, summed in float32: 72 x 2^-24 more): about 1.4 u of the tensor's norm
-        # together (4.4e-3 to 5.0e-3 measured over seeds); 2 u = 7.8e-3 fails a 1% error.
-        error = ((out.double() - expected).norm() / expected.norm()).item()
-        assert error <= 2 * 2 ** -8, f"relative error {error:.2e}"
+@pytest.mark.parametrize("case, dtype", [
+    pytest.param(name, dtype, id=f"{name}-{str(dtype)[6:]}",
+                 marks=pytest.mark.slow if correctness.LAYER in correctness.find(name).tags else ())
+    for name in names() for dtype in (torch.float32, torch.bfloat16, torch.float16)])
+def test_reduced_precision_matches_the_float64_oracle(case, dtype, assert_matches_reference):
+    assert_matches_reference(case, "reference", dtype)
 
 
 # ------------------------------------------------------------------------------------- errors

@@ -1,5 +1,6 @@
-"""``python -m pixelfolder_ops``: the same cases and tolerances as these tests (pixelfolder_ops.correctness),
-a planted wrong kernel is caught, and it runs with the reference backend alone."""
+"""``python -m pixelfolder_ops`` and the one tolerance rule of pixelfolder_ops.correctness: the report's
+every line and its JSON, the worst ratio per row, a planted wrong kernel is caught, it runs with the
+reference backend alone; the output gradient that the checks use (rounded, zero at the kinks)."""
 import json
 import math
 import os
@@ -15,35 +16,21 @@ import tqdm
 import pixelfolder_ops as ops
 from pixelfolder_ops import backend, correctness, extension, reference, selfcheck
 
-# Each test builds the cases it checks (correctness.cases() in its body, by name): a case built at
-# collection would be built by a mutation run's parent process, before any mutant is active.
-CASE_NAMES = [case.name for case in correctness.cases()]
-
-
-def _case(name):
-    return next(case for case in correctness.cases() if case.name == name)
-
-
-CPU_BACKENDS = [name for name in ("cpu",) if backend._unavailable_reason(name) is None]
-
-
-@pytest.mark.parametrize("dtype", correctness.DTYPES, ids=str)
-@pytest.mark.parametrize("case_name", CASE_NAMES)
-@pytest.mark.parametrize("name", CPU_BACKENDS or [pytest.param("cpu", marks=pytest.mark.skip(
-    reason=f"the cpu backend is unavailable: {backend._unavailable_reason('cpu')}"))])
-def test_backend_within_tolerance(name, case_name, dtype):
-    case = _case(case_name)
-    for output, (error, tolerance) in correctness.check_case(case, name, dtype, "cpu").items():
-        assert error <= tolerance, f"{case.name}, {output}: error {error:.3g} > tolerance {tolerance:.3g}"
+# Each test builds the cases it checks (correctness.cases() in its body): a case built at collection would
+# be built by a mutation run's parent process, before any mutant is active. The cases themselves run on
+# every backend in its own test module (test_extension.py, test_triton.py, test_ops.py for the reference).
 
 
 def test_tolerance_grows_with_the_sum_and_the_dtype():
-    assert correctness.tolerance(torch.float32, 0, exact=True) == 0
     assert correctness.tolerance(torch.float32, 4608) > correctness.tolerance(torch.float32, 9)
     assert correctness.tolerance(torch.bfloat16, 9) > correctness.tolerance(torch.float16, 9) > \
         correctness.tolerance(torch.float32, 9) > correctness.tolerance(torch.float64, 9)
     # A 16-bit accumulator over 4,608 terms (errors ~ u16 * sqrt(n), about 0.26 in bfloat16) exceeds it.
     assert correctness.tolerance(torch.bfloat16, 4608) < correctness.unit_roundoff(torch.bfloat16) * math.sqrt(4608)
+    # Data movement must be bit-exact in every dtype; every other case has a tolerance.
+    for case in correctness.cases():
+        assert all((case.tolerance(dtype) == 0) == case.exact for dtype in correctness.DTYPES)
+        assert case.exact == (case.op in ("fold", "unfold"))
 
 
 def test_tolerance_is_the_first_order_bound_its_docstring_states():
@@ -54,6 +41,8 @@ def test_tolerance_is_the_first_order_bound_its_docstring_states():
     assert correctness.tolerance(torch.float64, 100, condition=3) == 8 * (3 * 2.0 ** -53 + 10 * 2.0 ** -53)
     assert correctness.tolerance(torch.bfloat16, 100) == 8 * (2.0 ** -8 + 10 * 2.0 ** -24)
     assert correctness.tolerance(torch.float32, 1) == correctness.tolerance(torch.float32, 0) == 8 * 2 * 2.0 ** -24
+    # TF32 rounds the factors of float32 products to 10 mantissa bits: u = 2^-11 for what is stored.
+    assert correctness.tolerance(torch.float32, 100, tf32=True) == 8 * (2.0 ** -11 + 10 * 2.0 ** -24)
 
 
 def test_relative_error_flags_wrong_shapes_and_non_finite_values():
@@ -75,15 +64,13 @@ def _plant(monkeypatch, name, module):
     monkeypatch.setitem(backend._reasons, name, None)
 
 
-def _fold_like_pixel_unshuffle(input):
+def _fold_like_pixel_unshuffle(args):
     # A plausible bug: torch's channel order (c * 4 + dy * 2 + dx) instead of the official one.
-    return torch.nn.functional.pixel_unshuffle(input, 2)
+    return torch.nn.functional.pixel_unshuffle(args.input, 2)
 
 
-def test_a_planted_wrong_kernel_fails_and_exits_non_zero(monkeypatch, capsys):
-    wrong = types.SimpleNamespace(**{op: getattr(reference, op) for op in correctness.cases_by_op()})
-    wrong.fold = _fold_like_pixel_unshuffle
-    _plant(monkeypatch, "cpu", wrong)
+def test_a_planted_wrong_kernel_fails_and_exits_non_zero(monkeypatch, capsys, small_table):
+    _plant(monkeypatch, "cpu", _with(fold=_fold_like_pixel_unshuffle))
     assert selfcheck.main(["--backend", "cpu", "--device", "cpu", "--dtype", "float32"]) == 1
     out = capsys.readouterr().out
     fold_rows = [line for line in out.splitlines() if line.startswith("fold ")]
@@ -92,12 +79,10 @@ def test_a_planted_wrong_kernel_fails_and_exits_non_zero(monkeypatch, capsys):
     assert "failed" in out.splitlines()[-1] and not out.splitlines()[-1].endswith(" 0 failed")
 
 
-def test_a_kernel_that_raises_is_a_failure(monkeypatch, capsys):
-    def broken_to_rgb(*args):
+def test_a_kernel_that_raises_is_a_failure(monkeypatch, capsys, small_table):
+    def broken_to_rgb(args):
         raise RuntimeError("illegal memory access")
-    module = types.SimpleNamespace(**{op: getattr(reference, op) for op in correctness.cases_by_op()})
-    module.to_rgb = broken_to_rgb
-    _plant(monkeypatch, "cpu", module)
+    _plant(monkeypatch, "cpu", _with(to_rgb=broken_to_rgb))
     assert selfcheck.main(["--backend", "cpu", "--device", "cpu", "--dtype", "float32"]) == 1
     assert "RuntimeError: illegal memory access" in capsys.readouterr().out
 
@@ -105,22 +90,23 @@ def test_a_kernel_that_raises_is_a_failure(monkeypatch, capsys):
 def _bias_gradient_off_by(error, seen):
     """fused_leaky_relu whose output is right and whose bias gradient is (1 + error) times the true one;
     each call appends its input's dtype and the TF32 switches to ``seen``."""
-    def fused_leaky_relu(input, bias, negative_slope, scale):
-        seen.append((input.dtype, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
-        output = reference.fused_leaky_relu(input, bias, negative_slope, scale)
+    def fused_leaky_relu(args):
+        seen.append((args.input.dtype, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        output = reference.fused_leaky_relu(args)
         # A zero-valued term whose bias gradient is ``error`` times the true one.
-        shifted = reference.fused_leaky_relu(input.detach(), bias.detach() + error * (bias - bias.detach()),
-                                             negative_slope, scale)
+        bias = args.bias
+        shifted = reference.fused_leaky_relu(args._replace(input=args.input.detach(),
+                                                           bias=bias.detach() + error * (bias - bias.detach())))
         return output + (shifted - shifted.detach())
     return fused_leaky_relu
 
 
 def _recording(record):
-    """A backend module: the reference's ops, each calling ``record(op, input)`` first."""
+    """A backend module: the reference's ops, each calling ``record(op, first tensor)`` first."""
     def recorded(op):
-        def run(input, *args):
-            record(op, input)
-            return getattr(reference, op)(input, *args)
+        def run(args):
+            record(op, args[0])
+            return getattr(reference, op)(args)
         return run
     return types.SimpleNamespace(**{op: recorded(op) for op in correctness.cases_by_op()})
 
@@ -137,7 +123,7 @@ def test_a_wrong_gradient_of_one_input_is_caught_in_that_gradient_alone(monkeypa
     seen = []
     _plant(monkeypatch, "triton", _with(fused_leaky_relu=_bias_gradient_off_by(1e-3, seen)))
     case = correctness.cases_by_op()["fused_leaky_relu"][0]
-    with correctness.tf32(True):
+    with correctness.tf32_mode(True):
         results = correctness.check_case(case, "triton", dtype, "cpu")
         # The backend ran once, in the dtype checked, with TF32 off (the float32 tolerances assume
         # float32 products); the switches are restored after.
@@ -152,36 +138,51 @@ def test_a_wrong_gradient_of_one_input_is_caught_in_that_gradient_alone(monkeypa
 
 
 def test_a_gradient_that_does_not_reach_an_input_is_an_infinite_error(monkeypatch):
-    _plant(monkeypatch, "triton", _with(fused_leaky_relu=lambda input, bias, slope, scale: reference.fused_leaky_relu(
-        input, bias.detach(), slope, scale)))
+    _plant(monkeypatch, "triton", _with(fused_leaky_relu=lambda args: reference.fused_leaky_relu(
+        args._replace(bias=args.bias.detach()))))
     case = correctness.cases_by_op()["fused_leaky_relu"][0]
     results = correctness.check_case(case, "triton", torch.float64, "cpu")
     assert results["forward"][0] == 0 and results["grad bias"][0] == math.inf
 
 
-def test_the_output_gradient_is_rounded_to_the_dtype_and_zero_near_the_activations_kink(monkeypatch):
-    # The kink is the reference's, whatever backend is in force.
-    _plant(monkeypatch, "cpu", _with(styled_conv2d=lambda input, *args: torch.zeros(2, 2, 10, 14, dtype=input.dtype)))
+def test_the_output_gradient_is_rounded_to_the_dtype_and_zero_near_the_kinks(monkeypatch):
+    # The kinks are the reference's, whatever backend is in force: the leaky ReLU's at 0 of the
+    # pre-activation, the clamp's at +-0.5 of the unclamped output.
+    _plant(monkeypatch, "cpu", _with(styled_conv2d=lambda args: torch.zeros(2, 4, 6, 8, dtype=args.input.dtype)))
     ops.set_backend("cpu")
-    case = _case("styled conv odd 3->8 5x7, unfold")
-    made, call = case.make(torch.Generator().manual_seed(0))
-    inputs = {name: t.to(torch.bfloat16).double() for name, t in made.items()}
-    grad_output = correctness._output_gradient(case, call, inputs, torch.bfloat16, seed=1)
+    case = correctness.find("styled conv odd up 2, shared noise, clamp 0.5")
+    inputs = {name: t.detach().double() for name, t in case.inputs(torch.bfloat16).items()}
+    grad_output = correctness.output_gradient(case, inputs, torch.bfloat16, seed=1)
     assert grad_output.dtype == torch.float64 and torch.equal(grad_output.bfloat16().double(), grad_output)
-    pre_activation = call(inputs, "reference", 1.0, 1.0)
-    assert pre_activation.abs().max() > 1
-    band = correctness.SAFETY * correctness.unit_roundoff(torch.bfloat16) * pre_activation.abs().max()
-    near = pre_activation.abs() <= band
-    assert near.any() and (grad_output[near] == 0).all() and (grad_output[~near] != 0).all()
-    # The seed decides it; an op without an activation keeps every value.
+    pre_activation = case.call(inputs, "reference", negative_slope=1.0, gain=1.0, clamp=None)
+    unclamped = case.call(inputs, "reference", clamp=None)
+    assert pre_activation.abs().max() > 1 and (unclamped > 0.5).any() and (unclamped < -0.5).any()
+    u = correctness.unit_roundoff(torch.bfloat16)
+    near_zero = pre_activation.abs() <= correctness.SAFETY * u * pre_activation.abs().max()
+    near_clamp = (unclamped.abs() - 0.5).abs() <= correctness.SAFETY * u * unclamped.abs().max()
+    near = near_zero | near_clamp
+    assert near_zero.any() and near_clamp.any() and (grad_output[near] == 0).all() and (grad_output[~near] != 0).all()
+    # The seed decides it; an op without a kink keeps every value.
     torch.testing.assert_close(grad_output[~near], torch.randn(
         grad_output.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).bfloat16().double()[~near])
-    plain = next(c for c in correctness.cases() if not c.activated and not c.exact)
-    made, call = plain.make(torch.Generator().manual_seed(0))
-    assert (correctness._output_gradient(plain, call, made, torch.float32, seed=1) != 0).all()
+    plain = correctness.find("modulated conv odd 3x3 9->4 5x7")
+    assert not correctness.kinks(plain)
+    inputs = {name: t.detach() for name, t in plain.inputs(torch.float64).items()}
+    assert (correctness.output_gradient(plain, inputs, torch.float32, seed=1) != 0).all()
 
 
-def test_with_only_the_reference_it_says_so_and_checks_it(monkeypatch, capsys, tmp_path):
+def test_the_kinks_are_the_leaky_relus_and_the_clamps():
+    kinks = {case.name: correctness.kinks(case) for case in correctness.cases()}
+    assert kinks["leaky relu odd 6ch 5x7, clamp 0.5"] == [
+        ({"negative_slope": 1.0, "scale": 1.0, "clamp": None}, 0.0), ({"clamp": None}, 0.5)]
+    assert kinks["styled conv odd 3->8 5x7, clamp 1, unfold"] == [
+        ({"negative_slope": 1.0, "gain": 1.0, "clamp": None}, 0.0), ({"clamp": None}, 1.0)]
+    # ToRGB's clamp cuts the layer's own output, before the skip is added.
+    assert kinks["to_rgb odd 5ch 6x4 + skip, clamp 1"] == [({"clamp": None, "skip": None, "skip_kernel": None}, 1.0)]
+    assert kinks["to_rgb odd 5ch 6x4 + skip"] == kinks["upfirdn2d odd 5x7 down 2"] == []
+
+
+def test_with_only_the_reference_it_says_so_and_checks_it(monkeypatch, capsys, tmp_path, small_table):
     for name in ("cpu", "cuda", "triton"):
         monkeypatch.setitem(backend._reasons, name, "no C++ compiler was found (planted by the test)")
     report_path = tmp_path / "check.json"
@@ -223,118 +224,52 @@ def test_every_public_op_has_cases():
     assert public <= set(ops.__all__) and set(correctness.cases_by_op()) == public
 
 
-def _blur_x2():
-    """StyleGAN2's RGB-skip up-sampling kernel: outer([1, 3, 3, 1]) / 64, times 4 for the zeros inserted."""
-    taps = torch.tensor([1.0, 3, 3, 1], dtype=torch.float64)
-    return 4 * torch.outer(taps, taps) / 64
-
-
-def _conv_inputs(batch, in_channels, out_channels, height, width, taps):
-    return {"input": (batch, in_channels, height, width), "weight": (out_channels, in_channels, taps, taps),
-            "styles": (batch, in_channels)}
-
-
-def _styled_inputs(batch, in_channels, out_channels, height, width, noise_batch, up=1):
-    return {**_conv_inputs(batch, in_channels, out_channels, height, width, 3),
-            "noise": (noise_batch, 1, height * up, width * up), "noise_strength": (1,), "bias": (out_channels,)}
-
-
-# Every case as its name describes it, written out here: (its inputs' shapes, its output's shape, the
-# longest sum behind one value of the output or of a gradient, and the op call it stands for).
-CASE_SPECS = {
-    "fold 32ch 16x16 (positional branch)": ({"input": (2, 32, 16, 16)}, (2, 128, 8, 8), 0,
-                                            lambda t: ops.fold(t["input"])),
-    "fold odd 3ch 6x10": ({"input": (2, 3, 6, 10)}, (2, 12, 3, 5), 0, lambda t: ops.fold(t["input"])),
-    "unfold 512ch 4x4 (StyledConv A)": ({"input": (2, 512, 4, 4)}, (2, 128, 8, 8), 0,
-                                        lambda t: ops.unfold(t["input"])),
-    "unfold odd 8ch 3x5": ({"input": (2, 8, 3, 5)}, (2, 2, 6, 10), 0, lambda t: ops.unfold(t["input"])),
-    # The weight's gradient sums over the grid.
-    "fourier 512ch 16x16 (stage 0)": ({"weight": (512, 2), "bias": (512,)}, (1, 512, 16, 16), 256,
-                                      lambda t: ops.fourier_embedding(t["weight"], t["bias"], 16, 16)),
-    "fourier odd 6ch 5x7": ({"weight": (6, 2), "bias": (6,)}, (1, 6, 5, 7), 35,
-                            lambda t: ops.fourier_embedding(t["weight"], t["bias"], 5, 7)),
-    # The bias's gradient sums over the batch and the pixels.
-    "leaky relu 512ch 8x8": ({"input": (2, 512, 8, 8), "bias": (512,)}, (2, 512, 8, 8), 128,
-                             lambda t, slope=0.2, gain=2 ** 0.5: ops.fused_leaky_relu(t["input"], t["bias"], slope,
-                                                                                       gain)),
-    "leaky relu odd 5ch 3x7, slope 0.1 gain 1.5": (
-        {"input": (2, 5, 3, 7), "bias": (5,)}, (2, 5, 3, 7), 42,
-        lambda t, slope=0.1, gain=1.5: ops.fused_leaky_relu(t["input"], t["bias"], slope, gain)),
-    # The kernel's gradient sums over every (up-sampled) input pixel.
-    "upfirdn2d RGB skip 8x8 up 2": ({"input": (2, 3, 8, 8), "kernel": (4, 4)}, (2, 3, 16, 16), 1536,
-                                    lambda t: ops.upfirdn2d(t["input"], t["kernel"], 2, 1, (2, 1))),
-    "upfirdn2d odd 5x7 down 2": ({"input": (2, 3, 5, 7), "kernel": (3, 3)}, (2, 3, 3, 4), 210,
-                                 lambda t: ops.upfirdn2d(t["input"], t["kernel"], 1, 2, (1, 1))),
-    # Demodulation and the input's gradient sum 512 x 3 x 3 terms.
-    "modulated conv 3x3 512->512 4x4": (_conv_inputs(2, 512, 512, 4, 4, 3), (2, 512, 4, 4), 4608,
-                                        lambda t: ops.modulated_conv2d(t["input"], t["weight"], t["styles"])),
-    # An output value sums 9 x 3 x 3 terms (more than the weight gradient's 70 pixels).
-    "modulated conv odd 3x3 9->4 5x7": (_conv_inputs(2, 9, 4, 5, 7, 3), (2, 4, 5, 7), 81,
-                                        lambda t: ops.modulated_conv2d(t["input"], t["weight"], t["styles"])),
-    # The weight's gradient sums over the batch's 160 output pixels.
-    "modulated conv odd up 2, no demod": (
-        _conv_inputs(2, 3, 4, 5, 4, 3), (2, 4, 10, 8), 160,
-        lambda t: ops.modulated_conv2d(t["input"], t["weight"], t["styles"], demodulate=False, up=2)),
-    # An input gradient value sums 8 x 3 x 3 terms (more than the 48 input pixels).
-    "modulated conv odd down 2, 3->8": (_conv_inputs(2, 3, 8, 6, 4, 3), (2, 8, 3, 2), 72,
-                                        lambda t: ops.modulated_conv2d(t["input"], t["weight"], t["styles"], down=2)),
-    # The noise strength's gradient sums over every output value.
-    "styled conv A 512->512 4x4, unfold": (
-        _styled_inputs(2, 512, 512, 4, 4, noise_batch=2), (2, 128, 8, 8), 16384, lambda t, **a: ops.styled_conv2d(
-            t["input"], t["weight"], t["styles"], t["noise"], t["noise_strength"], t["bias"], unfold_output=True, **a)),
-    "styled conv B 128->512 8x8": (
-        _styled_inputs(2, 128, 512, 8, 8, noise_batch=2), (2, 512, 8, 8), 65536, lambda t, **a: ops.styled_conv2d(
-            t["input"], t["weight"], t["styles"], t["noise"], t["noise_strength"], t["bias"], **a)),
-    "styled conv odd 3->8 5x7, unfold": (
-        _styled_inputs(2, 3, 8, 5, 7, noise_batch=2), (2, 2, 10, 14), 560, lambda t, **a: ops.styled_conv2d(
-            t["input"], t["weight"], t["styles"], t["noise"], t["noise_strength"], t["bias"], unfold_output=True, **a)),
-    "styled conv odd up 2, shared noise": (
-        _styled_inputs(2, 3, 4, 3, 4, noise_batch=1, up=2), (2, 4, 6, 8), 384, lambda t, **a: ops.styled_conv2d(
-            t["input"], t["weight"], t["styles"], t["noise"], t["noise_strength"], t["bias"], up=2, **a)),
-    # The input's and the styles' gradients sum over 512 channels, the weight's over 128 pixels.
-    "to_rgb 512ch 8x8 + skip": (
-        {**_conv_inputs(2, 512, 3, 8, 8, 1), "bias": (3,), "skip": (2, 3, 4, 4)}, (2, 3, 8, 8), 512,
-        lambda t: ops.to_rgb(t["input"], t["weight"], t["styles"], t["bias"], t["skip"], _blur_x2())),
-    "to_rgb odd 5ch 3x5, no skip": ({**_conv_inputs(2, 5, 3, 3, 5, 1), "bias": (3,)}, (2, 3, 3, 5), 30,
-                                    lambda t: ops.to_rgb(t["input"], t["weight"], t["styles"], t["bias"])),
-}
-
-
-@pytest.mark.parametrize("case_name", CASE_NAMES)
-def test_each_case_is_the_call_its_name_describes(case_name):
-    case = _case(case_name)
-    input_shapes, output_shape, reduction, expected_call = CASE_SPECS[case.name]
-    tensors, call = case.make(torch.Generator().manual_seed(0))
-    again, _ = case.make(torch.Generator().manual_seed(0))
-    assert all(t.dtype == torch.float64 and torch.equal(t, again[name]) for name, t in tensors.items())
-    assert {name: tuple(t.shape) for name, t in tensors.items()} == input_shapes
-    assert case.reduction == reduction and case.exact == (case.op in ("fold", "unfold"))
-    # Data movement must be bit-exact in every dtype.
-    assert all((case.tolerance(dtype) == 0) == case.exact for dtype in correctness.DTYPES)
-    output = call(tensors, "reference")
-    assert tuple(output.shape) == output_shape
-    assert case.activated == (case.op in ("fused_leaky_relu", "styled_conv2d"))
-    with ops.use_backend("reference"):
-        torch.testing.assert_close(output, expected_call(tensors), rtol=0, atol=0)
-        if case.activated:  # slope and gain 1 give the pre-activation
-            pre_activation = (expected_call(tensors, slope=1.0, gain=1.0) if case.op == "fused_leaky_relu"
-                              else expected_call(tensors, negative_slope=1.0, gain=1.0))
-            torch.testing.assert_close(call(tensors, "reference", 1.0, 1.0), pre_activation, rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("case_name", CASE_NAMES)
+@pytest.mark.parametrize("case_name", [case.name for case in correctness.cases()
+                                       if not {correctness.LARGE, correctness.CUDA_PATHS} & case.tags])
 def test_each_case_calls_its_op_on_the_backend_it_is_given(monkeypatch, case_name):
     called = []
     _plant(monkeypatch, "triton", _recording(lambda op, input: called.append(op)))
-    case = _case(case_name)
-    tensors, call = case.make(torch.Generator().manual_seed(0))
-    with ops.use_backend("reference"):
-        call(tensors, "triton")
+    case = correctness.find(case_name)
+    with ops.use_backend("reference"), torch.no_grad():
+        case.call(case.inputs(torch.float32), "triton")
     assert called == [case.op]
 
 
+def test_the_cases_draw_the_same_tensors_from_the_same_seed():
+    for case in correctness.cases():
+        first, again = (case.inputs(torch.float64, seed=3) for _ in range(2))
+        assert all(torch.equal(first[name], again[name]) for name in first)
+        assert set(case.make(torch.Generator().manual_seed(0))) == set(case.differentiable)
+
+
+def test_a_clamp_saturates_a_good_share_of_the_outputs_on_both_sides():
+    clamped = [case for case in correctness.cases() if case.option("clamp") is not None]
+    assert {case.op for case in clamped} == {"fused_leaky_relu", "styled_conv2d", "to_rgb"}
+    for case in clamped:
+        tensors = {name: t.detach() for name, t in case.inputs(torch.float64).items()}
+        overrides, clamp = correctness.kinks(case)[-1]
+        value = case.call(tensors, "reference", **overrides)
+        assert (value.abs() > clamp).double().mean() >= 0.25, case.name
+    # Below the clamp too, where the leaky ReLU's slope is not too small for it.
+    assert any((case.call({n: t.detach() for n, t in case.inputs(torch.float64).items()}, "reference",
+                          **correctness.kinks(case)[-1][0]) < -case.option("clamp")).double().mean() >= 0.2
+               for case in clamped if case.op == "styled_conv2d")
+
+
+def test_every_layout_holds_the_same_values():
+    case = correctness.find("styled conv odd 3->8 5x7, shared noise, bias, unfold")
+    tensors = {layout: case.inputs(torch.float32, layout=layout) for layout in correctness.LAYOUTS}
+    for layout, made in tensors.items():
+        assert all(torch.equal(made[name], tensors["contiguous"][name]) for name in made)
+    assert tensors["channels_last"]["input"].is_contiguous(memory_format=torch.channels_last)
+    strided = tensors["strided"]["input"]
+    assert not strided.is_contiguous() and not strided.is_contiguous(memory_format=torch.channels_last)
+    assert strided.is_leaf and strided.requires_grad
+
+
 def test_case_inputs_are_drawn_as_the_module_says():
-    made = [case.make(torch.Generator().manual_seed(0))[0] for case in correctness.cases()]
+    made = [case.make(torch.Generator().manual_seed(0)) for case in correctness.cases()
+            if correctness.LARGE not in case.tags]
     # Styles around 1 (s = 0.5 N(0, 1) + 1, as a trained affine gives), over every case's styles.
     styles = torch.cat([t["styles"].flatten() for t in made if "styles" in t])
     assert abs(styles.mean() - 1) < 0.05 and abs(styles.std() - 0.5) < 0.05
@@ -348,20 +283,23 @@ def test_case_inputs_are_drawn_as_the_module_says():
     fourier_case = correctness.cases_by_op()["fourier_embedding"][0]
     # sin's argument |B [x, y] + b| <= 2 sqrt(9/2) + 1/sqrt(2) is the factor by which it amplifies rounding.
     assert fourier_case.condition == pytest.approx(2 * math.sqrt(9 / 2) + 1 / math.sqrt(2))
-    # Every other tensor N(0, 1), the FIR kernels N(0, 1) / taps.
+    # Every other tensor N(0, 1), the FIR kernels N(0, 1) / sqrt(taps).
     normal = torch.cat([t[name].flatten() for t in made for name in ("input", "noise") if name in t])
     assert abs(normal.mean()) < 0.02 and abs(normal.std() - 1) < 0.02
-    kernels = [t["kernel"] for t in made if "kernel" in t]
-    assert [tuple(k.shape) for k in kernels] == [(4, 4), (3, 3)]
-    assert all(abs(k.std() * k.shape[0] - 1) < 0.5 for k in kernels)
+    kernels = torch.cat([(t["kernel"] * t["kernel"].numel() ** 0.5).flatten() for t in made if "kernel" in t])
+    assert abs(kernels.std() - 1) < 0.1
 
 
-# The report itself: what python -m pixelfolder_ops prints and writes, on one small case per op
-# (the "odd" cases), with the machine, the checks and the timings planted so that every value is known.
+# The report itself: what python -m pixelfolder_ops prints and writes, on a few small cases, with the
+# machine, the checks and the timings planted so that every value is known.
 
 @pytest.fixture
-def odd_cases(monkeypatch):
-    small = tuple(case for case in correctness.cases() if " odd " in case.name)
+def small_table(monkeypatch):
+    """The table cut to the first small case of each op, the first three of modulated_conv2d and two of
+    styled_conv2d (several cases of an op, for the worst-of rows)."""
+    counts = {"modulated_conv2d": 3, "styled_conv2d": 2}
+    small = tuple(case for op, op_cases in correctness.cases_by_op().items()
+                  for case in [c for c in op_cases if correctness.SMALL in c.tags][:counts.get(op, 1)])
     monkeypatch.setattr(correctness, "cases", lambda: small)
     return small
 
@@ -415,15 +353,22 @@ class _ProgressBar:
         self.updates += n
 
 
+def _names_by_op(table):
+    grouped = {}
+    for case in table:
+        grouped.setdefault(case.op, []).append(case.name)
+    return grouped
+
+
 def test_the_report_gives_the_environment_the_build_each_result_and_each_speed(monkeypatch, capsys, tmp_path,
-                                                                              odd_cases):
+                                                                              small_table):
     built = types.SimpleNamespace(__file__="/opt/pixelfolder/_C.so", build_info=lambda: {
         "torch_version": "2.11.0", "cuda_arch_list": ["9.0", "10.0"], "backends": []})
     cpu_calls = _planted_machine(monkeypatch, built)
     checked = []
 
-    def check_case(case, name, dtype, device):
-        checked.append((case.name, name, dtype, device))
+    def check_case(case, name, dtype, device, layout):
+        checked.append((case.name, name, dtype, device, layout))
         return {"forward": (0.25, 1.0), "grad input": (0.0, 1.0)}
     monkeypatch.setattr(correctness, "check_case", check_case)
 
@@ -433,9 +378,9 @@ def test_the_report_gives_the_environment_the_build_each_result_and_each_speed(m
         function()
         return 0.001 if len(cpu_calls) > before else 0.004
     monkeypatch.setattr(selfcheck, "_median_seconds", median_seconds)
-    monkeypatch.setattr(backend, "auto_choices", lambda: {("fold", "one shape", "cpu"): "cpu",
-                                                          ("fold", "another shape", "cpu"): "triton",
-                                                          ("fold", "a third shape", "cpu"): "reference"})
+    monkeypatch.setattr(backend, "auto_choices", lambda: {("fold", "cpu", "inference", "one shape"): "cpu",
+                                                          ("fold", "cpu", "training", "another shape"): "triton",
+                                                          ("fold", "cpu", "inference", "a third shape"): "reference"})
     report_path = tmp_path / "new" / "folder" / "check.json"
     assert selfcheck.main(["--dtype", "bfloat16", "--dtype", "float64", "--speed", "--json", str(report_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -464,20 +409,20 @@ def test_the_report_gives_the_environment_the_build_each_result_and_each_speed(m
         "Correctness on cpu (worst normwise relative error against the reference in float64, forward and every "
         "gradient)",
     ]
-    # The dtypes in the backend's order, not the order asked; every case of every op once per dtype.
-    assert checked == [(case.name, "cpu", dtype, torch.device("cpu"))
-                       for dtype in (torch.float64, torch.bfloat16) for case in odd_cases]
-    op_names = list(correctness.cases_by_op())
-    first_case = {op: cases[0].name for op, cases in correctness.cases_by_op().items()}
+    # The dtypes in the backend's order, not the order asked; every case of every op once per dtype and
+    # layout, NCHW and channels-last.
+    assert checked == [(case.name, "cpu", dtype, torch.device("cpu"), layout)
+                       for dtype in (torch.float64, torch.bfloat16) for case in small_table
+                       for layout in ("contiguous", "channels_last")]
+    names = _names_by_op(small_table)
+    op_names = list(names)
     header = ["op", "backend", "dtype", "worst error", "tolerance", "result", "worst case"]
     assert _table(lines, lines[16]) == [header] + [
-        [op, "cpu", dtype, "2.50e-01", "1.00e+00", "PASS", f"{first_case[op]}: forward"]
+        [op, "cpu", dtype, "2.50e-01", "1.00e+00", "PASS", f"{names[op][0]} (contiguous): forward"]
         for dtype in ("float64", "bfloat16") for op in op_names]
     # Speed: each op's case with the longest sum, in float32 on a CPU, and the backend auto took last.
-    longest = {"fold": "fold odd 3ch 6x10", "unfold": "unfold odd 8ch 3x5", "fourier_embedding": "fourier odd 6ch 5x7",
-               "fused_leaky_relu": "leaky relu odd 5ch 3x7, slope 0.1 gain 1.5",
-               "upfirdn2d": "upfirdn2d odd 5x7 down 2", "modulated_conv2d": "modulated conv odd up 2, no demod",
-               "styled_conv2d": "styled conv odd 3->8 5x7, unfold", "to_rgb": "to_rgb odd 5ch 3x5, no skip"}
+    longest = {op: max((case for case in small_table if case.op == op), key=lambda case: case.reduction).name
+               for op in op_names}
     auto = {op: "reference" if op == "fold" else "cpu" for op in op_names}
     title = "Speed on cpu (median forward time; x = reference time / backend time)"
     assert _table(lines, title) == [["op", "dtype", "reference ms", "cpu ms", "auto picks"]] + [
@@ -497,33 +442,41 @@ def test_the_report_gives_the_environment_the_build_each_result_and_each_speed(m
     assert report["speed"] == [{"op": op, "case": longest[op], "dtype": "float32",
                                 "seconds": {"reference": 0.004, "cpu": 0.001}, "auto": auto[op]} for op in op_names]
     assert report["correctness"][0] == {
-        "op": "fold", "backend": "cpu", "dtype": "float64", "case": "fold odd 3ch 6x10", "output": "forward",
-        "error": 0.25, "tolerance": 1.0, "ratio": 0.25, "exception": None, "passed": True}
+        "op": "fold", "backend": "cpu", "dtype": "float64", "case": names["fold"][0], "layout": "contiguous",
+        "output": "forward", "error": 0.25, "tolerance": 1.0, "ratio": 0.25, "exception": None, "passed": True}
 
 
 def test_each_row_is_the_worst_ratio_of_error_to_tolerance_over_the_ops_cases_and_outputs(monkeypatch, capsys,
-                                                                                         tmp_path, odd_cases):
+                                                                                         tmp_path, small_table):
     _planted_machine(monkeypatch)
-    # Per case, its outputs' (error, tolerance), or the exception its check raises.
+    names = _names_by_op(small_table)
+    (fold,), (unfold,), (fourier,), (leaky,), (upfirdn,), (to_rgb,) = (
+        names[op] for op in ("fold", "unfold", "fourier_embedding", "fused_leaky_relu", "upfirdn2d", "to_rgb"))
+    conv, up_conv, down_conv = names["modulated_conv2d"]
+    styled, other_styled = names["styled_conv2d"]
+    # Per case, its outputs' (error, tolerance), or the exception its check raises; by layout where given.
     planted = {
-        "fold odd 3ch 6x10": {"forward": (0.0, 0.0)},  # exact, and right: ratio 0
-        "unfold odd 8ch 3x5": {"forward": (2.0 ** -30, 0.0)},  # exact, and wrong: an infinite ratio
-        "fourier odd 6ch 5x7": {"forward": (2.0 ** -10, 2.0 ** -10), "grad weight": (0.0, 1.0)},  # at the tolerance
-        "leaky relu odd 5ch 3x7, slope 0.1 gain 1.5": {"forward": (0.5, 1.0), "grad bias": (2.0 ** -9, 2.0 ** -10)},
-        "upfirdn2d odd 5x7 down 2": RuntimeError("illegal memory access\nCUDA kernel errors are reported later"),
+        fold: {"forward": (0.0, 0.0)},  # exact, and right: ratio 0
+        unfold: {"forward": (2.0 ** -30, 0.0)},  # exact, and wrong: an infinite ratio
+        fourier: {"forward": (2.0 ** -10, 2.0 ** -10), "grad weight": (0.0, 1.0)},  # at the tolerance
+        leaky: {"forward": (0.5, 1.0), "grad bias": (2.0 ** -9, 2.0 ** -10)},
+        upfirdn: RuntimeError("illegal memory access\nCUDA kernel errors are reported later"),
         # The worst ratio, not the largest error; the first of two equal ratios.
-        "modulated conv odd 3x3 9->4 5x7": {"forward": (0.5, 64.0), "grad input": (2.0 ** -10, 2.0 ** -8)},
-        "modulated conv odd up 2, no demod": {"forward": (0.25, 0.5), "grad weight": (0.125, 1.0)},
-        "modulated conv odd down 2, 3->8": {"forward": (0.5, 1.0), "grad styles": (0.0, 1.0)},
-        "styled conv odd 3->8 5x7, unfold": {"forward": (0.125, 1.0)},
-        "styled conv odd up 2, shared noise": RuntimeError(),
-        "to_rgb odd 5ch 3x5, no skip": {"forward": (0.0, 1.0), "grad bias": (0.0, 1.0)},
+        conv: {"forward": (0.5, 64.0), "grad input": (2.0 ** -10, 2.0 ** -8)},
+        up_conv: {"forward": (0.25, 0.5), "grad weight": (0.125, 1.0)},
+        down_conv: {"forward": (0.5, 1.0), "grad styles": (0.0, 1.0)},
+        styled: {"forward": (0.125, 1.0)},
+        other_styled: RuntimeError(),
+        # The worst over the layouts too.
+        to_rgb: {"contiguous": {"forward": (0.0, 1.0), "grad bias": (0.0, 1.0)},
+                 "channels_last": {"forward": (0.0, 1.0), "grad bias": (2.0 ** -12, 2.0 ** -10)}},
     }
 
-    def check_case(case, name, dtype, device):
-        if isinstance(planted[case.name], Exception):
-            raise planted[case.name]
-        return planted[case.name]
+    def check_case(case, name, dtype, device, layout):
+        result = planted[case.name]
+        if isinstance(result, Exception):
+            raise result
+        return result.get(layout, result)
     monkeypatch.setattr(correctness, "check_case", check_case)
     _ProgressBar.made.clear()
     monkeypatch.setattr(tqdm, "tqdm", _ProgressBar)
@@ -533,34 +486,34 @@ def test_each_row_is_the_worst_ratio_of_error_to_tolerance_over_the_ops_cases_an
     lines = capsys.readouterr().out.splitlines()
     assert not any(line.startswith("Only the reference") for line in lines)
     rows = json.loads((tmp_path / "check.json").read_text())["correctness"]
-    expected = [  # op, case, output, error, tolerance, ratio, exception
-        ("fold", "fold odd 3ch 6x10", "forward", 0.0, 0.0, 0.0, None),
-        ("unfold", "unfold odd 8ch 3x5", "forward", 2.0 ** -30, 0.0, math.inf, None),
-        ("fourier_embedding", "fourier odd 6ch 5x7", "forward", 2.0 ** -10, 2.0 ** -10, 1.0, None),
-        ("fused_leaky_relu", "leaky relu odd 5ch 3x7, slope 0.1 gain 1.5", "grad bias", 2.0 ** -9, 2.0 ** -10, 2.0,
-         None),
-        ("upfirdn2d", "upfirdn2d odd 5x7 down 2", "error", math.inf, 0.0, math.inf,
-         "RuntimeError: illegal memory access"),
-        ("modulated_conv2d", "modulated conv odd up 2, no demod", "forward", 0.25, 0.5, 0.5, None),
-        ("styled_conv2d", "styled conv odd up 2, shared noise", "error", math.inf, 0.0, math.inf, "RuntimeError: "),
-        ("to_rgb", "to_rgb odd 5ch 3x5, no skip", "forward", 0.0, 1.0, 0.0, None),
+    expected = [  # op, case, layout, output, error, tolerance, ratio, exception
+        ("fold", fold, "contiguous", "forward", 0.0, 0.0, 0.0, None),
+        ("unfold", unfold, "contiguous", "forward", 2.0 ** -30, 0.0, math.inf, None),
+        ("fourier_embedding", fourier, "contiguous", "forward", 2.0 ** -10, 2.0 ** -10, 1.0, None),
+        ("fused_leaky_relu", leaky, "contiguous", "grad bias", 2.0 ** -9, 2.0 ** -10, 2.0, None),
+        ("upfirdn2d", upfirdn, "contiguous", "error", math.inf, 0.0, math.inf, "RuntimeError: illegal memory access"),
+        ("modulated_conv2d", up_conv, "contiguous", "forward", 0.25, 0.5, 0.5, None),
+        ("styled_conv2d", other_styled, "contiguous", "error", math.inf, 0.0, math.inf, "RuntimeError: "),
+        ("to_rgb", to_rgb, "channels_last", "grad bias", 2.0 ** -12, 2.0 ** -10, 0.25, None),
     ]
     backends = ("reference", "cpu")
-    assert rows == [{"op": op, "backend": name, "dtype": "float32", "case": case, "output": output, "error": error,
-                     "tolerance": tolerance, "ratio": ratio, "exception": exception, "passed": ratio <= 1}
-                    for name in backends for op, case, output, error, tolerance, ratio, exception in expected]
-    results = {op: "PASS" if ratio <= 1 else "FAIL" for op, _, _, _, _, ratio, _ in expected}
+    assert rows == [{"op": op, "backend": name, "dtype": "float32", "case": case, "layout": layout, "output": output,
+                     "error": error, "tolerance": tolerance, "ratio": ratio, "exception": exception,
+                     "passed": ratio <= 1}
+                    for name in backends for op, case, layout, output, error, tolerance, ratio, exception in expected]
+    results = {op: "PASS" if ratio <= 1 else "FAIL" for op, *_, ratio, _ in expected}
     table = _table(lines, lines[lines.index("Build") + 5])[1:]
     assert [row[:6] for row in table] == [[op, name, "float32", f"{error:.2e}", f"{tolerance:.2e}", results[op]]
-                                          for name in backends for op, _, _, error, tolerance, _, _ in expected]
-    assert [row[6] for row in table] == [f"{case}: {output}" + (f" ({exception})" if exception else "")
-                                         for name in backends for _, case, output, _, _, _, exception in expected]
+                                          for name in backends for op, _, _, _, error, tolerance, _, _ in expected]
+    assert [row[6] for row in table] == [
+        f"{case} ({layout}): {output}" + (f" ({exception})" if exception else "")
+        for name in backends for _, case, layout, output, _, _, _, exception in expected]
     assert lines[-1] == "8 passed, 8 failed"
-    # One progress step per case checked, on stderr (stdout is the report), gone when done.
+    # One progress step per case and layout checked, on stderr (stdout is the report), gone when done.
     [bar] = _ProgressBar.made
-    assert bar.options == {"total": 2 * len(odd_cases), "desc": "checking reference, cpu on cpu", "file": sys.stderr,
-                           "leave": False, "disable": None}
-    assert bar.updates == 2 * len(odd_cases)
+    assert bar.options == {"total": 2 * 2 * len(small_table), "desc": "checking reference, cpu on cpu",
+                           "file": sys.stderr, "leave": False, "disable": None}
+    assert bar.updates == 2 * 2 * len(small_table)
 
 
 def test_tables_are_left_aligned_columns_under_a_dashed_rule(capsys):
@@ -684,7 +637,7 @@ def test_an_unavailable_backend_a_bad_device_or_a_folder_for_the_json_are_one_li
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the speed dtype and device on a GPU")
-def test_speed_on_a_gpu_is_timed_in_bfloat16_on_the_gpu(monkeypatch, odd_cases):
+def test_speed_on_a_gpu_is_timed_in_bfloat16_on_the_gpu(monkeypatch, small_table):
     inputs = []
     _plant(monkeypatch, "triton", _recording(lambda op, input: inputs.append((input.device.type, input.dtype))))
     rows = selfcheck.speed_rows(torch.device("cuda"), ["triton"])
