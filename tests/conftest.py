@@ -65,6 +65,23 @@ def assert_matches_reference():
     return _assert_matches_reference
 
 
+@pytest.fixture
+def assert_follows_the_layout_rule():
+    """assert_follows_the_layout_rule(case_name, backend, layout, device): the case's output, made from
+    4-D tensors in ``layout``, is laid out by the rule of pixelfolder_ops._layout: channels-last exactly
+    when the first 4-D tensor is."""
+    from pixelfolder_ops import _layout
+
+    def check(case_name, backend, layout, device="cpu"):
+        case = correctness.find(case_name)
+        tensors = case.inputs(torch.float32, device, layout)
+        first = next(tensor for tensor in tensors.values() if tensor.dim() == 4)
+        output = case.call(tensors, backend)
+        # (An output of one pixel per channel is both.)
+        assert output.is_contiguous(memory_format=_layout.memory_format(first)), output.stride()
+    return check
+
+
 def _differentiable_call(case, backend, device, dtype=torch.float64, layout="contiguous"):
     """The case's op on ``backend`` as a function of its drawn tensors, and those tensors."""
     tensors = case.inputs(dtype, device, layout)

@@ -47,6 +47,16 @@ def runs():
                                    marks=() if default else pytest.mark.slow)
 
 
+@pytest.mark.slow
+def test_collecting_the_tests_builds_nothing(tmp_path):
+    # Whether a backend can run is asked when a test runs (the needs_backend marker), never at collection.
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", TESTS],
+                            capture_output=True, text=True, env=env, cwd=os.path.dirname(TESTS))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert os.listdir(tmp_path) == [] and "pixelfolder_ops: " not in result.stderr
+
+
 def test_extension_builds_and_reports():
     info = extension.build_info()
     assert "cpu" in info["backends"] and info["torch_version"] == torch.__version__.split("+")[0]
@@ -60,6 +70,13 @@ def test_extension_builds_and_reports():
 @pytest.mark.parametrize("case, dtype, layout", list(runs()))
 def test_matches_the_reference(case, dtype, layout, assert_matches_reference):
     assert_matches_reference(case, BACKEND, dtype, "cpu", layout)
+
+
+@pytest.mark.parametrize("layout", correctness.LAYOUTS)
+@pytest.mark.parametrize("case", [name for name in names(SMALL) if correctness.find(name).op != "fourier_embedding"
+                                  and len(correctness.find(name).tensors[0][1].shape) == 4])  # made from images
+def test_outputs_follow_the_layout_rule(case, layout, assert_follows_the_layout_rule):
+    assert_follows_the_layout_rule(case, BACKEND, layout)
 
 
 @pytest.mark.parametrize("case", names(SMALL))
