@@ -68,6 +68,14 @@ def runs():
                                    marks=() if default else pytest.mark.slow)
 
 
+# The ops it takes from the reference: entry points that must run, in float32 (the reference's own
+# accuracy is tested in test_ops.py).
+@pytest.mark.parametrize("case", [case.name for case in correctness.cases()
+                                  if SMALL in case.tags and not on_triton_kernels(case)])
+def test_the_ops_it_takes_from_the_reference_run(case, assert_matches_reference):
+    assert_matches_reference(case, BACKEND, torch.float32, DEVICE)
+
+
 @pytest.fixture(autouse=True)
 def no_tf32():
     with correctness.tf32_mode(False):
