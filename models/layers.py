@@ -88,8 +88,9 @@ def downsample_blur_pad(kernel_size, kernel=BLUR_KERNEL, factor=2):
 
 
 class ConvLayer(nn.Sequential):
-    """[Blur] -> EqualConv2d (no bias) -> FusedLeakyReLU (with the bias) [-> clamp to +-clamp, NVlabs'
-    conv_clamp], or the bias-free linear version (``activate=False``, the discriminator's skip)."""
+    """[Blur] -> EqualConv2d (no bias) -> FusedLeakyReLU (with the bias, and the clamp to +-``clamp``,
+    NVlabs' conv_clamp, when given), or the bias-free linear version (``activate=False``, the
+    discriminator's skip)."""
 
     def __init__(self, in_channel, out_channel, kernel_size, downsample=False, activate=True,
                  blur_kernel=BLUR_KERNEL, clamp=None):
@@ -101,9 +102,8 @@ class ConvLayer(nn.Sequential):
             stride, padding = 1, kernel_size // 2
         layers.append(EqualConv2d(in_channel, out_channel, kernel_size, stride=stride, padding=padding))
         if activate:
-            layers.append(ops.FusedLeakyReLU(out_channel))
+            layers.append(ops.FusedLeakyReLU(out_channel, clamp=clamp))
         super().__init__(*layers)
-        self.clamp = clamp
 
 
 class ModulatedConv2d(nn.Module):
@@ -163,7 +163,7 @@ class StyledConv(nn.Module):
                                  noise.to(dtype), self.noise.weight.to(dtype), self.activate.bias.to(dtype),
                                  demodulate=conv.demodulate, up=conv.up,
                                  resample_kernel=conv.blur_kernel, negative_slope=self.activate.negative_slope,
-                                 gain=self.activate.scale, unfold_output=unfold_output)
+                                 gain=self.activate.scale, unfold_output=unfold_output, clamp=self.clamp)
 
 
 class ToRGB(nn.Module):
@@ -181,7 +181,8 @@ class ToRGB(nn.Module):
         dtype = input.dtype
         skip_kernel = None if self.upsample is None else self.upsample.kernel.to(dtype)
         return ops.to_rgb(input, self.conv.modulated_weight(dtype), self.conv.modulation(style).to(dtype),
-                          self.bias.view(-1).to(dtype), None if skip is None else skip.to(dtype), skip_kernel)
+                          self.bias.view(-1).to(dtype), None if skip is None else skip.to(dtype), skip_kernel,
+                          clamp=self.clamp)
 
 
 class ConstantInput(nn.Module):

@@ -9,6 +9,7 @@ Anything that does not map exactly to our models is refused with one line (Forma
 """
 import argparse
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field
 
@@ -47,6 +48,10 @@ def read_file(path):
                 with torch.serialization.safe_globals([argparse.Namespace]):
                     return "torch", torch.load(path, map_location="cpu", weights_only=True)
             except Exception as error:  # torch.load raises many types for damaged or unsafe files
+                refused = re.search(r"GLOBAL ([\w.]+)", str(error))  # torch names the global it refused
+                if refused:
+                    raise FormatError(f"refused to read {path}: it calls {refused.group(1)}, which network "
+                                      f"checkpoints never hold (nothing of the file was run)") from None
                 raise unreadable(path, reason(error)) from None
         if head[:1] == b"\x80":  # a pickle's first opcode
             file.seek(0)

@@ -57,6 +57,11 @@ TRAIN_CASES = [
     (["--batch", "two"], ["--batch", "integer", "'two'"]),
     (["--num-workers", "-1"], ["--num-workers", ">= 0", "'-1'"]),
     (["--model", "GAN"], ["--model", "invalid choice", "'GAN'"]),
+    (["--conv-clamp", "256"], ["--conv-clamp", "StyleGAN2 only", "--model PixelFolder"]),
+    (["--channel-base", "16384"], ["--channel-base", "StyleGAN2 only", "--model PixelFolder"]),
+    (["--model", "StyleGAN2", "--conv-clamp", "0"], ["--conv-clamp", "> 0", "'0'"]),
+    (["--mbstd-channels", "-1"], ["--mbstd-channels", ">= 0", "'-1'"]),
+    (["--mbstd-group", "0"], ["--mbstd-group", ">= 1", "'0'"]),
     (["--resume", "nowhere/checkpoint.pt"], ["nowhere/checkpoint.pt", "does not exist"]),
 ]
 

@@ -6,7 +6,9 @@ coordinate embedding up with ``grid_sample`` (bilinear, border padding, align_co
 pixel coordinates when it generates (eval mode), a slight resampling of the table, and uses the table
 as it is only while training; the converted generators hold that resampled table, so they give the
 images CIPS generates. CIPS draws fresh noise at every call and stores none: the converted
-generators' constant noise is their own.
+generators' constant noise is their own. CIPS's truncation interpolates z, before its mapping
+network (ours interpolates w, as StyleGAN2): CIPS's image for psi and centre c is ours for
+z' = c + psi (z - c) without truncation.
 """
 import torch
 import torch.nn.functional as F
@@ -64,7 +66,9 @@ def read(checkpoint, path):
         networks[name] = load_exactly(build_generator(architecture), state, path, f"'{name}'")
     notes = ["CIPS looks its coordinate embedding up with grid_sample when it generates: the converted "
              "generators hold the table as it is looked up (CIPS's eval-mode images)",
-             "CIPS stores no noise: noise='const' uses the converted generators' own"]
+             "CIPS stores no noise: noise='const' uses the converted generators' own",
+             "CIPS truncates z (before its mapping network), ours w: CIPS's image for psi and centre c is ours for "
+             "z' = c + psi (z - c) without truncation"]
     if checkpoint.get("d") is not None:
         notes.append("CIPS's multi-scale discriminator is not this package's: 'd' is not converted")
     if checkpoint.get("g_optim") is not None:

@@ -8,7 +8,7 @@ the network's module (NVlabs' loader executes it) and ``state`` the object's ``_
 buffers, child networks, settings). The reader's unpickler admits only the globals those pickles
 hold: that persistence function (which here keeps the class name and the state and drops the source
 unread), tensor and storage rebuilding (storages through ``torch.load(weights_only=True)``), plain
-containers, numpy scalars and dnnlib's EasyDict (as a dict). Any other global is refused, naming it,
+containers, numpy scalars and arrays (settings) and dnnlib's EasyDict (as a dict). Any other global is refused, naming it,
 when the unpickler meets it: nothing the file names beyond these is ever called.
 
 The mapping is exact: NVlabs' StyleGAN2 (``skip`` generator, ``resnet`` discriminator) computes the
@@ -39,9 +39,9 @@ FILTER = nvlabs_networks.setup_filter()
 NAMES = {"g": "G", "g_ema": "G_ema", "d": "D"}  # our names -> the pickle's
 
 try:
-    from numpy._core.multiarray import scalar as numpy_scalar
+    from numpy._core.multiarray import _reconstruct as numpy_array, scalar as numpy_scalar
 except ImportError:  # numpy 1.x
-    from numpy.core.multiarray import scalar as numpy_scalar
+    from numpy.core.multiarray import _reconstruct as numpy_array, scalar as numpy_scalar
 
 
 class PersistentRecord:
@@ -97,8 +97,11 @@ ALLOWED_GLOBALS = {
     ("builtins", "frozenset"): frozenset,
     ("_codecs", "encode"): lambda text, encoding="utf-8": text.encode(encoding),  # bytes in protocol 2
     ("numpy", "dtype"): np.dtype,
+    ("numpy", "ndarray"): np.ndarray,
     ("numpy.core.multiarray", "scalar"): numpy_scalar,
     ("numpy._core.multiarray", "scalar"): numpy_scalar,
+    ("numpy.core.multiarray", "_reconstruct"): numpy_array,
+    ("numpy._core.multiarray", "_reconstruct"): numpy_array,
     ("dnnlib.util", "EasyDict"): EasyDict,
 }
 

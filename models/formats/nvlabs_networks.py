@@ -293,14 +293,15 @@ class SynthesisNetwork(NetworkModule):
 
 
 class Generator(NetworkModule):
-    """``synthesis_kwargs`` as one dict (stylegan2-ada-pytorch) or as keywords (stylegan3)."""
+    """The synthesis settings as keywords (stylegan3, and how ``init_kwargs`` keeps them) or as one
+    ``synthesis_kwargs`` dict (stylegan2-ada-pytorch), which wins where both give one."""
 
     def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs=None, synthesis_kwargs=None,
                  **more_synthesis_kwargs):
-        synthesis_kwargs = {**(synthesis_kwargs or {}), **more_synthesis_kwargs}
+        synthesis_kwargs = {**more_synthesis_kwargs, **(synthesis_kwargs or {})}
         super().__init__((), dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
                                   img_channels=img_channels, mapping_kwargs=dict(mapping_kwargs or {}),
-                                  synthesis_kwargs=synthesis_kwargs))
+                                  **synthesis_kwargs))
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,

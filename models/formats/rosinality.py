@@ -9,6 +9,7 @@ the [1, 3, 3, 1] kernel times 4), where our fused op takes it as an argument. Bo
 the parameters in the same order, so Adam's states carry over as they are.
 """
 import math
+import re
 
 import torch
 
@@ -27,21 +28,31 @@ def is_generator(state):
     return isinstance(state, dict) and all(key in state for key in GENERATOR_KEYS)
 
 
+def rosinality_size(state):
+    """The resolution of a rosinality Generator state dict: one to_rgbs entry per resolution above 4."""
+    return 2 ** (sum(bool(re.fullmatch(r"to_rgbs\.\d+\.bias", key)) for key in state) + 2)
+
+
 def upsampling_blur_keys(size):
     return [f"convs.{2 * j}.conv.blur.kernel" for j in range(int(math.log2(size)) - 2)]
 
 
-def generator_architecture(state, path, name):
-    """The settings of the rosinality Generator whose state dict is ``state``."""
+def generator_architecture(state, path, name, multiplier=None):
+    """The settings of the rosinality Generator whose state dict is ``state``; ``multiplier``: its
+    channel multiplier where the checkpoint says (below 64 px the channels do not tell)."""
     if any(".iwt." in key or ".dwt." in key or key.startswith(("iwt.", "dwt.")) for key in state):
         raise FormatError(f"{path}: '{name}' is a rosinality SWAGAN generator (wavelet to_rgbs); only StyleGAN2 "
                           f"maps to this package")
-    size = 2 ** (sum(key.endswith(".bias") and key.startswith("to_rgbs.") for key in state) + 2)
-    n_mlp = sum(key.startswith("style.") and key.endswith(".weight") for key in state)
-    channels = {res: state[f"convs.{2 * j + 1}.conv.weight"].shape[1]
-                for j, res in enumerate(2 ** i for i in range(3, int(math.log2(size)) + 1))}
-    multiplier = channels[size] * size // 16384 if size >= 64 else 2
-    table = channel_table(max(multiplier, 1))
+    size = rosinality_size(state)
+    n_mlp = sum(bool(re.fullmatch(r"style\.\d+\.weight", key)) for key in state)
+    weights = {res: state.get(f"convs.{2 * j + 1}.conv.weight")
+               for j, res in enumerate(2 ** i for i in range(3, int(math.log2(size)) + 1))}
+    if any(weight is None or weight.dim() != 5 for weight in weights.values()):
+        raise FormatError(f"{path}: '{name}' lacks the StyledConvs of a rosinality StyleGAN2 Generator at {size} px")
+    channels = {res: weight.shape[1] for res, weight in weights.items()}
+    if size >= 64 or not isinstance(multiplier, int) or multiplier < 1:
+        multiplier = max(channels[size] * size // 16384, 1) if size >= 64 else 2
+    table = channel_table(multiplier)
     if size < 8 or size > 1024 or any(table[res] != c for res, c in channels.items()):
         raise FormatError(f"{path}: '{name}' is {size}x{size} with channels {channels}: not a StyleGAN2 this "
                           f"package builds (8 to 1024 px, StyleGAN2's channel table)")
@@ -51,11 +62,10 @@ def generator_architecture(state, path, name):
 
 def our_generator_state(state, path, name):
     """``state`` without the up-sampling blur kernels (checked to be the [1, 3, 3, 1] ones ours use)."""
-    size = 2 ** (sum(key.endswith(".bias") and key.startswith("to_rgbs.") for key in state) + 2)
-    for key in upsampling_blur_keys(size):
+    for key in upsampling_blur_keys(rosinality_size(state)):
         if key in state and not torch.allclose(state[key].float(), UPSAMPLE_BLUR):
             raise FormatError(f"{path}: '{name}' up-samples with another blur kernel ({key}); ours use [1, 3, 3, 1]")
-    return {key: value for key, value in state.items() if key not in upsampling_blur_keys(size)}
+    return {key: value for key, value in state.items() if key not in upsampling_blur_keys(rosinality_size(state))}
 
 
 def load_exactly(model, state, path, what):
@@ -98,7 +108,8 @@ def read(checkpoint, path):
     if getattr(args, "arch", "stylegan2") != "stylegan2":
         raise FormatError(f"{path}: a rosinality '{args.arch}' checkpoint; only StyleGAN2 maps to this package")
     generator_name = "g_ema" if states["g_ema"] is not None else "g"
-    architecture = generator_architecture(states[generator_name], path, generator_name)
+    architecture = generator_architecture(states[generator_name], path, generator_name,
+                                          getattr(args, "channel_multiplier", None))
     networks = {}
     for name in ("g", "g_ema"):
         if states[name] is not None:
