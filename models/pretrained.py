@@ -73,19 +73,22 @@ def identify(checkpoint, path):
             raise FormatError(f"{path}: {reason(error)}") from None
         architecture = {"model": "PixelFolder", "size": g.size}
         return Pretrained("official PixelFolder checkpoint", g=g, g_ema=g_ema, d=d, architecture=architecture)
-    candidates = [checkpoint] + ([checkpoint.get(key) for key in ("g_ema", "g")] if isinstance(checkpoint, dict) else [])
+    candidates = [checkpoint]
+    if isinstance(checkpoint, dict):
+        candidates += [checkpoint.get(key) for key in ("g_ema", "g")]
     if any(rosinality.is_generator(state) for state in candidates):
         architecture, networks, optimizers, notes, details = rosinality.read(checkpoint, path)
         kind = "rosinality stylegan2-pytorch " + ("training checkpoint" if "g_optim" in checkpoint else
                                                   "release" if "g_ema" in checkpoint else "generator state dict")
-        return Pretrained(kind, optimizers=optimizers, notes=notes, details=details, **_networks(architecture, networks))
+        return Pretrained(kind, optimizers=optimizers, notes=notes, details=details,
+                          **_networks(architecture, networks))
     if any(cips.is_generator(state) for state in candidates):
         architecture, networks, notes = cips.read(checkpoint, path)
         kind = "CIPS " + ("training checkpoint" if isinstance(checkpoint.get("g_ema"), dict) else "release (g_ema)")
         return Pretrained(kind, notes=notes, **_networks(architecture, networks))
     found = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-    raise FormatError(f"{path} holds no network of a known format (NVlabs, rosinality, CIPS, PixelFolder, this "
-                      f"package's): found {found}")
+    raise FormatError(f"checkpoint {path} holds no network of a known format (NVlabs, rosinality, CIPS, PixelFolder, "
+                      f"this package's): found {found}")
 
 
 def read_pretrained(path, size=None):
@@ -96,17 +99,24 @@ def read_pretrained(path, size=None):
 
 def pretrained_from(kind, content, path, size=None):
     """The Pretrained networks of a file ``read_file`` read."""
-    if kind == "pickle":
-        architecture, networks, notes = nvlabs.read_networks(content, path)
-        details = content.get("training_set_kwargs") if isinstance(content, dict) else None
-        pretrained = Pretrained("NVlabs pickle", notes=notes, details=dict(details or {}),
-                                **_networks(architecture, networks))
-    else:
-        pretrained = identify(content, path)
+    try:
+        pretrained = _pretrained_from(kind, content, path)
+    except (KeyError, IndexError, TypeError, AttributeError) as error:  # a part the layout has is not there
+        raise FormatError(f"{path}: its networks lack a part of the layout they claim ({type(error).__name__}: "
+                          f"{reason(error)})") from None
     if size is not None and pretrained.architecture["size"] != size:
         raise FormatError(f"{path} holds {pretrained.architecture['size']}x{pretrained.architecture['size']} "
                           f"networks, not the --size {size} asked for")
     return pretrained
+
+
+def _pretrained_from(kind, content, path):
+    if kind == "pickle":
+        architecture, networks, notes = nvlabs.read_networks(content, path)
+        details = content.get("training_set_kwargs") if isinstance(content, dict) else None
+        return Pretrained("NVlabs pickle", notes=notes, details=dict(details or {}),
+                          **_networks(architecture, networks))
+    return identify(content, path)
 
 
 def load_pretrained(path, size=None):

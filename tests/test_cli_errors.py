@@ -142,7 +142,7 @@ def test_generate_names_a_missing_empty_truncated_or_foreign_checkpoint(capsys, 
         line = one_line_error(capsys, generate.main, [str(path)])
         assert f"checkpoint {path} cannot be read" in line and "truncated, corrupt or not a checkpoint" in line
     line = one_line_error(capsys, generate.main, [str(foreign)])
-    assert f"checkpoint {foreign} is neither a training checkpoint" in line and "official PixelFolder" in line
+    assert f"checkpoint {foreign} holds no network of a known format" in line and "PixelFolder" in line
 
 
 def test_generate_takes_a_run_folder_for_its_latest_checkpoint(capsys, checkpoint, tmp_path):

@@ -19,12 +19,11 @@ import types
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import models
 import pixelfolder_ops
 from models.architecture import build_discriminator, build_generator
-from models.formats import FormatError, cips, nvlabs, nvlabs_networks, rosinality
+from models.formats import FormatError, nvlabs, nvlabs_networks, rosinality
 from models.pretrained import read_pretrained
 from training import convert, generate
 from training.checkpoint import load_networks
@@ -183,7 +182,8 @@ def test_an_nvlabs_pickle_converts_exactly_and_its_code_never_runs(tmp_path, nvl
     theirs = snapshot["G_ema"]
     with torch.no_grad():
         for psi in (1.0, 0.6):  # truncation around the pickle's own w_avg
-            assert rel(pretrained.g_ema(z, noise="const", truncation=psi), theirs(z, None, psi, noise_mode="const")) < 1e-5
+            expected = theirs(z, None, psi, noise_mode="const")
+            assert rel(pretrained.g_ema(z, noise="const", truncation=psi), expected) < 1e-5
         assert rel(pretrained.d(images), snapshot["D"](images)) < 1e-5
         torch.testing.assert_close(pretrained.g_ema.latent_avg, theirs.mapping.w_avg, rtol=0, atol=0)
         torch.testing.assert_close(pretrained.g_ema.constant_noise()[-1][0, 0], theirs.synthesis.b32.conv1.noise_const,
@@ -417,7 +417,10 @@ GENERATOR = {"z_dim": 512, "w_dim": 512, "c_dim": 0, "img_channels": 3, "img_res
      ["'G_ema' is 4x4"]),
     ({"G_ema": ("StyleGAN3Discriminator",)}, ["'G_ema' is a StyleGAN3Discriminator, not a generator"]),
     ({"D": ("Discriminator",)}, ["holds no generator 'G_ema' or 'G'"]),
-], ids=["stylegan3", "conditional", "2048px", "4px", "other-class", "no-generator"])
+    ({"G_ema": ("Generator", {**GENERATOR, "img_resolution": 8}, {
+        "mapping": ("MappingNetwork",), "synthesis": ("SynthesisNetwork", {}, {"b4": ("SynthesisBlock",)})})},
+     ["its networks lack a part of the layout they claim", "KeyError"]),
+], ids=["stylegan3", "conditional", "2048px", "4px", "other-class", "no-generator", "malformed"])
 def test_nvlabs_networks_that_do_not_map_are_refused_in_one_line(tmp_path, capsys, nvlabs_modules, networks, words):
     path = record_pickle(tmp_path / "network.pkl", nvlabs_modules, networks)
     line = one_line_refusal(capsys, [path, "--out", str(tmp_path / "out.pt")])
@@ -546,6 +549,8 @@ def test_checkpoints_from_before_the_new_settings_still_load_and_resume(tmp_path
     from training.train import Trainer
     config = tiny_config(tmp_path, steps=1)
     Trainer(config).run()
+    convert.main([str(tmp_path), "--out", str(tmp_path / "networks.pt")])  # a run folder: its latest checkpoint
+    assert load_networks(tmp_path / "networks.pt").format == "converted checkpoint of this package"
     path = tmp_path / "checkpoint-latest.pt"
     old = torch.load(path, weights_only=True)
     for name in ("channel_base", "channel_max", "conv_clamp", "mbstd_group", "mbstd_channels"):

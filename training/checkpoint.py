@@ -47,12 +47,13 @@ def _fsync_directory(directory):
             os.close(descriptor)
 
 
-def _write_durably(obj, directory, name, dump=torch.save):
-    """``dump(obj, file)`` (torch.save) to a temporary file in ``directory``, flushed to disk; returns its path."""
+def _write_durably(obj, directory, name, dump=None):
+    """``dump(obj, file)`` (torch.save where None) to a temporary file in ``directory``, flushed to disk;
+    returns its path."""
     descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(descriptor, "wb") as file:
-            dump(obj, file)
+            (dump or torch.save)(obj, file)
             file.flush()
             os.fsync(file.fileno())
     except BaseException:
@@ -89,9 +90,10 @@ def save_checkpoint(state, directory):
     return latest
 
 
-def write_file(obj, path, dump=torch.save):
-    """Write ``obj`` to ``path`` with ``dump(obj, file)``: in full to a temporary file beside it first, then
-    renamed into place, so that ``path`` is never a partly written file."""
+def write_file(obj, path, dump=None):
+    """Write ``obj`` to ``path`` with ``dump(obj, file)`` (torch.save where None): in full to a
+    temporary file beside it first, then renamed into place, so that ``path`` is never a partly written
+    file."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     temporary = _write_durably(obj, directory, os.path.basename(path), dump)
@@ -163,8 +165,9 @@ def describe(architecture):
 def way_back(path):
     """Where to turn when ``path``, a run's latest checkpoint, cannot be read."""
     previous = os.path.join(os.path.dirname(path), PREVIOUS)
-    return f"; the checkpoint before it is {previous}" if os.path.basename(path) == LATEST and os.path.isfile(previous) \
-        else ""
+    if os.path.basename(path) == LATEST and os.path.isfile(previous):
+        return f"; the checkpoint before it is {previous}"
+    return ""
 
 
 def read_checkpoint(path, mmap=False):

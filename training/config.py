@@ -56,9 +56,9 @@ class TrainConfig:
                                                "per image as the official code does (same images, slower; for "
                                                "speed comparisons)")
     channel_multiplier: int = _setting(2, "channel multiplier of G and D (StyleGAN2 config-f: 2)", cli.integer(1))
-    channel_base: int = _setting(None, "StyleGAN2: NVlabs' channel rule, min(channel_base / r, channel_max) channels at "
-                                       "r x r in G and D, instead of --channel-multiplier's table (converted NVlabs "
-                                       "networks)", cli.integer(1))
+    channel_base: int = _setting(None, "StyleGAN2: NVlabs' channel rule, min(channel_base / r, channel_max) "
+                                       "channels at r x r in G and D, instead of --channel-multiplier's table "
+                                       "(converted NVlabs networks)", cli.integer(1))
     channel_max: int = _setting(512, "StyleGAN2: the cap of --channel-base's rule", cli.integer(1))
     conv_clamp: float = _setting(None, "StyleGAN2: clamp every conv layer's output of G and D to +-this (NVlabs' "
                                        "conv_clamp; their pickles have 256)", cli.number(above=0))

@@ -23,7 +23,7 @@ import torch
 from models.architecture import build_discriminator
 from models.formats import FormatError, nvlabs, rosinality
 from training import cli
-from training.checkpoint import FORMAT, VERSION, describe, load_networks, write_file
+from training.checkpoint import FORMAT, VERSION, checkpoint_file, describe, load_networks, write_file
 from training.config import TrainConfig
 
 TARGETS = ("ours", "nvlabs", "rosinality")
@@ -101,6 +101,7 @@ def rosinality_checkpoint(pretrained):
 def convert(path, out, to="ours", size=None):
     """Convert the networks in the file at ``path`` and write them to ``out`` in the format ``to``;
     returns the lines to print."""
+    path = checkpoint_file(os.fspath(path))  # a run folder: its latest checkpoint
     pretrained = load_networks(path, size)
     held = ", ".join(NETWORK_NAMES[name] for name in networks_of(pretrained))
     lines = [f"read {path}: {pretrained.format}, {describe(pretrained.architecture)}; networks: {held}"]

@@ -8,9 +8,10 @@ paper's Fig. 4), and the RGB of every stage side by side (the paper's Fig. 6).
 
 CHECKPOINT is one of our training or converted checkpoints (a run folder: its latest), or any file
 ``training.convert`` reads (official PixelFolder and rosinality checkpoints, CIPS releases, NVlabs
-pickles), whose EMA generator draws the images. An image depends only on its seed: z and the noise inputs are drawn from it; with
-``--noise const`` every image takes the noise stored with the model (``G(z, noise="const")``: for a
-converted network, its source's constant noise) and only z comes from the seed.
+pickles), whose EMA generator draws the images. An image depends only on its seed: z and the noise
+inputs are drawn from it; with ``--noise const`` every image takes the noise stored with the model
+(``G(z, noise="const")``: for a converted network, its source's constant noise) and only z comes from
+the seed.
 """
 import argparse
 import math

@@ -38,7 +38,8 @@ def generated_embedding(table):
 
 
 def generator_architecture(state, path, name):
-    if "to_rgb_last.conv.weight" in state or any(".conv1.conv.weight" in key for key in state if key.startswith("linears.")):
+    residual = any(key.startswith("linears.") and ".conv1.conv.weight" in key for key in state)
+    if "to_rgb_last.conv.weight" in state or residual:
         raise FormatError(f"{path}: '{name}' is CIPSres (residual blocks); only CIPSskip maps to this package's CIPS")
     if "linears.0.activate.bias" not in state:
         raise FormatError(f"{path}: '{name}' uses CIPS's sin / sinrelu activations; ours is CIPSskip with leaky ReLU")

@@ -8,8 +8,8 @@ the network's module (NVlabs' loader executes it) and ``state`` the object's ``_
 buffers, child networks, settings). The reader's unpickler admits only the globals those pickles
 hold: that persistence function (which here keeps the class name and the state and drops the source
 unread), tensor and storage rebuilding (storages through ``torch.load(weights_only=True)``), plain
-containers, numpy scalars and arrays (settings) and dnnlib's EasyDict (as a dict). Any other global is refused, naming it,
-when the unpickler meets it: nothing the file names beyond these is ever called.
+containers, numpy scalars and arrays (settings) and dnnlib's EasyDict (as a dict). Any other global is
+refused, naming it, when the unpickler meets it: nothing the file names beyond these is ever called.
 
 The mapping is exact: NVlabs' StyleGAN2 (``skip`` generator, ``resnet`` discriminator) computes the
 functions of our StyleGAN2Generator and Discriminator under other names and layouts. Both store
@@ -141,14 +141,16 @@ def generator_keys(size, n_mlp):
     for j, res in enumerate(resolutions):
         convs += [(f"convs.{2 * j}", f"synthesis.b{res}.conv0"), (f"convs.{2 * j + 1}", f"synthesis.b{res}.conv1")]
     for index, (ours, theirs) in enumerate(convs):
-        pairs += [(f"{ours}.conv.weight", f"{theirs}.weight"), (f"{ours}.conv.modulation.weight", f"{theirs}.affine.weight"),
+        pairs += [(f"{ours}.conv.weight", f"{theirs}.weight"),
+                  (f"{ours}.conv.modulation.weight", f"{theirs}.affine.weight"),
                   (f"{ours}.conv.modulation.bias", f"{theirs}.affine.bias"),
                   (f"{ours}.noise.weight", f"{theirs}.noise_strength"), (f"{ours}.activate.bias", f"{theirs}.bias"),
                   (f"noises.noise_{index}", f"{theirs}.noise_const")]
     to_rgbs = [("to_rgb1", "synthesis.b4.torgb")] + [(f"to_rgbs.{j}", f"synthesis.b{res}.torgb")
                                                       for j, res in enumerate(resolutions)]
     for ours, theirs in to_rgbs:
-        pairs += [(f"{ours}.conv.weight", f"{theirs}.weight"), (f"{ours}.conv.modulation.weight", f"{theirs}.affine.weight"),
+        pairs += [(f"{ours}.conv.weight", f"{theirs}.weight"),
+                  (f"{ours}.conv.modulation.weight", f"{theirs}.affine.weight"),
                   (f"{ours}.conv.modulation.bias", f"{theirs}.affine.bias"), (f"{ours}.bias", f"{theirs}.bias")]
     return pairs
 
@@ -157,8 +159,10 @@ def discriminator_keys(size):
     """(our key, NVlabs key) of every parameter of Discriminator(size) and of NVlabs' resnet one."""
     pairs = [("convs.0.0.weight", f"b{size}.fromrgb.weight"), ("convs.0.1.bias", f"b{size}.fromrgb.bias")]
     for k, res in enumerate((2 ** i for i in range(int(math.log2(size)), 2, -1)), start=1):
-        pairs += [(f"convs.{k}.conv1.0.weight", f"b{res}.conv0.weight"), (f"convs.{k}.conv1.1.bias", f"b{res}.conv0.bias"),
-                  (f"convs.{k}.conv2.1.weight", f"b{res}.conv1.weight"), (f"convs.{k}.conv2.2.bias", f"b{res}.conv1.bias"),
+        pairs += [(f"convs.{k}.conv1.0.weight", f"b{res}.conv0.weight"),
+                  (f"convs.{k}.conv1.1.bias", f"b{res}.conv0.bias"),
+                  (f"convs.{k}.conv2.1.weight", f"b{res}.conv1.weight"),
+                  (f"convs.{k}.conv2.2.bias", f"b{res}.conv1.bias"),
                   (f"convs.{k}.skip.1.weight", f"b{res}.skip.weight")]
     pairs += [("final_conv.0.weight", "b4.conv.weight"), ("final_conv.1.bias", "b4.conv.bias")]
     pairs += [(f"final_linear.{i}.{p}", f"b4.{layer}.{p}") for i, layer in enumerate(("fc", "out"))
@@ -275,8 +279,10 @@ def discriminator_architecture(record, path, name):
                 clamps.add(_number(layer.get("conv_clamp")))
         channels[res] = block.children()["conv0"].get("_parameters")["weight"].shape[0]
     epilogue = record.children().get("b4")
-    _check(epilogue is not None and epilogue.class_name == "DiscriminatorEpilogue", path, f"'{name}' has no epilogue b4")
-    _check(not int(epilogue.get("cmap_dim") or 0), path, f"'{name}' is conditional (cmap_dim {epilogue.get('cmap_dim')})")
+    _check(epilogue is not None and epilogue.class_name == "DiscriminatorEpilogue", path,
+           f"'{name}' has no epilogue b4")
+    _check(not int(epilogue.get("cmap_dim") or 0), path,
+           f"'{name}' is conditional (cmap_dim {epilogue.get('cmap_dim')})")
     clamps.add(_number(epilogue.children()["conv"].get("conv_clamp")))
     channels[4] = epilogue.children()["conv"].get("_parameters")["weight"].shape[0]
     _check(len(clamps) == 1, path, f"'{name}' clamps its layers at different values {sorted(map(str, clamps))}")
@@ -337,7 +343,7 @@ def read_networks(data, path):
                 model.latent_avg = torch.empty(architecture["style_dim"])
         shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
         state = translate(tensors, pairs, shapes, f"'{NAMES[name]}'", path)
-        model.load_state_dict(state, strict=False)
+        model.load_state_dict({**model.state_dict(), **state})  # the model's own fixed blur kernels
         networks[name] = model
     notes = [] if records["d"] is not None else ["the pickle holds no discriminator 'D'"]
     return architecture, networks, notes
@@ -366,14 +372,7 @@ def nvlabs_channels(architecture):
     size = architecture["size"]
     table = channel_table(architecture["channel_multiplier"], architecture["width"], architecture["channel_base"],
                           architecture["channel_max"])
-    used = {res: table[res] for res in RESOLUTIONS if res <= size}
-    settings = None
-    try:
-        settings = channel_settings(used, "")
-    except FormatError:
-        pass
-    if settings is None:
-        raise FormatError(f"--to nvlabs: the channel counts {used} follow no NVlabs channel_base / channel_max rule")
+    settings = channel_settings({res: table[res] for res in RESOLUTIONS if res <= size}, "--to nvlabs")
     if settings["channel_base"] is None:
         return 16384 * settings["channel_multiplier"], 512
     return settings["channel_base"], settings["channel_max"]

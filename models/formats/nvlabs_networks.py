@@ -199,7 +199,8 @@ class SynthesisLayer(NetworkModule):
         x = modulated_conv2d(x, self.weight, self.affine(w), up=self.up, padding=self.padding,
                              resample_filter=self.resample_filter)
         if self.use_noise and noise_mode == "random":
-            x = x + torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device)
+            x = x + noise * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             x = x + self.noise_const * self.noise_strength
         clamp = None if self.conv_clamp is None else self.conv_clamp * gain
@@ -333,7 +334,8 @@ class DiscriminatorBlock(NetworkModule):
         if in_channels == 0:
             self.fromrgb = Conv2dLayer(img_channels, tmp_channels, kernel_size=1, activation=activation,
                                        conv_clamp=conv_clamp)
-        self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, kernel_size=3, activation=activation, conv_clamp=conv_clamp)
+        self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, kernel_size=3, activation=activation,
+                                 conv_clamp=conv_clamp)
         self.conv1 = Conv2dLayer(tmp_channels, out_channels, kernel_size=3, activation=activation, down=2,
                                  resample_filter=resample_filter, conv_clamp=conv_clamp)
         self.skip = Conv2dLayer(tmp_channels, out_channels, kernel_size=1, bias=False, down=2,

@@ -131,7 +131,8 @@ def write(networks, architecture, optimizers):
     """A rosinality checkpoint (a dict for torch.save) of our StyleGAN2 ``networks``."""
     architecture = complete(architecture)
     if architecture["model"] != "StyleGAN2":
-        raise FormatError(f"--to rosinality writes StyleGAN2 networks, and this checkpoint holds {architecture['model']}")
+        raise FormatError(f"--to rosinality writes StyleGAN2 networks, and this checkpoint holds "
+                          f"{architecture['model']}")
     for name, unsupported in (("channel_base", architecture["channel_base"] is not None),
                               ("conv_clamp", architecture["conv_clamp"] is not None),
                               ("mbstd_group", architecture["mbstd_group"] != 4),
