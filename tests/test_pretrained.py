@@ -57,7 +57,7 @@ def stylegan2(size=32, conv_clamp=None, seed=0, **options):
 
 
 # ------------------------------------------------------------ our StyleGAN2 is NVlabs' architecture
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("backend", [pytest.param("reference", marks=pytest.mark.slow), "cpu"])
 def test_our_stylegan2_and_discriminator_compute_nvlabs_architecture_past_the_clamp(backend):
     if pixelfolder_ops.backend._unavailable_reason(backend) is not None:
         pytest.skip(pixelfolder_ops.backend._unavailable_reason(backend))
@@ -282,6 +282,7 @@ def rosinality_generator_state(g):
     return state
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("legacy_format", [False, True], ids=["zip", "legacy-torch.save"])
 def test_a_rosinality_training_checkpoint_converts_with_its_adam_states_and_round_trips_bitwise(
         tmp_path, legacy_format):
