@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "device_pointer.h"
+
 namespace pixelfolder {
 
 // The epilogue of one conv output row (b, c, y), its per-row operands read once:
@@ -16,7 +18,7 @@ namespace pixelfolder {
 template <typename scalar_t, typename opmath_t>
 struct EpilogueRow {
   opmath_t scale, noise_scale, shift;
-  const scalar_t* noise;  // this row of the noise, or null
+  DevicePointer<const scalar_t> noise;  // this row of the noise, or null
   int64_t noise_stride;
 
   C10_HOST_DEVICE opmath_t preactivation(opmath_t conv, int64_t x) const {
@@ -28,10 +30,10 @@ struct EpilogueRow {
 
 template <typename scalar_t, typename opmath_t>
 struct EpiloguePointers {
-  const opmath_t* demod;           // (B, C) or null
-  const scalar_t* noise;           // (B or 1, 1, H, W) or null
-  const scalar_t* noise_strength;  // one element, or null
-  const scalar_t* bias;            // (C,) or null
+  DevicePointer<const opmath_t> demod;           // (B, C) or null
+  DevicePointer<const scalar_t> noise;           // (B or 1, 1, H, W) or null
+  DevicePointer<const scalar_t> noise_strength;  // one element, or null
+  DevicePointer<const scalar_t> bias;            // (C,) or null
   int64_t noise_batch_stride, noise_row_stride, noise_col_stride, channels;
 
   C10_HOST_DEVICE EpilogueRow<scalar_t, opmath_t> row(int64_t b, int64_t c, int64_t y) const {
@@ -55,10 +57,10 @@ EpiloguePointers<scalar_t, opmath_t> epilogue_pointers(const at::Tensor& conv_ou
                                                        const c10::optional<at::Tensor>& noise,
                                                        const c10::optional<at::Tensor>& noise_strength,
                                                        const c10::optional<at::Tensor>& bias) {
-  return {demod ? demod->data_ptr<opmath_t>() : nullptr,
-          noise ? noise->data_ptr<scalar_t>() : nullptr,
-          noise ? noise_strength->data_ptr<scalar_t>() : nullptr,
-          bias ? bias->data_ptr<scalar_t>() : nullptr,
+  return {demod ? pointer_to<opmath_t>(*demod, "demod") : nullptr,
+          noise ? pointer_to<scalar_t>(*noise, "noise") : nullptr,
+          noise ? pointer_to<scalar_t>(*noise_strength, "noise_strength") : nullptr,
+          bias ? pointer_to<scalar_t>(*bias, "bias") : nullptr,
           noise && noise->size(0) > 1 ? noise->stride(0) : 0,
           noise ? noise->stride(2) : 0,
           noise ? noise->stride(3) : 0,
