@@ -131,11 +131,27 @@ struct Launch {
   std::size_t report_counts[5] = {};  // by Problem
 };
 
-thread_local Launch launch_state;
+// Each OS thread's launch state (its fibers), made at its first launch. One launch runs at a time in
+// the process (run_grid holds launch_mutex), so that device code, which reads it on every access, finds
+// the running launch and thread in plain globals: thread_local variables of a shared library cost a
+// call each.
+thread_local std::unique_ptr<Launch> launch_owner;
+std::mutex launch_mutex;
+Launch* active_launch = nullptr;
+
+Launch& launch_state() {
+  if (!launch_owner) launch_owner = std::make_unique<Launch>();
+  return *launch_owner;
+}
 
 Thread& running_thread() {
-  if (launch_state.running == nullptr) fail("CUDA device functions called outside a kernel");
-  return *launch_state.running;
+  if (active_launch == nullptr || active_launch->running == nullptr) called_outside_a_kernel();
+  return *active_launch->running;
+}
+
+void set_running(Launch& launch, Thread* thread) {
+  launch.running = thread;
+  running_index = thread == nullptr ? nullptr : &thread->index;
 }
 
 std::string describe(const dim3& d) {
@@ -226,21 +242,21 @@ constexpr const char* kProblemNames[kProblems] = {"out-of-bounds accesses", "out
 
 // Counts a problem; true when the error is to show it (the first few of each kind: the others are
 // counted only, which keeps a bug that fires on every element from costing a string each).
-bool shown_report(Problem problem) { return ++launch_state.report_counts[problem] <= kReportsShownPerKind; }
+bool shown_report(Problem problem) { return ++active_launch->report_counts[problem] <= kReportsShownPerKind; }
 
 std::size_t report_total(const Launch& launch) {
   return std::accumulate(std::begin(launch.report_counts), std::end(launch.report_counts), std::size_t{0});
 }
 
-void add_report(std::string report) { launch_state.reports.push_back(std::move(report)); }
+void add_report(std::string report) { active_launch->reports.push_back(std::move(report)); }
 
 std::string thread_of_block(unsigned int linear, std::uint32_t block_id) {
-  const Launch& launch = launch_state;
+  const Launch& launch = *active_launch;
   return "thread " + describe(unflatten(linear, launch.block_dim)) + " of block " +
          describe(unflatten(block_id - 1, launch.grid));
 }
 
-std::string running_thread_name() { return thread_of_block(running_thread().linear, launch_state.block_id); }
+std::string running_thread_name() { return thread_of_block(running_thread().linear, active_launch->block_id); }
 
 const char* verb(Access access) { return access == Access::kRead ? "reads" : "writes"; }
 
@@ -319,7 +335,7 @@ void report_block_race(const TensorExtent& tensor, std::ptrdiff_t offset, Access
 }
 
 void record_in_shadow(GlobalShadow& entry, const TensorExtent& tensor, std::ptrdiff_t offset, Access access) {
-  const Launch& launch = launch_state;
+  const Launch& launch = *active_launch;
   const std::uint32_t block = launch.block_id;
   const std::uint16_t thread = launch.running->linear;
   if (entry.writer_block != 0 && entry.writer_block != block) {
@@ -350,24 +366,24 @@ void record_in_shadow(GlobalShadow& entry, const TensorExtent& tensor, std::ptrd
 // block epoch comes before one of `thread`: the same thread, or a warp barrier of their warp between.
 bool ordered(std::uint16_t earlier, std::uint32_t warp_epoch, std::uint16_t thread) {
   return earlier == thread ||
-         (earlier / warpSize == thread / warpSize && warp_epoch != launch_state.warp_epochs[thread / warpSize]);
+         (earlier / warpSize == thread / warpSize && warp_epoch != active_launch->warp_epochs[thread / warpSize]);
 }
 
 void report_shared_race(const SharedPlace& place, Access access, const char* earlier, std::uint16_t other) {
   if (!shown_report(kSharedRace)) return;
   add_report("shared-memory race: " + running_thread_name() + " " + verb(access) + " " +
              shared_element(*place.layout, place.flat) + ", which " +
-             thread_of_block(other, launch_state.block_id) + " " + earlier + " with no __syncthreads between");
+             thread_of_block(other, active_launch->block_id) + " " + earlier + " with no __syncthreads between");
 }
 
 // --- Fibers ---------------------------------------------------------------------------------------------
 
 void fiber_main() {
-  Launch& launch = launch_state;
+  Launch& launch = *active_launch;
   Fiber& self = *launch.starting;
   for (;;) {
     Thread& thread = *self.thread;
-    launch.running = &thread;
+    set_running(launch, &thread);
     try {
       (*launch.thread)();
     } catch (...) {
@@ -426,21 +442,21 @@ void switch_to(Launch& launch, Thread& thread) {
     thread.state = State::kRunnable;
     launch.starting = fiber;
   }
-  launch.running = &thread;
+  set_running(launch, &thread);
   swapcontext(&launch.scheduler, &thread.fiber->context);
-  launch.running = nullptr;
+  set_running(launch, nullptr);
 }
 
 void wait(State barrier) {
   Thread& self = running_thread();
   self.state = barrier;
-  swapcontext(&self.fiber->context, &launch_state.scheduler);
+  swapcontext(&self.fiber->context, &active_launch->scheduler);
 }
 
 // Lanes of `warp` among the block's threads.
 std::pair<unsigned int, unsigned int> warp_lanes(int warp) {
   const unsigned int first = static_cast<unsigned int>(warp) * warpSize;
-  return {first, std::min<unsigned int>(first + warpSize, launch_state.threads.size())};
+  return {first, std::min<unsigned int>(first + warpSize, active_launch->threads.size())};
 }
 
 unsigned int full_mask(int warp) {
@@ -550,7 +566,9 @@ std::uint64_t seed() {
   return value;
 }
 
-const ThreadIndex& current() { return running_thread().index; }
+const ThreadIndex* running_index = nullptr;
+
+void called_outside_a_kernel() { fail("CUDA device functions called outside a kernel"); }
 
 int lane() { return running_thread().lane; }
 
@@ -565,11 +583,11 @@ void warp_exchange(unsigned int mask, const void* value, void* result, std::size
   wait(State::kAtWarpBarrier);  // every lane has published
   const auto [first, end] = warp_lanes(self.warp);
   if (source >= 0 && first + source >= end) throw LaunchError("a warp shuffle reads a lane the block does not have");
-  std::memcpy(result, source < 0 ? self.published : launch_state.threads[first + source].published, bytes);
+  std::memcpy(result, source < 0 ? self.published : active_launch->threads[first + source].published, bytes);
   wait(State::kAtWarpBarrier);  // every lane has read before any publishes again
 }
 
-void watch_writes(const TensorExtent& tensor) { launch_state.watched.push_back(tensor); }
+void watch_writes(const TensorExtent& tensor) { launch_state().watched.push_back(tensor); }
 
 void report_out_of_bounds(const TensorExtent& tensor, std::ptrdiff_t offset, Access access) {
   if (!shown_report(kOutOfBounds)) return;
@@ -582,7 +600,7 @@ void report_out_of_bounds(const TensorExtent& tensor, std::ptrdiff_t offset, Acc
 }
 
 void record_global(const TensorExtent& tensor, std::ptrdiff_t offset, Access access) {
-  Launch& launch = launch_state;
+  Launch& launch = *active_launch;
   if (!launch.track_blocks) return;
   const auto address = reinterpret_cast<std::uintptr_t>(tensor.data) + offset * tensor.element_bytes;
   Region* region = region_of(launch, address);
@@ -599,7 +617,7 @@ void record_global(const TensorExtent& tensor, std::ptrdiff_t offset, Access acc
 }
 
 void record_shared(const SharedPlace& place, Access access) {
-  const Launch& launch = launch_state;
+  const Launch& launch = *active_launch;
   SharedShadow& entry = *place.shadow;
   const std::uint16_t thread = running_thread().linear;
   const std::uint32_t warp_epoch = launch.warp_epochs[thread / warpSize];
@@ -646,7 +664,9 @@ void report_shared_out_of_bounds(const SharedPlace& place, Access access) {
 }
 
 void run_grid(const void* kernel, dim3 grid, dim3 block, const std::function<void()>& thread) {
-  Launch& launch = launch_state;
+  Launch& launch = launch_state();
+  if (launch.thread != nullptr) fail("kernels launched from a kernel are not emulated");
+  const std::lock_guard<std::mutex> lock(launch_mutex);
   struct Running {  // ends the launch however it ends
     Launch& launch;
     ~Running() {
@@ -656,10 +676,11 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, const std::function<voi
       launch.reports.clear();
       std::fill(std::begin(launch.report_counts), std::end(launch.report_counts), 0);
       launch.track_blocks = false;
+      active_launch = nullptr;
     }
   } running{launch};
+  active_launch = &launch;
   check_launch(grid, block);
-  if (launch.thread != nullptr) fail("kernels launched from a kernel are not emulated");
   if (!launch.random) launch.random.emplace(seed());
   const unsigned int threads = block.x * block.y * block.z;
   launch.threads.resize(threads);

@@ -50,7 +50,15 @@ struct ThreadIndex {
   dim3 thread, block, block_dim, grid_dim;
 };
 
-const ThreadIndex& current();
+// The running thread's indices, null outside a kernel (one kernel runs at a time in the process).
+extern const ThreadIndex* running_index;
+
+[[noreturn]] void called_outside_a_kernel();
+
+inline const ThreadIndex& current() {
+  if (running_index == nullptr) called_outside_a_kernel();
+  return *running_index;
+}
 
 // The seed block and thread orders are drawn from.
 std::uint64_t seed();
