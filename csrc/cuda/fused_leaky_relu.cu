@@ -28,10 +28,12 @@ __global__ void fused_leaky_relu_backward_kernel(RestrictPointer<const scalar_t>
   }
 }
 
-at::Tensor fused_leaky_relu_cuda(const at::Tensor& input, const c10::optional<at::Tensor>& bias,
-                                 double negative_slope, double scale, c10::optional<double> clamp) {
+at::Tensor fused_leaky_relu_cuda(const Arguments& args) {
   constexpr const char* op = "fused_leaky_relu";
+  const auto& input = args.tensor("input");
+  const auto bias = args.optional_tensor("bias");
   check_fused_leaky_relu_arguments(op, input, bias, kCudaKernelDevice);
+  const auto act_arguments = leaky_relu_arguments(args);
   const CudaDeviceGuard guard(input.device());
   const auto layout = ChannelLayout::of(input);
   const auto x = input.contiguous(layout.memory_format());
@@ -44,17 +46,19 @@ at::Tensor fused_leaky_relu_cuda(const at::Tensor& input, const c10::optional<at
     PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({x}), [&] {
       launch_kernel(fused_leaky_relu_kernel<scalar_t, opmath_t, index_t>, blocks_for(numel), kThreadsPerBlock,
                     pointer_to<scalar_t>(x, "input"), bias ? pointer_to<scalar_t>(b, "bias") : nullptr,
-                    pointer_to<scalar_t>(output, "output"),
-                    layout, make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp), static_cast<index_t>(numel));
+                    pointer_to<scalar_t>(output, "output"), layout, act_arguments.as<opmath_t>(),
+                    static_cast<index_t>(numel));
     });
   });
   return output;
 }
 
-at::Tensor fused_leaky_relu_backward_cuda(const at::Tensor& grad_output, const at::Tensor& output,
-                                          double negative_slope, double scale, c10::optional<double> clamp) {
+at::Tensor fused_leaky_relu_backward_cuda(const Arguments& args) {
   constexpr const char* op = "fused_leaky_relu_backward";
+  const auto& grad_output = args.tensor("grad_output");
+  const auto& output = args.tensor("output");
   check_fused_leaky_relu_backward_arguments(op, grad_output, output, kCudaKernelDevice);
+  const auto act_arguments = leaky_relu_arguments(args);
   const CudaDeviceGuard guard(output.device());
   const auto format = ChannelLayout::of(output).memory_format();
   const auto y = output.contiguous(format);
@@ -67,8 +71,8 @@ at::Tensor fused_leaky_relu_backward_cuda(const at::Tensor& grad_output, const a
     PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({y}), [&] {
       launch_kernel(fused_leaky_relu_backward_kernel<scalar_t, opmath_t, index_t>, blocks_for(numel),
                     kThreadsPerBlock, pointer_to<scalar_t>(g, "grad_output"), pointer_to<scalar_t>(y, "output"),
-                    pointer_to<scalar_t>(grad_input, "grad_input"),
-                    make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp), static_cast<index_t>(numel));
+                    pointer_to<scalar_t>(grad_input, "grad_input"), act_arguments.as_read_from<opmath_t, scalar_t>(),
+                    static_cast<index_t>(numel));
     });
   });
   return grad_input;
@@ -77,8 +81,8 @@ at::Tensor fused_leaky_relu_backward_cuda(const at::Tensor& grad_output, const a
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pixelfolder_ops, PIXELFOLDER_CUDA_DISPATCH_KEY, m) {
-  m.impl("fused_leaky_relu", &fused_leaky_relu_cuda);
-  m.impl("fused_leaky_relu_backward", &fused_leaky_relu_backward_cuda);
+  m.impl("fused_leaky_relu", kernel_of<fused_leaky_relu_cuda>());
+  m.impl("fused_leaky_relu_backward", kernel_of<fused_leaky_relu_backward_cuda>());
 }
 
 }  // namespace pixelfolder
