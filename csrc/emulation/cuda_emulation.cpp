@@ -1,5 +1,5 @@
 // The CUDA emulation's scheduler (cuda_emulation.h): blocks one after another in a random order,
-// a block's threads as fibers that run, in a random order, until each waits at a barrier or returns;
+// a block's threads as fibers (their own stacks, switched between) that run, in a random order, until each waits at a barrier or returns;
 // a barrier opens when every thread it needs waits at it. And its memory checks (checked_memory.h):
 // the reports of a launch, and the shadow maps its races are found in.
 #include "cuda_emulation.h"
@@ -58,11 +58,75 @@ class Stack {
   Stack& operator=(const Stack&) = delete;
 
   void* bottom() const { return static_cast<char*>(base_) + page_; }
+  void* top() const { return static_cast<char*>(bottom()) + kStackBytes; }
 
  private:
   std::size_t page_;
   void* base_;
 };
+
+// Where a fiber (or the scheduler, on the OS thread's own stack) resumes. On x86-64 a switch saves the
+// callee-saved registers on the stack it leaves and restores them from the one it enters (a few
+// nanoseconds); swapcontext also saves the signal mask, two system calls per switch, which dominated
+// the emulation's time in kernels with barriers. The floating-point control words are the OS thread's,
+// shared by its fibers (no kernel changes them; saving them would serialize the pipeline each switch).
+#if defined(__x86_64__)
+extern "C" __attribute__((visibility("hidden"))) void pixelfolder_cuda_emulation_switch(void** save, void* load);
+asm(R"(
+  .text
+  .p2align 4
+  .hidden pixelfolder_cuda_emulation_switch
+  .type pixelfolder_cuda_emulation_switch, @function
+pixelfolder_cuda_emulation_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size pixelfolder_cuda_emulation_switch, .-pixelfolder_cuda_emulation_switch
+)");
+
+struct Context {
+  void* stack_pointer = nullptr;
+};
+
+// A context that starts `entry` (which never returns) on `stack`: the frame a switch pops, with
+// `entry` as the return address, entered with the stack aligned as after a call.
+void prepare(Context& context, const Stack& stack, void (*entry)()) {
+  auto* top = static_cast<std::uint64_t*>(stack.top());  // 16-byte aligned
+  std::uint64_t* frame = top - 8;
+  std::fill(frame, frame + 6, 0);                      // r15, r14, r13, r12, rbx, rbp
+  frame[6] = reinterpret_cast<std::uint64_t>(entry);  // popped by ret
+  frame[7] = 0;                                        // entry's return address: none
+  context.stack_pointer = frame;
+}
+
+void jump(Context& from, const Context& to) { pixelfolder_cuda_emulation_switch(&from.stack_pointer, to.stack_pointer); }
+#else
+struct Context {
+  ucontext_t state;
+};
+
+void prepare(Context& context, const Stack& stack, void (*entry)()) {
+  getcontext(&context.state);
+  context.state.uc_stack.ss_sp = stack.bottom();
+  context.state.uc_stack.ss_size = kStackBytes;
+  context.state.uc_link = nullptr;
+  makecontext(&context.state, entry, 0);
+}
+
+void jump(Context& from, const Context& to) { swapcontext(&from.state, &to.state); }
+#endif
 
 enum class State { kNotStarted, kRunnable, kAtBlockBarrier, kAtWarpBarrier, kReturned };
 
@@ -74,17 +138,23 @@ struct Thread {
   std::uint16_t linear;  // threadIdx, x fastest
   int warp, lane;
   State state;
-  Fiber* fiber;                               // while started and not returned
-  unsigned char published[kMaxShuffleBytes];  // this lane's value at a warp exchange
+  Fiber* fiber;  // while started and not returned
+  // This lane's value at its warp exchanges, alternately in one buffer and the other: a lane cannot
+  // pass the next exchange's barrier before every lane has read the last one.
+  unsigned char published[2][kMaxShuffleBytes];
+  unsigned int exchanges;
 };
 
 // Runs threads: the thread it was given, then, while the scheduler would start the next thread of its
 // order next, that one, so that a block whose threads meet no barrier runs on one fiber.
 struct Fiber {
-  ucontext_t context;
+  Context context;
   Stack stack;
-  Thread* thread = nullptr;  // null: idle, at the start of fiber_main
+  Thread* thread = nullptr;  // null: idle
+  bool started = false;      // false: at the start of fiber_main
 };
+
+constexpr std::size_t kBeforeFirst = static_cast<std::size_t>(-1);  // a cursor whose next place is 0
 
 // One element's accesses in a launch's global shadow map: the block (linear index + 1, 0 for none)
 // and thread that last wrote it, and the first block and thread that read it (kSeveralBlocks set
@@ -108,8 +178,8 @@ struct Launch {
   std::vector<Fiber*> idle;
   std::vector<Thread> threads;        // of the current block
   std::vector<unsigned int> order;    // the threads' order in the current round
-  unsigned int cursor = 0;            // the place in `order` of the thread running
-  ucontext_t scheduler;
+  std::size_t cursor = 0;             // the place in `order` of the thread running
+  Context scheduler;
   Thread* running = nullptr;
   Fiber* starting = nullptr;  // the fiber fiber_main starts on
   const std::function<void()>* thread = nullptr;
@@ -378,12 +448,40 @@ void report_shared_race(const SharedPlace& place, Access access, const char* ear
 
 // --- Fibers ---------------------------------------------------------------------------------------------
 
+Fiber* take_idle_fiber(Launch& launch);
+
+// Where to switch when the running thread stops (waits at a barrier or returns): to the next thread of
+// the round's order that can run, a thread not started yet running on `free_fiber` (a fiber whose
+// thread returned) when given, else on an idle fiber; or to the scheduler when the round is over.
+// `free_fiber`, unless it runs the next thread, becomes idle. Threads switch to one another directly:
+// one switch per thread and barrier.
+Context& next_context(Launch& launch, Fiber* free_fiber) {
+  while (++launch.cursor < launch.order.size()) {
+    Thread& thread = launch.threads[launch.order[launch.cursor]];
+    if (thread.state == State::kNotStarted) {
+      Fiber* fiber = free_fiber != nullptr ? free_fiber : take_idle_fiber(launch);
+      fiber->thread = &thread;
+      thread.fiber = fiber;
+      thread.state = State::kRunnable;
+      set_running(launch, &thread);
+      return fiber->context;
+    }
+    if (thread.state == State::kRunnable) {
+      if (free_fiber != nullptr) launch.idle.push_back(free_fiber);
+      set_running(launch, &thread);
+      return thread.fiber->context;
+    }
+  }
+  if (free_fiber != nullptr) launch.idle.push_back(free_fiber);
+  set_running(launch, nullptr);
+  return launch.scheduler;
+}
+
 void fiber_main() {
   Launch& launch = *active_launch;
   Fiber& self = *launch.starting;
   for (;;) {
     Thread& thread = *self.thread;
-    set_running(launch, &thread);
     try {
       (*launch.thread)();
     } catch (...) {
@@ -391,66 +489,53 @@ void fiber_main() {
     }
     thread.state = State::kReturned;
     thread.fiber = nullptr;
-    // The next thread of the order, if the scheduler would start it now.
-    const unsigned int next = launch.cursor + 1;
-    if (!launch.error && next < launch.order.size() && launch.threads[launch.order[next]].state == State::kNotStarted) {
-      launch.cursor = next;
-      Thread& following = launch.threads[launch.order[next]];
-      following.state = State::kRunnable;
-      following.fiber = &self;
-      self.thread = &following;
-      continue;
-    }
     self.thread = nullptr;
-    launch.idle.push_back(&self);
-    swapcontext(&self.context, &launch.scheduler);  // resumed with a thread to run
+    if (launch.error) {
+      launch.idle.push_back(&self);
+      set_running(launch, nullptr);
+      jump(self.context, launch.scheduler);
+    } else {
+      Context& next = next_context(launch, &self);
+      if (&next != &self.context) jump(self.context, next);
+    }
+    // Here with a thread to run: the next one of the order, or (after a jump) one assigned while idle.
   }
 }
 
-void reset(Launch& launch, Fiber& fiber) {
-  getcontext(&fiber.context);
-  fiber.context.uc_stack.ss_sp = fiber.stack.bottom();
-  fiber.context.uc_stack.ss_size = kStackBytes;
-  fiber.context.uc_link = nullptr;
-  makecontext(&fiber.context, fiber_main, 0);
+void reset(Fiber& fiber) {
+  prepare(fiber.context, fiber.stack, fiber_main);
   fiber.thread = nullptr;
-  launch.idle.push_back(&fiber);
+  fiber.started = false;
+}
+
+Fiber* take_idle_fiber(Launch& launch) {
+  if (launch.idle.empty()) {
+    launch.fibers.push_back(std::make_unique<Fiber>());
+    reset(*launch.fibers.back());
+    launch.idle.push_back(launch.fibers.back().get());
+  }
+  Fiber* fiber = launch.idle.back();
+  launch.idle.pop_back();
+  if (!fiber->started) {  // fiber_main takes it from here when first switched to
+    fiber->started = true;
+    launch.starting = fiber;
+  }
+  return fiber;
 }
 
 // Fibers a failed launch abandoned mid-thread start afresh.
 void reset_fibers(Launch& launch) {
   launch.idle.clear();
   for (auto& fiber : launch.fibers) {
-    if (fiber->thread != nullptr) {
-      reset(launch, *fiber);
-    } else {
-      launch.idle.push_back(fiber.get());
-    }
+    if (fiber->thread != nullptr) reset(*fiber);
+    launch.idle.push_back(fiber.get());
   }
-}
-
-void switch_to(Launch& launch, Thread& thread) {
-  if (thread.state == State::kNotStarted) {
-    if (launch.idle.empty()) {
-      launch.fibers.push_back(std::make_unique<Fiber>());
-      reset(launch, *launch.fibers.back());
-    }
-    Fiber* fiber = launch.idle.back();
-    launch.idle.pop_back();
-    fiber->thread = &thread;
-    thread.fiber = fiber;
-    thread.state = State::kRunnable;
-    launch.starting = fiber;
-  }
-  set_running(launch, &thread);
-  swapcontext(&launch.scheduler, &thread.fiber->context);
-  set_running(launch, nullptr);
 }
 
 void wait(State barrier) {
   Thread& self = running_thread();
   self.state = barrier;
-  swapcontext(&self.fiber->context, &active_launch->scheduler);
+  jump(self.fiber->context, next_context(*active_launch, nullptr));
 }
 
 // Lanes of `warp` among the block's threads.
@@ -521,17 +606,16 @@ void run_block(Launch& launch, std::uint64_t linear_block) {
     thread.lane = static_cast<int>(i % warpSize);
     thread.state = State::kNotStarted;
     thread.fiber = nullptr;
+    thread.exchanges = 0;
   }
   std::iota(launch.order.begin(), launch.order.end(), 0u);
   do {
     std::shuffle(launch.order.begin(), launch.order.end(), *launch.random);
-    for (launch.cursor = 0; launch.cursor < launch.order.size(); ++launch.cursor) {
-      Thread& thread = launch.threads[launch.order[launch.cursor]];
-      if (thread.state != State::kRunnable && thread.state != State::kNotStarted) continue;
-      switch_to(launch, thread);
-      // The other threads are abandoned where they wait; the next launch starts their fibers afresh.
-      if (launch.error) std::rethrow_exception(std::exchange(launch.error, nullptr));
-    }
+    launch.cursor = kBeforeFirst;
+    Context& first = next_context(launch, nullptr);
+    if (&first != &launch.scheduler) jump(launch.scheduler, first);  // back when the round is over
+    // The other threads are abandoned where they wait; the next launch starts their fibers afresh.
+    if (launch.error) std::rethrow_exception(std::exchange(launch.error, nullptr));
   } while (open_barriers(launch, block));
 }
 
@@ -579,12 +663,13 @@ void warp_exchange(unsigned int mask, const void* value, void* result, std::size
          "emulated)");
   }
   if (bytes > kMaxShuffleBytes) throw LaunchError("a warp shuffle moves at most 16 bytes");
-  std::memcpy(self.published, value, bytes);
+  const unsigned int buffer = self.exchanges++ % 2;
+  std::memcpy(self.published[buffer], value, bytes);
   wait(State::kAtWarpBarrier);  // every lane has published
   const auto [first, end] = warp_lanes(self.warp);
   if (source >= 0 && first + source >= end) throw LaunchError("a warp shuffle reads a lane the block does not have");
-  std::memcpy(result, source < 0 ? self.published : active_launch->threads[first + source].published, bytes);
-  wait(State::kAtWarpBarrier);  // every lane has read before any publishes again
+  const Thread& publisher = source < 0 ? self : active_launch->threads[first + source];
+  std::memcpy(result, publisher.published[buffer], bytes);
 }
 
 void watch_writes(const TensorExtent& tensor) { launch_state().watched.push_back(tensor); }
