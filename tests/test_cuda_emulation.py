@@ -1,6 +1,8 @@
 """The CUDA emulation itself (csrc/emulation): small kernels built with the emulation alone (no torch,
 a few seconds) show that barriers and warp shuffles behave as on a GPU, that block and thread orders
-are random and replayable from the seed, and that a kernel missing a barrier gives wrong results.
+are random and replayable from the seed, and that each memory check (out of bounds, shared-memory races
+and uninitialized reads, a barrier some threads skip, races between blocks) reports a kernel made for it
+with the kernel, threads and memory named, and stays silent where the synchronisation is right.
 The package's own CUDA kernels run through it in test_extension.py (PIXELFOLDER_CUDA_EMULATION=1)."""
 import ctypes
 import os
@@ -192,6 +194,9 @@ int launch_shifted_copy(const float* in, float* out, int count, int blocks, int 
     launch(shifted_copy, blocks, kThreads, tensor(in, count, "in"), tensor(out, count, "out"), count, read_shift,
            write_shift);
   });
+}
+int launch_null_read(float* out, char* error, int size) {
+  return run(error, size, [&] { launch(shifted_copy, 1, 32, nullptr, tensor(out, 32, "out"), 32, 0, 0); });
 }
 int launch_add_into_one_slot(int* total, int blocks, int atomic, char* error, int size) {
   return run(error, size, [&] {
@@ -385,6 +390,16 @@ def test_writes_past_a_tensor_are_reported_and_dropped(kernels):
     assert out == [0.0, 0.0] + [float(i + 1) for i in range(998)] + [0.0, 0.0]  # what lies past it is intact
     # The process goes on: the next launch runs.
     assert row_sums(kernels, 4, 300) == row_sums(kernels, 4, 300)
+
+
+def test_a_read_through_a_null_pointer_is_reported(kernels):
+    out = floats([1.0] * 32)
+    error = kernels("launch_null_read", out)
+    assert "32 out-of-bounds accesses" in error
+    shown = re.findall(r"out-of-bounds read: thread \((\d+), 0, 0\) of block \(0, 0, 0\) reads through a null pointer "
+                       r"\(offset (\d+)\)", error)
+    assert len(shown) == 3 and all(thread == offset for thread, offset in shown)
+    assert list(out) == [0.0] * 32
 
 
 @pytest.mark.parametrize("blocks", [2, 3])

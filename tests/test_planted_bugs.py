@@ -118,9 +118,9 @@ ATOMIC_CHUNK_SUMS = (
     Plant("cuda/channel_tiles.cuh", STORE_SLOT,
           "atomicAdd(&partial[(tile.image * channels + c) * static_cast<index_t>(gridDim.x)],\n"
           "              tile.template sum_of<opmath_t>(scratch, threadIdx.x, true));"),
-    Plant("cuda/styled_conv2d.cu", "auto demod_partial = at::empty(", "auto demod_partial = at::zeros("),
-    Plant("cuda/styled_conv2d.cu", "auto bias_partial = at::empty_like(", "auto bias_partial = at::zeros_like("),
-    Plant("cuda/modulated_conv2d.cu", "auto partial = at::empty(", "auto partial = at::zeros("),
+    Plant("cuda/styled_conv2d.cu", "chunks_of(pixels)}, sums);", "chunks_of(pixels)}, sums).zero_();"),
+    Plant("cuda/styled_conv2d.cu", "at::empty_like(demod_partial);", "at::empty_like(demod_partial).zero_();"),
+    Plant("cuda/modulated_conv2d.cu", "empty_spatial_dot(a).options());", "empty_spatial_dot(a).options()).zero_();"),
 )
 
 # Run in the planted copy: the cases named on the command line in float32 on the cpu backend (the emulated
@@ -230,7 +230,9 @@ def test_a_planted_bug_is_caught(planted_copy, bug):
     finally:
         planted_copy.restore(saved)
     output = result.stdout + result.stderr
-    assert re.search(bug.expected, output, re.MULTILINE), output[-4000:]
+    caught = re.search(bug.expected, output, re.MULTILINE | re.DOTALL)
+    assert caught, output[-4000:]
+    print(caught.group(0))  # what the check said (pytest -rP shows it)
     # The value checks: the small case (the first) passes, only the one made for the path fails.
     if result.returncode == 0:
         assert result.stdout.startswith(bug.cases[-1]), result.stdout

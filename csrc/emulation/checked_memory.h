@@ -119,7 +119,7 @@ class GlobalPointer {
   bool in_bounds() const { return tensor_.first <= offset_ && offset_ <= tensor_.last; }
   T& element() const { return static_cast<T*>(const_cast<void*>(tensor_.data))[offset_]; }
 
-  TensorExtent tensor_{nullptr, 0, -1, sizeof(T), "a null pointer"};
+  TensorExtent tensor_{nullptr, 0, -1, sizeof(T), "null"};
   std::ptrdiff_t offset_ = 0;
 };
 

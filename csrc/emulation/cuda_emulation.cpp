@@ -677,7 +677,7 @@ void watch_writes(const TensorExtent& tensor) { launch_state().watched.push_back
 void report_out_of_bounds(const TensorExtent& tensor, std::ptrdiff_t offset, Access access) {
   if (!shown_report(kOutOfBounds)) return;
   const std::string what = tensor.data == nullptr
-                               ? std::string(" `") + tensor.name + "`"
+                               ? " through a null pointer (offset " + std::to_string(offset) + ")"
                                : " " + at_offset(tensor, offset) + ", outside its elements (offsets " +
                                      std::to_string(tensor.first) + " to " + std::to_string(tensor.last) + ")";
   add_report(std::string("out-of-bounds ") + (access == Access::kRead ? "read" : "write") + ": " +
