@@ -169,7 +169,8 @@ int launch_row_sums(const double* values, int rows, int columns, double* sums, i
 }
 int launch_warp_sums(const double* values, int warps, double* sums, char* error, int size) {
   return run(error, size, [&] {
-    launch(warp_sums, warps * 32 / kThreads, kThreads, tensor(values, warps * 32, "values"), tensor(sums, warps, "sums"));
+    launch(warp_sums, warps * 32 / kThreads, kThreads, tensor(values, warps * 32, "values"),
+           tensor(sums, warps, "sums"));
   });
 }
 int launch_shuffles(int* read, int delta, char* error, int size) {
@@ -334,8 +335,8 @@ def test_the_seed_replays_the_orders(library_path):
 
 def test_a_divergent_barrier_is_an_error(kernels):
     error = kernels("launch_divergent_barrier")
-    assert error.startswith("CUDA emulation: divergent_barrier<<<(1, 1, 1), (64, 1, 1)>>>: deadlock in block (0, 0, 0): "
-                            "32 threads ((0, 0, 0), (2, 0, 0), (4, 0, 0), ...) wait at __syncthreads")
+    assert error.startswith("CUDA emulation: divergent_barrier<<<(1, 1, 1), (64, 1, 1)>>>: deadlock in block "
+                            "(0, 0, 0): 32 threads ((0, 0, 0), (2, 0, 0), (4, 0, 0), ...) wait at __syncthreads")
     assert "32 threads ((1, 0, 0), (3, 0, 0), (5, 0, 0), ...) have returned" in error
     # The fibers abandoned by the error do not disturb the next launch.
     actual, expected = row_sums(kernels, 4, 300, barrier=True)
@@ -377,8 +378,8 @@ def test_reads_past_a_tensor_are_reported_and_read_zeros(kernels):
                             "out-of-bounds accesses were skipped: reads gave 0, writes were dropped):")
     # Elements 997 to 999 are the second pass of threads 485 to 487 of the grid's 512.
     for thread, offset in ((229, 1000), (230, 1001), (231, 1002)):
-        assert (f"out-of-bounds read: thread ({thread}, 0, 0) of block (1, 0, 0) reads `in` at offset {offset}, outside "
-                "its elements (offsets 0 to 999)") in error
+        assert (f"out-of-bounds read: thread ({thread}, 0, 0) of block (1, 0, 0) reads `in` at offset {offset}, "
+                "outside its elements (offsets 0 to 999)") in error
     assert out == [float(i + 4) for i in range(997)] + [0.0] * 5  # not the values past the end
 
 
@@ -421,8 +422,8 @@ def test_atomic_adds_into_one_slot_are_no_race(kernels):
 
 def test_a_block_reading_what_another_wrote_is_a_race(kernels):
     error = kernels("launch_read_the_previous_block", ints(4), 4)
-    assert re.search(r"race between blocks on `values` at offset \d: thread \(0, 0, 0\) of block \(\d, 0, 0\) (reads|writes) "
-                     r"it, and thread \(0, 0, 0\) of block \(\d, 0, 0\) (wrote|read) it", error)
+    assert re.search(r"race between blocks on `values` at offset \d: thread \(0, 0, 0\) of block \(\d, 0, 0\) "
+                     r"(reads|writes) it, and thread \(0, 0, 0\) of block \(\d, 0, 0\) (wrote|read) it", error)
 
 
 @pytest.mark.parametrize("pattern, expected", [

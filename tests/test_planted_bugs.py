@@ -48,7 +48,8 @@ SMALL_FOURIER = "fourier odd 6ch 5x7"
 SMALL_STYLED = "styled conv odd 3->8 5x7, unfold"
 THREE_CHUNKS = "styled conv 3->36 49x45, unfold, three reduction chunks and two channel tiles"
 STORE_SLOT = ("partial[(tile.image * channels + c) * static_cast<index_t>(gridDim.x) + "
-              "static_cast<index_t>(blockIdx.x)] =\n        tile.template sum_of<opmath_t>(scratch, threadIdx.x, true);")
+              "static_cast<index_t>(blockIdx.x)] =\n"
+              "        tile.template sum_of<opmath_t>(scratch, threadIdx.x, true);")
 THREAD = r"thread \(\d+, 0, 0\) of block \(\d+, \d+, \d+\)"
 
 BUGS = [
@@ -71,8 +72,8 @@ BUGS = [
         rf"{THREAD} (reads|writes) \[\d\]\[\d+\] of a shared array \[3\]\[256\], which {THREAD} (wrote|read) with no "
         r"__syncthreads between"),
     Bug("shared_memory_rewritten_while_read",
-        (Plant("cuda/channel_tiles.cuh", "  __syncthreads();  // the scratch tile may still be read from the last step\n",
-               ""),),
+        (Plant("cuda/channel_tiles.cuh",
+               "  __syncthreads();  // the scratch tile may still be read from the last step\n", ""),),
         (SMALL_STYLED,),
         rf"epilogue_backward_kernel<float, float, int><<<.*shared-memory race: {THREAD} (reads|writes) \[\d+\]\[\d+\] "
         rf"of a shared array \[32\]\[33\], which {THREAD} (wrote|read) with no __syncthreads between"),

@@ -41,8 +41,8 @@ at::Tensor fold_cuda(const Arguments& args) {
   PIXELFOLDER_DISPATCH_CUDA_TYPES(input.scalar_type(), "fold", [&] {
     PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({input, output}), [&] {
       launch_kernel(fold_kernel<scalar_t, kFold, index_t>, blocks_for(numel), kThreadsPerBlock,
-                    pointer_to<scalar_t>(input, "input"), pointer_to<scalar_t>(output, "output"), Strides4<index_t>(input),
-                    Strides4<index_t>(output), channels_last, static_cast<index_t>(numel));
+                    pointer_to<scalar_t>(input, "input"), pointer_to<scalar_t>(output, "output"),
+                    Strides4<index_t>(input), Strides4<index_t>(output), channels_last, static_cast<index_t>(numel));
     });
   });
   return output;

@@ -94,8 +94,9 @@ std::tuple<at::Tensor, at::Tensor> fourier_embedding_backward_cuda(const Argumen
   PIXELFOLDER_DISPATCH_CUDA_TYPES(weight.scalar_type(), op, [&] {
     PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({grad_output}), [&] {
       launch_kernel(fourier_embedding_backward_kernel<scalar_t, at::opmath_type<scalar_t>, index_t>,
-                    static_cast<unsigned int>(channels), kThreadsPerBlock, pointer_to<scalar_t>(grad_output, "grad_output"),
-                    Strides4<index_t>(grad_output), pointer_to<scalar_t>(w, "weight"), pointer_to<scalar_t>(b, "bias"),
+                    static_cast<unsigned int>(channels), kThreadsPerBlock,
+                    pointer_to<scalar_t>(grad_output, "grad_output"), Strides4<index_t>(grad_output),
+                    pointer_to<scalar_t>(w, "weight"), pointer_to<scalar_t>(b, "bias"),
                     pointer_to<scalar_t>(grad_weight, "grad_weight"), pointer_to<scalar_t>(grad_bias, "grad_bias"));
     });
   });

@@ -72,8 +72,9 @@ at::Tensor spatial_dot_cuda(const Arguments& args) {
       using opmath_t = at::opmath_type<scalar_t>;
       PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({a, b, partial}), [&] {
         launch_kernel(spatial_dot_kernel<scalar_t, opmath_t, index_t>, channel_tile_grid(batch, channels, pixels),
-                      kThreadsPerBlock, pointer_to<scalar_t>(a, "a"), Strides4<index_t>(a), pointer_to<scalar_t>(b, "b"),
-                      Strides4<index_t>(b), pointer_to<opmath_t>(partial, "partial"), channels_fast);
+                      kThreadsPerBlock, pointer_to<scalar_t>(a, "a"), Strides4<index_t>(a),
+                      pointer_to<scalar_t>(b, "b"), Strides4<index_t>(b), pointer_to<opmath_t>(partial, "partial"),
+                      channels_fast);
       });
     });
   }

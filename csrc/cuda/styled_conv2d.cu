@@ -38,7 +38,8 @@ __global__ void epilogue_backward_kernel(RestrictPointer<const scalar_t> grad_ou
                                          RestrictPointer<scalar_t> grad_conv, Strides4<index_t> out,
                                          EpiloguePointers<scalar_t, opmath_t> epilogue, LeakyReLU<opmath_t> act,
                                          bool unfold_output, bool channels_fast,
-                                         RestrictPointer<opmath_t> demod_partial, RestrictPointer<opmath_t> bias_partial,
+                                         RestrictPointer<opmath_t> demod_partial,
+                                         RestrictPointer<opmath_t> bias_partial,
                                          RestrictPointer<opmath_t> noise_partial) {
   const index_t channels = in.size[1], width = in.size[3], pixels = in.size[2] * width;
   const ChannelTile<index_t> tile(pixels, channels_fast);

@@ -1,7 +1,8 @@
 // The CUDA emulation's scheduler (cuda_emulation.h): blocks one after another in a random order,
-// a block's threads as fibers (their own stacks, switched between) that run, in a random order, until each waits at a barrier or returns;
-// a barrier opens when every thread it needs waits at it. And its memory checks (checked_memory.h):
-// the reports of a launch, and the shadow maps its races are found in.
+// a block's threads as fibers (their own stacks, switched between) that run, in a random order,
+// until each waits at a barrier or returns; a barrier opens when every thread it needs waits at it.
+// And its memory checks (checked_memory.h): the reports of a launch, and the shadow maps its races
+// are found in.
 #include "cuda_emulation.h"
 
 #include <cxxabi.h>
@@ -111,7 +112,9 @@ void prepare(Context& context, const Stack& stack, void (*entry)()) {
   context.stack_pointer = frame;
 }
 
-void jump(Context& from, const Context& to) { pixelfolder_cuda_emulation_switch(&from.stack_pointer, to.stack_pointer); }
+void jump(Context& from, const Context& to) {
+  pixelfolder_cuda_emulation_switch(&from.stack_pointer, to.stack_pointer);
+}
 #else
 struct Context {
   ucontext_t state;
@@ -165,6 +168,12 @@ struct GlobalShadow {
 };
 constexpr std::uint32_t kSeveralBlocks = 0x80000000u;
 
+// What the memory checks report, and how the launch's error counts them.
+enum Problem { kOutOfBounds, kSharedOutOfBounds, kSharedRace, kUninitializedShared, kBlockRace, kProblems };
+constexpr const char* kProblemNames[kProblems] = {"out-of-bounds accesses", "out-of-bounds shared-memory accesses",
+                                                  "shared-memory races", "uninitialized shared-memory reads",
+                                                  "races between blocks"};
+
 // A tensor the launch may write, with a shadow entry per element.
 struct Region {
   std::uintptr_t begin, end;
@@ -198,7 +207,7 @@ struct Launch {
   bool track_blocks = false;
   std::size_t region_hint = 0;
   std::vector<std::string> reports;
-  std::size_t report_counts[5] = {};  // by Problem
+  std::size_t report_counts[kProblems] = {};
 };
 
 // Each OS thread's launch state (its fibers), made at its first launch. One launch runs at a time in
@@ -304,11 +313,6 @@ std::string describe_launch(const Launch& launch) {
 
 // --- Reports ------------------------------------------------------------------------------------------
 
-// What the memory checks report, and how the launch's error counts them.
-enum Problem { kOutOfBounds, kSharedOutOfBounds, kSharedRace, kUninitializedShared, kBlockRace, kProblems };
-constexpr const char* kProblemNames[kProblems] = {"out-of-bounds accesses", "out-of-bounds shared-memory accesses",
-                                                  "shared-memory races", "uninitialized shared-memory reads",
-                                                  "races between blocks"};
 
 // Counts a problem; true when the error is to show it (the first few of each kind: the others are
 // counted only, which keeps a bug that fires on every element from costing a string each).
@@ -659,8 +663,8 @@ int lane() { return running_thread().lane; }
 void warp_exchange(unsigned int mask, const void* value, void* result, std::size_t bytes, int source) {
   Thread& self = running_thread();
   if (mask != full_mask(self.warp)) {
-    throw LaunchError("warp shuffles and __syncwarp must name every lane of the warp in their mask (partial warps are not "
-         "emulated)");
+    throw LaunchError("warp shuffles and __syncwarp must name every lane of the warp in their mask (partial warps "
+                      "are not emulated)");
   }
   if (bytes > kMaxShuffleBytes) throw LaunchError("a warp shuffle moves at most 16 bytes");
   const unsigned int buffer = self.exchanges++ % 2;
