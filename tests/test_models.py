@@ -7,7 +7,7 @@ from benchmarks.complexity import count_gmacs, count_params
 from training.config import TrainConfig
 from training.networks import build_discriminator, build_generator
 
-# Exact counts, from the official implementation at 256 (../shared/reference/baselines.md).
+# Exact counts of the official implementation (docs/design.md, sections 4 and 5).
 PARAMS = {
     ("PixelFolder", 256): 20_843_614, ("PixelFolder", 512): 17_478_430, ("PixelFolder", 1024): 21_141_096,
     ("StyleGAN2Generator", 256): 30_034_338, ("StyleGAN2Generator", 512): 30_276_583,

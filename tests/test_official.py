@@ -55,7 +55,7 @@ def test_load_official_round_trip(tmp_path):
 
 
 # ----------------------------------------------------------------- the official data flow, by hand
-# F.* calls on the state dict, written from the design (ARCHITECTURE.md section 2); nothing from models/.
+# F.* calls on the state dict, written from the design (docs/design.md, section 4); nothing from models/.
 
 SQRT2 = math.sqrt(2)
 

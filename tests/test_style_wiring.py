@@ -1,9 +1,9 @@
 """Which style vector w_i (row i of the per-layer latent, B x n_latent x style_dim) each layer of each
 generator takes, against the official layer-to-w maps written out here from the specifications:
 
-- PixelFolder and its ablations (ARCHITECTURE.md section 2): the k-th StyledConv takes w_k, the
+- PixelFolder and its ablations (docs/design.md, section 4): the k-th StyledConv takes w_k, the
   ToRGB after fold f of stage i takes w_{4i + 2f + 2}.
-- StyleGAN2 (reference/baselines.md): the 4x4 conv w_0, its ToRGB w_1; the two convs of the j-th
+- StyleGAN2 (docs/design.md, section 5): the 4x4 conv w_0, its ToRGB w_1; the two convs of the j-th
   resolution w_{2j+1} and w_{2j+2}, its ToRGB w_{2j+3}.
 - CIPS: one w for every layer.
 - INR-GAN (StyleGAN2-ADA's synthesis network): each block's layers take consecutive rows, and its
