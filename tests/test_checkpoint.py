@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import training.checkpoint as checkpoint_module
-from test_train import tiny_config
+from helpers import tiny_config
 from training.checkpoint import (LATEST, PREVIOUS, capture_rng_state, load_checkpoint, load_generator,
                                  restore_rng_state, save_checkpoint)
 from training.train import Trainer

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from benchmarks import learning
-from test_generate import our_checkpoint
+from helpers import our_checkpoint
 from training import digits, evaluate, extras, train
 from training.config import TrainConfig
 from training.data import make_dataset

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import models
 import pixelfolder_ops as ops
 from pixelfolder_ops import extension
-from test_official import SQRT2, blur, equal_conv, lrelu
+from helpers import SQRT2, blur, equal_conv, lrelu
 
 SIZE = 16
 CPU_UNAVAILABLE = extension.unavailable_reason("cpu")

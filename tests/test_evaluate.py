@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from test_data import write_image
-from test_generate import our_checkpoint
+from helpers import our_checkpoint, write_image
 from training import evaluate, generate
 from training.data import image_names
 from training.inception import (WEIGHTS_ENV, WEIGHTS_NAME, FIDInceptionV3, average_pool_3x3, load_inception,

@@ -1,28 +1,17 @@
 """training.generate (checkpoints, seeds, interpolation, stages, the CLI) and training.images."""
-import os
-
 import numpy as np
 import torch
 from PIL import Image
 
 import models
-from test_train import tiny_config
+from helpers import our_checkpoint
 from training import generate
-from training.checkpoint import LATEST
-from training.train import Trainer
 from training.images import from_uint8, read_image, save_grid, save_image, to_uint8
 
 
 def tiny_pixelfolder(size=16):
     torch.manual_seed(0)
     return models.PixelFolder(size, width=0.125).eval()
-
-
-def our_checkpoint(out, **overrides):
-    """A checkpoint of this package's trainer after one step, and its EMA generator."""
-    trainer = Trainer(tiny_config(out, steps=1, **overrides))
-    trainer.run()
-    return os.path.join(out, LATEST), trainer.g_ema.eval()
 
 
 def png(path):

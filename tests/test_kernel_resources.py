@@ -6,13 +6,12 @@ kernels are interpreted and cannot be compiled."""
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 from benchmarks import kernel_resources
 from benchmarks.kernel_resources import ROOT
+from helpers import in_fresh_python
 
 ARCH = "sm_90"
 REPORT = os.path.join(ROOT, "benchmarks", "results", "kernel_resources_sm90.json")
@@ -22,16 +21,6 @@ needs_cuda_tools = pytest.mark.skipif(bool(kernel_resources.missing_tools(["cuda
                                       reason="; ".join(kernel_resources.missing_tools(["cuda"])))
 needs_triton_tools = pytest.mark.skipif(bool(kernel_resources.missing_tools(["triton"], interpreted_ok=True)),
                                         reason="; ".join(kernel_resources.missing_tools(["triton"], interpreted_ok=True)))
-
-
-def in_fresh_python(code):
-    """The JSON that ``code`` prints, run with benchmarks.kernel_resources imported as ``kr`` and Triton
-    compiling (TRITON_INTERPRET unset)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-c", "import json, torch\nfrom benchmarks import kernel_resources as kr\n"
-                             + code], capture_output=True, text=True, cwd=ROOT, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def problems(rows):

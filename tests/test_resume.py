@@ -10,21 +10,11 @@ import threading
 import pytest
 import torch
 
-from test_train import TINY, tiny_config
+from helpers import command_line, tiny_config
 from training import generate
 from training.checkpoint import LATEST, PREVIOUS, load_checkpoint, save_checkpoint
-from training.config import TrainConfig, flag
+from training.config import TrainConfig
 from training.train import StopRequests, Trainer, TrainingDiverged, configure, main
-
-
-def command_line(out, **overrides):
-    """The training.train arguments of the tiny test run in ``out``."""
-    settings = {**TINY, "out": str(out), **overrides}
-    argv = []
-    for name, value in settings.items():
-        argv += ([flag(name)] if value is True else [f"--no-{flag(name)[2:]}"] if value is False
-                 else [flag(name), str(value)])
-    return argv
 
 
 def run_main(argv):

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 import pixelfolder_ops as ops
-from test_data import write_image
+from helpers import tiny_config, write_image
 from training import cli
 from training.checkpoint import LATEST, load_checkpoint
-from training.config import TrainConfig, parse_args
+from training.config import parse_args
 from training.distributed import DistributedContext
 from training.ema import ema_decay, update_ema
 from training.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
@@ -23,13 +23,6 @@ from training.monitor import Monitor
 from training.train import Trainer, lazy_adam_hyperparameters, main, seed_everything
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A PixelFolder of 16 channels everywhere at 16x16: a step takes milliseconds on the CPU.
-TINY = dict(dataset="procedural", procedural_images=8, size=16, width=0.03, style_dim=32, n_mlp=2, batch=4,
-            num_workers=0, d_reg_every=2, mixing=0.5, log_every=1, sample_every=1000, checkpoint_every=1000)
-
-
-def tiny_config(out, **overrides):
-    return TrainConfig(**{**TINY, "out": str(out), **overrides})
 
 
 def test_defaults_are_the_papers_recipe():

@@ -9,7 +9,7 @@ import torch
 import torch.multiprocessing as mp
 
 from pixelfolder_ops import backend
-from test_train import tiny_config
+from helpers import tiny_config
 from training.checkpoint import LATEST, load_checkpoint
 from training.train import Trainer, train
 
