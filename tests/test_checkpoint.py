@@ -63,6 +63,7 @@ def test_truncated_and_foreign_files_are_clear_errors(tmp_path):
         load_checkpoint(str(tmp_path / "missing.pt"))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_other_networks_is_a_clear_error_naming_both(tmp_path):
     Trainer(tiny_config(tmp_path, steps=1)).run()
     with pytest.raises(ValueError, match=r"holds PixelFolder at 16x16 px.*but this run builds StyleGAN2 at 16x16"):

@@ -200,6 +200,7 @@ def test_600_steps_on_the_digits_halve_the_digits_fid_of_pixelfolder_16(tmp_path
     assert after <= before / 2, (before, after)
 
 
+@pytest.mark.slow
 def test_learning_benchmark_writes_curves_plot_and_grids(tmp_path, tiny_classifier, classifier_cache, monkeypatch):
     monkeypatch.setattr(evaluate, "load_digits_classifier",
                         functools.partial(digits.load_digits_classifier, recipe=TINY_RECIPE))

@@ -36,6 +36,7 @@ def tiny_checkpoint(tmp_path):
     return our_checkpoint(tmp_path / "run")[0]
 
 
+@pytest.mark.slow
 def test_inception_gives_2048_features_for_any_input_size(inception_weights):
     inception = load_inception(inception_weights)
     with torch.inference_mode():
@@ -157,6 +158,7 @@ def test_cli_names_missing_inception_weights(tmp_path, tiny_checkpoint, capsys):
     assert capsys.readouterr().err.startswith(f"error: FID Inception weights not found at '{tmp_path / 'absent.pth'}'")
 
 
+@pytest.mark.slow
 def test_evaluate_end_to_end_writes_and_reuses_the_dataset_cache(tmp_path, inception_weights, tiny_checkpoint,
                                                                  monkeypatch, capsys):
     dataset = tmp_path / "dataset"

@@ -1,5 +1,6 @@
 """training.generate (checkpoints, seeds, interpolation, stages, the CLI) and training.images."""
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -111,6 +112,7 @@ def test_load_generator_reads_our_checkpoint(tmp_path):
         torch.testing.assert_close(loaded(z, noise=noise), g_ema(z, noise=noise))
 
 
+@pytest.mark.slow
 def test_load_generator_builds_a_variant_from_its_config(tmp_path):
     path, _ = our_checkpoint(tmp_path, variant="Fold+DeConv")
     assert generate.load_generator(path).upsampler == "deconv"
@@ -126,6 +128,7 @@ def test_load_generator_reads_official_checkpoints(tmp_path):
     torch.testing.assert_close(loaded.state_dict(), g_ema.state_dict())
 
 
+@pytest.mark.slow
 def test_cli_writes_seeds_grid_stages_and_strip_deterministically(tmp_path, capsys):
     path, _ = our_checkpoint(tmp_path / "run", size=64)
     for run in ("first", "second"):

@@ -140,6 +140,7 @@ def official_forward(sd, z, noises, size):
     return official_synthesis(sd, official_mapping(sd, z)[:, None].expand(-1, n_latent, -1), noises, size)
 
 
+@pytest.mark.slow
 def test_loaded_generator_gives_the_official_images():
     checkpoint = random_checkpoint(64, seed=1)
     _, g_ema, _ = models.load_official(checkpoint, size=64)
@@ -153,6 +154,7 @@ def test_loaded_generator_gives_the_official_images():
     torch.testing.assert_close(ours, official, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_style_mixing_at_every_crossover_gives_the_official_images():
     # float64, so that one layer given the wrong w shows far above rounding.
     torch.manual_seed(3)

@@ -99,6 +99,7 @@ def test_non_finite_weights_are_never_written(tmp_path):
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.slow
 def test_a_signal_saves_at_the_step_reached_and_says_where(tmp_path, monkeypatch, caplog, signal_number):
     step = Trainer.train_step
 
@@ -120,6 +121,7 @@ def test_a_signal_saves_at_the_step_reached_and_says_where(tmp_path, monkeypatch
     assert {number: signal.getsignal(number) for number in handlers} == handlers  # the previous handlers are back
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, monkeypatch, capsys):
     step = Trainer.train_step
 

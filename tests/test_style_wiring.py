@@ -88,6 +88,7 @@ def test_each_latent_row_reaches_exactly_the_layers_of_the_official_map(name):
 
 
 @pytest.mark.parametrize("name", [name for name, (_, table) in GENERATORS.items() if max(table.values()) > 0])
+@pytest.mark.slow
 def test_style_mixing_at_every_crossover_gives_each_layer_the_w_of_its_side(name):
     generator, table = build(name)
     affines = style_layers(generator)
