@@ -8,6 +8,11 @@ images/s of every generator at 256x256, beside the paper's figures.
 Images/s are the median of ``--repeats`` rounds, each timing one forward of every model in turn, with
 the interquartile range of the rounds beside it.
 """
+from training import extras
+
+if __name__ == "__main__":
+    extras.require("bench")  # before the imports that need it
+
 import argparse
 import json
 import os

@@ -10,6 +10,7 @@ from benchmarks import gpu_report, model_speed, profile_model, styled_conv_speed
 from benchmarks.complexity import count_gmacs, gmacs_per_image_and_call
 
 
+@pytest.mark.slow
 def test_model_speed_report(tmp_path, monkeypatch):
     monkeypatch.setenv("PIXELFOLDER_OPS_BACKEND", "reference")
     report = model_speed.main(["--out", str(tmp_path), "--device", "cpu", "--models", "PixelFolder",
@@ -47,6 +48,7 @@ def test_model_speed_rejects_unknown_modes(tmp_path):
         model_speed.main(["--out", str(tmp_path), "--modes", "fastest"])
 
 
+@pytest.mark.slow
 def test_train_speed_report(tmp_path):
     report = train_speed.main(["--out", str(tmp_path), "--device", "cpu", "--models", "PixelFolder",
                                "--modes", "reference,cuda", "--batch", "2", "--size", "16", "--width", "0.0625",
@@ -58,6 +60,7 @@ def test_train_speed_report(tmp_path):
     assert "| PixelFolder | reference |" in (tmp_path / "train_speed.md").read_text()
 
 
+@pytest.mark.slow
 def test_profile_report_lists_kernels_by_time(tmp_path):
     report = profile_model.main(["--out", str(tmp_path), "--device", "cpu", "--backend", "reference", "--batch", "1",
                                  "--dtype", "float32", "--train-batch", "2", "--size", "16", "--width", "0.0625",

@@ -41,6 +41,7 @@ def assert_same_images(actual, expected, tolerance=1e-5):
 
 
 @pytest.mark.parametrize("name", GENERATORS)
+@pytest.mark.slow
 def test_reference_program_gives_the_eager_images_at_any_batch(name, tmp_path):
     path = str(tmp_path / "g.pt2")
     metadata = export.export(tiny(name), path, dynamic_batch=True, truncation=0.7)
@@ -58,6 +59,7 @@ def test_fixed_batch_program_rejects_another_batch(tmp_path):
         program(torch.randn(3, 512))
 
 
+@pytest.mark.slow
 def test_reference_program_runs_without_this_repository(tmp_path):
     path = str(tmp_path / "g.pt2")
     export.export(tiny("PixelFolder"), path, dynamic_batch=True)
@@ -73,6 +75,7 @@ def test_reference_program_runs_without_this_repository(tmp_path):
     assert_same_images(torch.load(tmp_path / "images.pt"), expected)
 
 
+@pytest.mark.slow
 def test_constant_noise_is_deterministic_and_random_noise_is_not(tmp_path):
     z = torch.randn(2, 512)
     const = torch.export.load(_exported(tmp_path / "c.pt2", noise_mode="const")).module()
@@ -86,6 +89,7 @@ def _exported(path, **options):
     return str(path)
 
 
+@pytest.mark.slow
 def test_truncation_as_an_input(tmp_path):
     generator = tiny("PixelFolder")
     program = torch.export.load(_exported(tmp_path / "g.pt2", truncation_input=True)).module()
@@ -98,6 +102,7 @@ def test_truncation_as_an_input(tmp_path):
 
 
 @needs_cpu_backend
+@pytest.mark.slow
 def test_fused_backend_program_names_the_ops_it_needs(tmp_path):
     path = str(tmp_path / "g.pt2")
     metadata = export.export(tiny("PixelFolder"), path, dynamic_batch=True, backend="cpu")
@@ -129,6 +134,7 @@ def checkpoint(tmp_path):
     return str(path)
 
 
+@pytest.mark.slow
 def test_command_exports_then_checks(checkpoint, tmp_path, capsys):
     out = str(tmp_path / "programs" / "g.pt2")
     export.main([checkpoint, "--out", out, "--size", "16", "--batch", "2", "--truncation", "0.5"])

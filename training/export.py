@@ -19,6 +19,11 @@ package for ``torch._inductor.aoti_load_package``. Beside the output, ``OUT.chec
 and the eager generator's images for them, and the program's metadata; ``--check OUT`` reloads the
 program and compares.
 """
+from training import extras
+
+if __name__ == "__main__":
+    extras.require("train")  # before the imports that need it
+
 import argparse
 import json
 import math

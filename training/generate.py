@@ -9,6 +9,11 @@ paper's Fig. 4), and the RGB of every stage side by side (the paper's Fig. 6).
 CHECKPOINT is one of our training checkpoints or an official PixelFolder one (``--size`` is its
 resolution). An image depends only on its seed: z and the noise inputs are drawn from it.
 """
+from training import extras
+
+if __name__ == "__main__":
+    extras.require("train")  # before the imports that need it
+
 import argparse
 import math
 import os
