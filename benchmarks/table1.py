@@ -11,7 +11,6 @@ the interquartile range of the rounds beside it.
 import argparse
 import json
 import os
-import statistics
 
 import torch
 from tqdm import tqdm
@@ -19,7 +18,7 @@ from tqdm import tqdm
 import pixelfolder_ops
 from benchmarks.complexity import count_gmacs, count_params
 from benchmarks.generators import GENERATOR_NAMES, build_generator
-from benchmarks.timing import comma_list, environment, seconds_of
+from benchmarks.timing import comma_list, environment, seconds_of, spread
 
 PAPER = json.load(open(os.path.join(os.path.dirname(__file__), "paper_table1.json")))["models"]
 
@@ -40,14 +39,6 @@ def load_extension_step(device, backend, progress):
 
     extension.unavailable_reason(device.type)
     progress.update()
-
-
-def spread(seconds, batch):
-    """Images/s: the median of the timed calls and their interquartile range (low, high)."""
-    if len(seconds) == 1:
-        return batch / seconds[0], (batch / seconds[0],) * 2
-    first, _, third = statistics.quantiles(seconds, n=4, method="inclusive")
-    return batch / statistics.median(seconds), (batch / third, batch / first)
 
 
 def measure(names, device, batch, dtype, warmup, repeats, progress):

@@ -1,6 +1,7 @@
 """training.export: torch.export programs and AOTInductor packages of every generator give the eager
 generator's images for several batch sizes, the reference program runs with torch alone, and the
 command's errors are one line."""
+import functools
 import os
 import subprocess
 import sys
@@ -23,12 +24,15 @@ GENERATORS = {
     "CIPS": lambda: models.CIPS(16, width=0.125),
     "INR-GAN": lambda: models.INRGAN(32, width=0.125, input_size=8),
 }
+# PixelFolder's ablations (the paper's Table 3), by their table names.
+ABLATIONS = {name: functools.partial(models.PixelFolder.variant, name, size=16, width=0.125)
+             for name in models.VARIANTS if name != "PixelFolder"}
 
 
 def tiny(name):
     """A small generator whose noise strengths are not zero (as after training), so noise counts."""
     torch.manual_seed(0)
-    generator = GENERATORS[name]().eval()
+    generator = {**GENERATORS, **ABLATIONS}[name]().eval()
     with torch.no_grad():
         for parameter_name, parameter in generator.named_parameters():
             if parameter_name.endswith("noise.weight"):
@@ -61,7 +65,7 @@ def test_fixed_batch_program_rejects_another_batch(tmp_path):
 def test_reference_program_runs_without_this_repository(tmp_path):
     path = str(tmp_path / "g.pt2")
     export.export(tiny("PixelFolder"), path, dynamic_batch=True)
-    expected = torch.load(export.check_path(path), weights_only=True)["images"]
+    expected = torch.load(export.check_path(path), weights_only=True)["images"][0]  # the whole batch's
     script = (
         "import sys\n"
         "sys.modules['pixelfolder_ops'] = None\nsys.modules['models'] = None\n"  # importing either now fails
@@ -79,6 +83,9 @@ def test_constant_noise_is_deterministic_and_random_noise_is_not(tmp_path):
     random = torch.export.load(_exported(tmp_path / "r.pt2", noise_mode="random")).module()
     assert torch.equal(const(z), const(z))
     assert not torch.equal(random(z), random(z))
+    # Its check seeds torch's RNG before the eager generator and the program alike: same noise, same images.
+    error, tolerance, batches = export.check(str(tmp_path / "r.pt2"))
+    assert error <= tolerance and batches == [1, 3, 4]
 
 
 def _exported(path, **options):
@@ -139,7 +146,7 @@ def test_command_exports_then_checks(checkpoint, tmp_path, capsys):
         export.main(["--check", out])
     assert exit_info.value.code == 0
     saved = torch.load(export.check_path(out), weights_only=True)
-    saved["images"] = saved["images"] + 0.01  # what a wrong program would give
+    saved["images"] = [images + 0.01 for images in saved["images"]]  # what a wrong program would give
     torch.save(saved, export.check_path(out))
     with pytest.raises(SystemExit) as exit_info:
         export.main(["--check", out])

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from test_export import GENERATORS, tiny
+from test_export import ABLATIONS, GENERATORS, tiny
 from training import export
 
 HAVE_ONNX = all(importlib.util.find_spec(name) is not None for name in export.ONNX_PACKAGES)
@@ -110,7 +110,7 @@ def test_a_graph_cut_short_is_one_line(random_noise_graph, tmp_path, capsys):
 
 @pytest.mark.slow
 @needs_onnx
-@pytest.mark.parametrize("name", GENERATORS)
+@pytest.mark.parametrize("name", list(GENERATORS) + list(ABLATIONS))
 def test_every_generator_with_constant_noise_at_any_batch(name, tmp_path):
     path = str(tmp_path / "g.onnx")
     metadata = export.export(tiny(name), path, dynamic_batch=True, truncation=0.7, format="onnx")
