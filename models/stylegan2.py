@@ -1,7 +1,7 @@
 """The StyleGAN2 generator (config-f channels), the paper's main convolutional baseline."""
 from torch import nn
 
-from .generator import StyleGenerator
+from .generator import ConstantNoise, StyleGenerator
 from .layers import BLUR_KERNEL, ConstantInput, StyledConv, ToRGB, channel_table, log2_size
 
 
@@ -29,6 +29,7 @@ class StyleGAN2Generator(StyleGenerator):
             self.convs.append(StyledConv(out_channel, out_channel, 3, style_dim, blur_kernel=blur_kernel))
             self.to_rgbs.append(ToRGB(out_channel, style_dim, blur_kernel=blur_kernel))
             in_channel = out_channel
+        self.noises = ConstantNoise(self.noise_shapes(1))
 
     def noise_shapes(self, batch):
         return [(batch, 1, 4, 4)] + [(batch, 1, r, r) for r in self.resolutions for _ in range(2)]
