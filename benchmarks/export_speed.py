@@ -50,7 +50,7 @@ def loaded(path):
 
 def build_runs(generator, batch, modes, backend, device, dtype, work_dir):
     """{mode: callable of z} for one batch size (``onnx-dynamic``'s graph is made once, for any batch)."""
-    module = export.ExportableGenerator(generator, 1.0, False, "const", 0, dtype)
+    module = export.ExportableGenerator(generator, 1.0, False, "const", dtype)
     runs = {}
     for mode in modes:
         if mode in ("eager", "eager-reference"):

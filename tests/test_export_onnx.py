@@ -108,6 +108,22 @@ def test_a_graph_cut_short_is_one_line(random_noise_graph, tmp_path, capsys):
     assert f"{cut} is not a readable ONNX model" in err and len(err.strip().splitlines()) == 1
 
 
+@needs_onnx
+def test_constant_noise_is_the_models_own_in_the_graph(tmp_path):
+    # As for a converted network, whose noise is its own: the graph holds the model's noise buffers.
+    generator = tiny("StyleGAN2")
+    with torch.no_grad():
+        for noise in generator.constant_noise():
+            noise.normal_(generator=torch.Generator().manual_seed(5))
+    path = str(tmp_path / "g.onnx")
+    export.export(generator, path, batch=2, format="onnx")
+    z = torch.randn(2, 512)
+    images, = session(onnx.load(path)).run(None, {"z": z.numpy()})
+    with torch.no_grad():
+        expected = generator(z, noise="const")
+    assert export.image_error(torch.from_numpy(images), expected, normwise=True) <= 1e-4
+
+
 @pytest.mark.slow
 @needs_onnx
 @pytest.mark.parametrize("name", list(GENERATORS) + list(ABLATIONS))

@@ -9,9 +9,12 @@ AOTInductor package, or an ONNX graph.
     python -m training.export --check generator.pt2|generator.onnx
 
 The program maps z (B, 512) (and psi, a 0-d tensor, with ``--truncation-input``) to images
-(B, 3, S, S) in float32, from the EMA generator. With ``--noise const`` (the default) every layer's
-noise is a constant of the program, drawn once from ``--seed`` (StyleGAN2-ADA's noise_mode="const"),
-so it is deterministic; ``--noise random`` draws fresh noise at every call from torch's global RNG.
+(B, 3, S, S) in float32, from the EMA generator: the generator's raw output, nominally in [-1, 1] and
+not clipped, as ``G(z)`` and training.generate give it (clip when converting to pixels, as
+training.images.to_uint8 does). With ``--noise const`` (the default) every layer's noise is the noise
+stored with the model (``G(z, noise="const")``, as training.generate --noise const; StyleGAN2-ADA's
+noise_mode="const"), a constant of the program, so it is deterministic; ``--noise random`` draws
+fresh noise at every call from torch's global RNG.
 
 ``--backend reference`` gives a program of ATen ops only, which ``torch.export.load(path).module()``
 runs with nothing but torch installed; the other backends' programs hold this package's ops and
@@ -19,7 +22,7 @@ need ``pixelfolder_ops`` imported before loading. ``--aoti`` compiles the progra
 package for ``torch._inductor.aoti_load_package``. Beside the output, ``OUT.check.pt`` keeps a few z
 and the eager generator's images for them, and the program's metadata; ``--check OUT`` reloads the
 program and compares. The check calls the program, and the eager generator before it, with torch's RNG
-seeded from ``--seed``, so random noise is drawn alike by both.
+seeded alike, so random noise is drawn alike by both.
 
 ``--format onnx`` (the default for an ``--out`` ending in .onnx) converts the reference backend's
 program into an ONNX graph of standard operators (training.export_onnx; needs ``pip install '.[onnx]'``)
@@ -36,6 +39,7 @@ import torch
 from torch import nn
 
 import pixelfolder_ops
+from models.generator import NOISE_MODES
 from pixelfolder_ops import correctness
 from training import cli
 
@@ -57,26 +61,20 @@ ONNX_DEFAULT_OPSET = 20
 
 
 class ExportableGenerator(nn.Module):
-    """The EMA generator with its truncation centre and, for constant noise, its noise inputs as
-    buffers: z (float32) in, float32 images out."""
+    """The EMA generator with its truncation centre as a buffer: z (float32) in, float32 images out;
+    the model's constant noise, or fresh noise from torch's global RNG drawn here, in forward order."""
 
-    def __init__(self, generator, truncation, truncation_input, noise_mode, seed, dtype):
+    def __init__(self, generator, truncation, truncation_input, noise_mode, dtype):
         super().__init__()
         self.generator = generator.to(dtype).eval().requires_grad_(False)
         self.dtype, self.noise_mode, self.truncation_input = dtype, noise_mode, truncation_input
         self.truncation = float(truncation)
         with torch.no_grad():
             self.register_buffer("truncation_center", generator.mean_latent().to(dtype))
-        rng = torch.Generator().manual_seed(seed)
-        device = next(generator.parameters()).device
-        self.noise_count = len(generator.noise_shapes(1))
-        for index, shape in enumerate(generator.noise_shapes(1)):
-            noise = torch.randn(shape, generator=rng).to(device, dtype) if noise_mode == "const" else None
-            self.register_buffer(f"noise_{index}", noise)
 
     def noise(self, batch):
         if self.noise_mode == "const":
-            return [getattr(self, f"noise_{index}") for index in range(self.noise_count)]
+            return "const"
         return [torch.randn(shape, device=self.truncation_center.device, dtype=self.dtype)
                 for shape in self.generator.noise_shapes(batch)]
 
@@ -161,8 +159,8 @@ def onnx_conflict(aoti, backend, dtype, device):
 def export(generator, out, *, batch=None, dynamic_batch=False, truncation=1.0, truncation_input=False,
            noise_mode="const", backend="reference", aoti=False, device="cpu", dtype=torch.float32, seed=0,
            description=None, format="pt2", opset=None):
-    """Writes the program (AOTInductor package, ONNX graph) to ``out`` and the check file beside it;
-    returns the metadata."""
+    """Writes the program (AOTInductor package, ONNX graph) to ``out`` and the check file beside it
+    (``seed``: of the check's z, and of the noise it draws for random noise); returns the metadata."""
     if format == "onnx":
         conflict = onnx_conflict(aoti, backend, dtype, device)
         if conflict is not None:
@@ -172,7 +170,7 @@ def export(generator, out, *, batch=None, dynamic_batch=False, truncation=1.0, t
         from training import export_onnx
         opset = ONNX_DEFAULT_OPSET if opset is None else opset
     device = torch.device(device)
-    module = ExportableGenerator(generator.to(device), truncation, truncation_input, noise_mode, seed, dtype)
+    module = ExportableGenerator(generator.to(device), truncation, truncation_input, noise_mode, dtype)
     example_batch = CHECK_SAMPLES if dynamic_batch else batch
     z = torch.randn(example_batch, module.generator.style_dim, generator=torch.Generator().manual_seed(seed + 1))
     z = z.to(device)
@@ -319,9 +317,9 @@ def parse_args(argv=None):
                             help="psi, fixed in the program (1: none)")
     truncation.add_argument("--truncation-input", action="store_true",
                             help="psi as the program's second input (a 0-d tensor)")
-    parser.add_argument("--noise", choices=("const", "random"), default="const",
-                        help="constant noise drawn from --seed (deterministic), or fresh noise at every call")
-    parser.add_argument("--seed", type=cli.integer(minimum=0), default=0, help="seed of the constant noise, and of the noise the check draws")
+    parser.add_argument("--noise", choices=NOISE_MODES, default="const",
+                        help="const: the noise stored with the model (deterministic); random: fresh noise at "
+                             "every call")
     parser.add_argument("--backend", choices=("reference",) + tuple(b for b in pixelfolder_ops.backend.KNOWN_BACKENDS
                                                                       if b != "reference") + ("auto",),
                         default="reference", help="reference: ATen ops only, runs with torch alone")
@@ -403,7 +401,7 @@ def main(argv=None):
     description = f"{type(generator).__name__} {generator.size}x{generator.size}"
     metadata = export(generator, args.out, batch=args.batch, dynamic_batch=args.dynamic_batch,
                       truncation=args.truncation, truncation_input=args.truncation_input, noise_mode=args.noise,
-                      backend=args.backend, aoti=args.aoti, device=device, dtype=DTYPES[args.dtype], seed=args.seed,
+                      backend=args.backend, aoti=args.aoti, device=device, dtype=DTYPES[args.dtype],
                       description=description, format=args.format, opset=args.opset)
     print(f"wrote {args.out}: {describe(metadata)}; its check file is {check_path(args.out)}")
     if not report_check(args.out):
