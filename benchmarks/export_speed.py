@@ -82,8 +82,8 @@ def markdown_table(report):
     config, env = report["config"], report["environment"]
     onnx = (f", ONNX graphs of the reference backend's ops (opset {export.ONNX_DEFAULT_OPSET}) in ONNX Runtime "
             f"{env['onnxruntime']} (CPU provider, {env['onnxruntime_threads']} threads)" if "onnxruntime" in env else "")
-    lines = [f"{config['model']} {config['size']}x{config['size']}, {config['dtype']}, random weights; eager, export and "
-             f"aoti on backend {config['backend']}{onnx}; {env['device']}; torch {env['torch']}; {env['date']}",
+    lines = [f"{config['model']} {config['size']}x{config['size']}, {config['dtype']}, random weights; eager, export "
+             f"and aoti on backend {config['backend']}{onnx}; {env['device']}; torch {env['torch']}; {env['date']}",
              f"im/s: median of {config['repeats']} rounds after {config['warmup']} warm-up rounds, every mode called "
              f"once per round in turn; IQR: interquartile range of the rounds.", "",
              "| batch | run as | im/s | IQR | vs eager |", "|---:|---|---:|---:|---:|"]

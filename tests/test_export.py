@@ -1,7 +1,6 @@
 """training.export: torch.export programs and AOTInductor packages of every generator give the eager
 generator's images for several batch sizes, the reference program runs with torch alone, and the
 command's errors are one line."""
-import functools
 import os
 import subprocess
 import sys
@@ -9,36 +8,14 @@ import sys
 import pytest
 import torch
 
-import models
 import pixelfolder_ops as ops
 from pixelfolder_ops import correctness
+from export_generators import GENERATORS, official_checkpoint, tiny
 from training import export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_REASON = ops.backend._unavailable_reason("cpu")
 needs_cpu_backend = pytest.mark.skipif(CPU_REASON is not None, reason=f"the cpu backend is unavailable: {CPU_REASON}")
-
-GENERATORS = {
-    "PixelFolder": lambda: models.PixelFolder(16, width=0.125),
-    "StyleGAN2": lambda: models.StyleGAN2Generator(16, width=0.125),
-    "CIPS": lambda: models.CIPS(16, width=0.125),
-    "INR-GAN": lambda: models.INRGAN(32, width=0.125, input_size=8),
-}
-# PixelFolder's ablations (the paper's Table 3), by their table names.
-ABLATIONS = {name: functools.partial(models.PixelFolder.variant, name, size=16, width=0.125)
-             for name in models.VARIANTS if name != "PixelFolder"}
-
-
-def tiny(name):
-    """A small generator whose noise strengths are not zero (as after training), so noise counts."""
-    torch.manual_seed(0)
-    generator = {**GENERATORS, **ABLATIONS}[name]().eval()
-    with torch.no_grad():
-        for parameter_name, parameter in generator.named_parameters():
-            if parameter_name.endswith("noise.weight"):
-                parameter.normal_(0, 0.5)
-    return generator
-
 
 def assert_same_images(actual, expected, tolerance=1e-5):
     assert correctness.relative_error(actual, expected) <= tolerance
@@ -126,13 +103,7 @@ def test_aoti_package_of_a_fused_backend_at_any_batch(tmp_path):
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    """An official-layout PixelFolder checkpoint at 16x16."""
-    torch.manual_seed(0)
-    generator = models.PixelFolder(16)
-    path = tmp_path / "official.pt"
-    torch.save({"g": generator.state_dict(), "g_ema": generator.state_dict(),
-                "d": models.Discriminator(16).state_dict()}, path)
-    return str(path)
+    return official_checkpoint(tmp_path / "official.pt")
 
 
 def test_command_exports_then_checks(checkpoint, tmp_path, capsys):

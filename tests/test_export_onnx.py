@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from test_export import ABLATIONS, GENERATORS, tiny
+from export_generators import ABLATIONS, GENERATORS, official_checkpoint, tiny
 from training import export
 
 HAVE_ONNX = all(importlib.util.find_spec(name) is not None for name in export.ONNX_PACKAGES)
@@ -155,15 +155,7 @@ def test_fixed_batch_graph_keeps_onnx_grouped_conv_and_its_batch(tmp_path):
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    """An official-layout PixelFolder checkpoint at 16x16."""
-    import models
-
-    torch.manual_seed(0)
-    generator = models.PixelFolder(16)
-    path = tmp_path / "official.pt"
-    torch.save({"g": generator.state_dict(), "g_ema": generator.state_dict(),
-                "d": models.Discriminator(16).state_dict()}, path)
-    return str(path)
+    return official_checkpoint(tmp_path / "official.pt")
 
 
 @pytest.mark.slow
