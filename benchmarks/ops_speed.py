@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import pixelfolder_ops as ops  # noqa: E402
-from pixelfolder_ops import extension, reference  # noqa: E402
+from pixelfolder_ops import extension  # noqa: E402
 from benchmarks.timing import environment, median_seconds  # noqa: E402
 
 GAIN = math.sqrt(2)
@@ -49,18 +49,20 @@ def memory_bound_cases(batch, dtype, device):
     skip, features = randn(batch, 3, 128, 128), randn(batch, 128, 128, 128)
     frequencies, phases = randn(128, 2), randn(128)
     cases = [
-        ("fold (B,32,256,256)", lambda b: b.fold(positional), 2 * nbytes(positional), [positional]),
-        ("unfold (B,512,64,64)", lambda b: b.unfold(styled), 2 * nbytes(styled), [styled]),
-        ("fourier_embedding (128 ch, 256x256)", lambda b: b.fourier_embedding(frequencies, phases, 256, 256),
+        ("fold (B,32,256,256)", lambda b: ops.fold(positional, backend=b), 2 * nbytes(positional), [positional]),
+        ("unfold (B,512,64,64)", lambda b: ops.unfold(styled, backend=b), 2 * nbytes(styled), [styled]),
+        ("fourier_embedding (128 ch, 256x256)",
+         lambda b: ops.fourier_embedding(frequencies, phases, 256, 256, backend=b),
          128 * 256 * 256 * activation.element_size(), [frequencies, phases]),
-        ("fused_leaky_relu (B,128,256,256)", lambda b: b.fused_leaky_relu(activation, bias, 0.2, GAIN),
+        ("fused_leaky_relu (B,128,256,256)", lambda b: ops.fused_leaky_relu(activation, bias, 0.2, GAIN, backend=b),
          2 * nbytes(activation), [activation, bias]),
-        ("upfirdn2d skip x2 (B,3,128,128)", lambda b: b.upfirdn2d(skip, blur * 4, (2, 2), (1, 1), (2, 1, 2, 1)),
+        ("upfirdn2d skip x2 (B,3,128,128)", lambda b: ops.upfirdn2d(skip, blur * 4, 2, 1, (2, 1), backend=b),
          5 * nbytes(skip), [skip]),
-        ("upfirdn2d x2 (B,128,128,128)", lambda b: b.upfirdn2d(features, blur * 4, (2, 2), (1, 1), (2, 1, 2, 1)),
+        ("upfirdn2d x2 (B,128,128,128)", lambda b: ops.upfirdn2d(features, blur * 4, 2, 1, (2, 1), backend=b),
          5 * nbytes(features), [features]),
     ]
-    return [(name, lambda call=call: call(extension), lambda call=call: call(reference), moved, leaves)
+    compiled = device.type  # the compiled backend of the device: "cpu" or "cuda"
+    return [(name, lambda call=call: call(compiled), lambda call=call: call("reference"), moved, leaves)
             for name, call, moved, leaves in cases]
 
 
@@ -70,32 +72,36 @@ def conv_cases(batch, dtype, device):
     def randn(*shape):
         return leaf(*shape, dtype=dtype, device=device)
 
+    compiled = device.type  # the compiled backend of the device: "cpu" or "cuda"
     cases = []
     for name, (c_in, c_out, size, unfold) in {"A 512->256 @64, unfold": (512, 256, 64, True),
                                               "B 64->256 @128": (64, 256, 128, False)}.items():
         x, weight, styles = randn(batch, c_in, size, size), randn(c_out, c_in, 3, 3), randn(batch, c_in)
         weight.data /= math.sqrt(9 * c_in)
         noise, strength, bias = randn(batch, 1, size, size).detach(), randn(1), randn(c_out)
-        args = (x, weight, styles, noise, strength, bias, True, 1, None, 0.2, GAIN, unfold, 1e-8)
+        args = dict(input=x, weight=weight, styles=styles, noise=noise, noise_strength=strength, bias=bias,
+                    unfold_output=unfold)
         demod = torch.ones(batch, c_out, 1, 1, dtype=dtype, device=device)
 
         def plain(x=x, weight=weight, noise=noise, strength=strength, bias=bias, demod=demod, unfold=unfold):
             # One cuDNN conv of the same shape, then the epilogue as separate PyTorch ops.
             out = F.conv2d(x, weight, padding=1) * demod + strength * noise
             out = F.leaky_relu(out + bias.view(1, -1, 1, 1), 0.2) * GAIN
-            return reference.unfold(out) if unfold else out
+            return ops.unfold(out, backend="reference") if unfold else out
 
-        cases.append((f"styled_conv2d {name}", lambda a=args: extension.styled_conv2d(*a),
-                      lambda a=args: reference.styled_conv2d(*a), plain, [x, weight, styles, strength, bias]))
-        cases.append((f"modulated_conv2d {name}", lambda a=args: extension.modulated_conv2d(*a[:3], True, 1, 1, None, 1e-8),
-                      lambda a=args: reference.modulated_conv2d(*a[:3], True, 1, 1, None, 1e-8),
+        cases.append((f"styled_conv2d {name}", lambda a=args: ops.styled_conv2d(**a, backend=compiled),
+                      lambda a=args: ops.styled_conv2d(**a, backend="reference"), plain,
+                      [x, weight, styles, strength, bias]))
+        cases.append((f"modulated_conv2d {name}", lambda x=x, w=weight, s=styles: ops.modulated_conv2d(x, w, s, backend=compiled),
+                      lambda x=x, w=weight, s=styles: ops.modulated_conv2d(x, w, s, backend="reference"),
                       lambda x=x, weight=weight: F.conv2d(x, weight, padding=1), [x, weight, styles]))
     x, weight, styles = randn(batch, 128, 256, 256), randn(3, 128, 1, 1), randn(batch, 128)
     skip, skip_kernel = randn(batch, 3, 128, 128), ops.make_resample_kernel([1, 3, 3, 1], dtype, device) * 4
     bias = randn(3)
     args = (x, weight, styles, bias, skip, skip_kernel)
-    cases.append(("to_rgb 128->3 @256 + skip x2", lambda: extension.to_rgb(*args), lambda: reference.to_rgb(*args),
-                  lambda: F.conv2d(x, weight), [x, weight, styles, bias, skip]))
+    cases.append(("to_rgb 128->3 @256 + skip x2", lambda: ops.to_rgb(*args, backend=compiled),
+                  lambda: ops.to_rgb(*args, backend="reference"), lambda: F.conv2d(x, weight),
+                  [x, weight, styles, bias, skip]))
     return cases
 
 

@@ -15,6 +15,18 @@ template <typename T>
 struct LeakyReLU {
   T negative_slope, gain, clamp;  // clamp = +inf: none
 
+  template <typename U>
+  LeakyReLU<U> as() const {
+    return {U(negative_slope), U(gain), U(clamp)};
+  }
+
+  // For a backward that reads the outputs back from stored_t memory: a saturated output is the clamp
+  // rounded to stored_t, which its gradient test must see as saturated.
+  template <typename U, typename stored_t>
+  LeakyReLU<U> as_read_from() const {
+    return {U(negative_slope), U(gain), U(stored_t(U(clamp)))};
+  }
+
   // Both members are selects between values (min / max forms, no && or ||), so that loops over them
   // compile without branches, which random signs would mispredict half the time, and vectorize.
   // NaN propagates, as in the reference.
@@ -35,14 +47,17 @@ struct LeakyReLU {
   }
 };
 
-template <typename T>
-LeakyReLU<T> make_leaky_relu(const char* op, double negative_slope, double gain,
-                             c10::optional<double> clamp) {
+// The activation of an op, from its arguments negative_slope, the gain (named `gain_name`: "scale" in
+// fused_leaky_relu's StyleGAN2-family signature, "gain" in styled_conv2d's) and clamp; as<T>() gives it
+// in the kernels' compute type.
+inline LeakyReLU<double> leaky_relu_arguments(const Arguments& args, const char* gain_name = "scale") {
+  const double negative_slope = args.real("negative_slope"), gain = args.real(gain_name);
+  const auto clamp = args.optional_real("clamp");
   // The backward reads the input's sign from the output's, which needs these.
-  TORCH_CHECK(negative_slope >= 0, op, ": argument 'negative_slope' must be >= 0, got ", negative_slope);
-  TORCH_CHECK(gain > 0, op, ": argument 'scale' (gain) must be > 0, got ", gain);
-  TORCH_CHECK(!clamp || *clamp > 0, op, ": argument 'clamp' must be > 0, got ", clamp.value_or(0));
-  return {T(negative_slope), T(gain), clamp ? T(*clamp) : std::numeric_limits<T>::infinity()};
+  TORCH_CHECK(negative_slope >= 0, args.op(), ": argument 'negative_slope' must be >= 0, got ", negative_slope);
+  TORCH_CHECK(gain > 0, args.op(), ": argument '", gain_name, "' must be > 0, got ", gain);
+  TORCH_CHECK(!clamp || *clamp > 0, args.op(), ": argument 'clamp' must be > 0, got ", clamp.value_or(0));
+  return {negative_slope, gain, clamp ? *clamp : std::numeric_limits<double>::infinity()};
 }
 
 // Where channel dimension 1 is in memory: a tensor contiguous in its layout has each element's

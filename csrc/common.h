@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "arguments.h"
+
 namespace pixelfolder {
 
 // TORCH_CHECK that names the op and the argument. Every tensor of an op must be on one device, its
@@ -146,21 +148,16 @@ struct BasicUpFirDnAxis {
 
 using UpFirDnAxis = BasicUpFirDnAxis<int64_t>;
 
-// Calls to pixelfolder_ops ops from C++ go through the dispatcher, so the composite ops reach the
-// kernels of the tensor's device.
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+// Calls to pixelfolder_ops ops from C++ go through the dispatcher (arguments.h's call_op), so the composite
+// ops reach the kernels of the tensor's device.
+inline at::Tensor call_upfirdn2d(const at::Tensor& input, const at::Tensor& kernel, at::IntArrayRef up,
+                                 at::IntArrayRef down, at::IntArrayRef pad) {
+  return call_op_for_tensor("upfirdn2d", {{"input", input}, {"kernel", kernel}, {"up", up.vec()},
+                                          {"down", down.vec()}, {"pad", pad.vec()}});
 }
 
-inline at::Tensor call_upfirdn2d(const at::Tensor& input, const at::Tensor& kernel,
-                                 at::IntArrayRef up, at::IntArrayRef down, at::IntArrayRef pad) {
-  static const auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, at::IntArrayRef,
-                                            at::IntArrayRef, at::IntArrayRef)>("pixelfolder_ops::upfirdn2d");
-  return op.call(input, kernel, up, down, pad);
-}
-
-// The gradient of upfirdn2d with respect to its input.
+// The gradient of upfirdn2d with respect to its input: an upfirdn2d of the output gradient with the
+// flipped kernel and up and down swapped.
 inline at::Tensor call_upfirdn2d_input_gradient(const at::Tensor& grad_output, const at::Tensor& kernel,
                                                 at::IntArrayRef up, at::IntArrayRef down,
                                                 at::IntArrayRef pad, int64_t in_h, int64_t in_w) {
@@ -171,10 +168,15 @@ inline at::Tensor call_upfirdn2d_input_gradient(const at::Tensor& grad_output, c
   return call_upfirdn2d(grad_output, kernel.flip({0, 1}), down, up, {x0, x1, y0, y1});
 }
 
+// upfirdn2d_backward's entry point, on every device.
+inline at::Tensor upfirdn2d_input_gradient(const Arguments& args) {
+  return call_upfirdn2d_input_gradient(args.tensor("grad_output"), args.tensor("kernel"), args.integers("up"),
+                                       args.integers("down"), args.integers("pad"), args.integer("input_height"),
+                                       args.integer("input_width"));
+}
+
 inline at::Tensor call_demod(const at::Tensor& weight, const at::Tensor& styles, double eps) {
-  static const auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, double)>(
-      "pixelfolder_ops::modulated_conv2d_demod");
-  return op.call(weight, styles, eps);
+  return call_op_for_tensor("modulated_conv2d_demod", {{"weight", weight}, {"styles", styles}, {"eps", eps}});
 }
 
 }  // namespace pixelfolder

@@ -55,9 +55,7 @@ at::Tensor broadcast_per_channel(const at::Tensor& values) {  // (B, C) -> (B, C
 // sum over (h, w) of a * b, (B, C) in the compute type: a kernel that reads each tensor once in its own
 // layout (an einsum would copy channels-last operands into its batched-GEMM layout first).
 at::Tensor spatial_dot(const at::Tensor& a, const at::Tensor& b) {
-  static const auto op =
-      find_op<at::Tensor(const at::Tensor&, const at::Tensor&)>("pixelfolder_ops::spatial_dot");
-  return op.call(a, b);
+  return call_op_for_tensor("spatial_dot", {{"a", a}, {"b", b}});
 }
 
 // conv(modulated_input, weight), with the up=2 / down=2 variants; not demodulated.
@@ -109,8 +107,10 @@ std::tuple<at::Tensor, at::Tensor> conv_backward(const at::Tensor& grad_output, 
 
 // Gradients of out = conv(input * s, W) * demod for input, weight and styles, given the gradient of the
 // conv, grad_conv = grad_out * demod, and (in the compute type) that of demod (both demod tensors
-// undefined when not demodulating).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> modulated_backward(
+// undefined when not demodulating). The demodulation's own share of the weight's and styles' gradients
+// is left to the caller (pixelfolder_ops/_gradients.py, shared with the Triton backend): returned is the
+// gradient of t = 1 / demod^2 - eps, (B, C_out) in the compute type (empty without demodulation).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> modulated_backward(
     const at::Tensor& grad_conv, const at::Tensor& demod, const at::Tensor& grad_demod, const at::Tensor& input,
     const at::Tensor& weight, const at::Tensor& styles, int64_t up, int64_t down,
     const c10::optional<at::Tensor>& kernel) {
@@ -118,100 +118,94 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> modulated_backward(
   auto [grad_modulated, grad_weight] = conv_backward(grad_conv, input.mul(scale), weight, up, down, kernel);
   auto grad_input = grad_modulated.mul(scale);
   auto grad_styles = spatial_dot(grad_modulated, input);
-  if (demod.defined()) {
-    // demod = rsqrt(q + eps), q[b, o] = sum_i styles[b, i]^2 * sum_k weight[o, i, k]^2, in demod's
-    // dtype (float32 for 16-bit tensors).
-    const auto grad_q = grad_demod.mul(demod.pow(3)).mul(-0.5);
-    const auto s = styles.to(demod.scalar_type()), w = weight.to(demod.scalar_type());
-    const auto weight_energy = w.square().sum({2, 3});  // (C_out, C_in)
-    grad_styles.add_(s.mul(grad_q.mm(weight_energy)), 2);
-    grad_weight.add_(w.mul(grad_q.t().mm(s.square()).view({weight.size(0), weight.size(1), 1, 1})), 2);
-  }
-  return {grad_input.contiguous(output_memory_format(input)), grad_weight.contiguous(),
-          grad_styles.to(styles.scalar_type())};
-}
-
-at::Tensor call_epilogue(const at::Tensor& conv_output, const at::Tensor& demod, const c10::optional<at::Tensor>& noise,
-                         const c10::optional<at::Tensor>& noise_strength, const c10::optional<at::Tensor>& bias,
-                         double negative_slope, double gain, bool unfold_output) {
-  using Optional = const c10::optional<at::Tensor>&;
-  static const auto op = find_op<at::Tensor(const at::Tensor&, Optional, Optional, Optional, Optional, double, double,
-                                            bool)>("pixelfolder_ops::styled_conv2d_epilogue");
-  return op.call(conv_output, demod.defined() ? c10::optional<at::Tensor>(demod) : c10::nullopt, noise,
-                 noise_strength, bias, negative_slope, gain, unfold_output);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> call_epilogue_backward(
-    const at::Tensor& grad_output, const at::Tensor& conv_output, const at::Tensor& demod,
-    const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& noise_strength,
-    const c10::optional<at::Tensor>& bias, double negative_slope, double gain, bool unfold_output) {
-  using Optional = const c10::optional<at::Tensor>&;
-  static const auto op =
-      find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-          const at::Tensor&, const at::Tensor&, Optional, Optional, Optional, Optional, double, double, bool)>(
-          "pixelfolder_ops::styled_conv2d_epilogue_backward");
-  return op.call(grad_output, conv_output, demod.defined() ? c10::optional<at::Tensor>(demod) : c10::nullopt, noise,
-                 noise_strength, bias, negative_slope, gain, unfold_output);
+  // demod = rsqrt(t + eps): d demod / d t = -demod^3 / 2. Empty without demodulation.
+  const auto grad_t = demod.defined() ? grad_demod.mul(demod.pow(3)).mul(-0.5)
+                                      : at::empty({0}, styles.options().dtype(at::toOpMathType(styles.scalar_type())));
+  return {grad_input.contiguous(output_memory_format(input)), grad_weight.contiguous(), grad_styles, grad_t};
 }
 
 }  // namespace
 
-at::Tensor modulated_conv2d(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& styles,
-                            bool demodulate, int64_t up, int64_t down, const c10::optional<at::Tensor>& kernel,
-                            double eps) {
-  check_modulated_arguments("modulated_conv2d", input, weight, styles, up, down, kernel);
+at::Tensor modulated_conv2d(const Arguments& args) {
+  const auto& input = args.tensor("input");
+  const auto& weight = args.tensor("weight");
+  const auto& styles = args.tensor("styles");
+  const int64_t up = args.integer("up"), down = args.integer("down");
+  const auto kernel = args.optional_tensor("resample_kernel");
+  check_modulated_arguments(args.op(), input, weight, styles, up, down, kernel);
   auto output = conv(input.mul(broadcast_per_channel(styles)), weight, up, down, kernel);
-  if (demodulate) output.mul_(broadcast_per_channel(call_demod(weight, styles, eps)));
+  if (args.flag("demodulate")) output.mul_(broadcast_per_channel(call_demod(weight, styles, args.real("eps"))));
   return output.contiguous(output_memory_format(input));
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> modulated_conv2d_backward(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& styles,
-    const c10::optional<at::Tensor>& output, bool demodulate, int64_t up, int64_t down,
-    const c10::optional<at::Tensor>& kernel, double eps) {
-  constexpr const char* op = "modulated_conv2d_backward";
-  check_modulated_arguments(op, input, weight, styles, up, down, kernel);
-  if (!demodulate) return modulated_backward(grad_output, {}, {}, input, weight, styles, up, down, kernel);
-  TORCH_CHECK(output.has_value(), op, ": argument 'output' is needed when demodulating");
-  const auto demod = call_demod(weight, styles, eps);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> modulated_conv2d_backward(const Arguments& args) {
+  const auto& grad_output = args.tensor("grad_output");
+  const auto& input = args.tensor("input");
+  const auto& weight = args.tensor("weight");
+  const auto& styles = args.tensor("styles");
+  const int64_t up = args.integer("up"), down = args.integer("down");
+  const auto kernel = args.optional_tensor("resample_kernel");
+  check_modulated_arguments(args.op(), input, weight, styles, up, down, kernel);
+  if (!args.flag("demodulate")) return modulated_backward(grad_output, {}, {}, input, weight, styles, up, down, kernel);
+  const auto output = args.optional_tensor("output");
+  TORCH_CHECK(output.has_value(), args.op(), ": argument 'output' is needed when demodulating");
+  const auto demod = call_demod(weight, styles, args.real("eps"));
   // d(loss)/d(demod) = sum_hw grad * conv = sum_hw grad * output / demod.
   const auto grad_demod = spatial_dot(grad_output, *output).div(demod);
   const auto grad_conv = grad_output.mul(broadcast_per_channel(demod)).to(grad_output.scalar_type());
   return modulated_backward(grad_conv, demod, grad_demod, input, weight, styles, up, down, kernel);
 }
 
-std::tuple<at::Tensor, at::Tensor> styled_conv2d(
-    const at::Tensor& input, const at::Tensor& weight, const at::Tensor& styles,
-    const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& noise_strength,
-    const c10::optional<at::Tensor>& bias, bool demodulate, int64_t up, const c10::optional<at::Tensor>& kernel,
-    double negative_slope, double gain, bool unfold_output, double eps) {
-  check_modulated_arguments("styled_conv2d", input, weight, styles, up, 1, kernel);
+std::tuple<at::Tensor, at::Tensor> styled_conv2d(const Arguments& args) {
+  const auto& input = args.tensor("input");
+  const auto& weight = args.tensor("weight");
+  const auto& styles = args.tensor("styles");
+  const int64_t up = args.integer("up");
+  const auto kernel = args.optional_tensor("resample_kernel");
+  check_modulated_arguments(args.op(), input, weight, styles, up, 1, kernel);
   const auto conv_output =
       conv(input.mul(broadcast_per_channel(styles)), weight, up, 1, kernel).contiguous(output_memory_format(input));
-  const auto demod = demodulate ? call_demod(weight, styles, eps) : at::Tensor();
-  auto output = call_epilogue(conv_output, demod, noise, noise_strength, bias, negative_slope, gain, unfold_output);
+  const auto demod = args.flag("demodulate") ? call_demod(weight, styles, args.real("eps")) : at::Tensor();
+  // The epilogue takes its noise, bias and options from this op's arguments.
+  auto output = call_op_for_tensor("styled_conv2d_epilogue",
+                                   {{"conv_output", conv_output}, {"demod", optional_value(demod)}}, &args);
   return {output, conv_output};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> styled_conv2d_backward(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& styles,
-    const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& noise_strength,
-    const c10::optional<at::Tensor>& bias, const at::Tensor& conv_output, bool demodulate, int64_t up,
-    const c10::optional<at::Tensor>& kernel, double negative_slope, double gain, bool unfold_output, double eps) {
-  check_modulated_arguments("styled_conv2d_backward", input, weight, styles, up, 1, kernel);
-  const auto demod = demodulate ? call_demod(weight, styles, eps) : at::Tensor();
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> styled_conv2d_backward(
+    const Arguments& args) {
+  const auto& input = args.tensor("input");
+  const auto& weight = args.tensor("weight");
+  const auto& styles = args.tensor("styles");
+  const int64_t up = args.integer("up");
+  const auto kernel = args.optional_tensor("resample_kernel");
+  check_modulated_arguments(args.op(), input, weight, styles, up, 1, kernel);
+  const auto demod = args.flag("demodulate") ? call_demod(weight, styles, args.real("eps")) : at::Tensor();
   // One pass over the output gradient gives the conv's gradient (demodulated) and every reduction.
-  const auto [grad_conv, grad_demod, grad_bias, grad_noise] = call_epilogue_backward(
-      grad_output, conv_output, demod, noise, noise_strength, bias, negative_slope, gain, unfold_output);
-  auto [grad_input, grad_weight, grad_styles] = modulated_backward(
-      grad_conv, demod, demodulate ? grad_demod : at::Tensor(), input, weight, styles, up, 1, kernel);
-  return {grad_input, grad_weight, grad_styles, grad_bias, grad_noise};
+  const auto reductions =
+      call_op("styled_conv2d_epilogue_backward", {{"demod", optional_value(demod)}}, &args);
+  const auto grad_conv = reductions[0].toTensor(), grad_demod = reductions[1].toTensor();
+  auto [grad_input, grad_weight, grad_styles, grad_t] =
+      modulated_backward(grad_conv, demod, demod.defined() ? grad_demod : at::Tensor(), input, weight, styles, up, 1,
+                         kernel);
+  return {grad_input, grad_weight, grad_styles, grad_t, reductions[2].toTensor(), reductions[3].toTensor()};
 }
 
-at::Tensor to_rgb(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& styles, const at::Tensor& bias,
-                  const c10::optional<at::Tensor>& skip, const c10::optional<at::Tensor>& skip_kernel,
-                  at::IntArrayRef skip_pad) {
+// The pads of ToRGB's x2 up-sampling of the skip, (x0, x1, y0, y1): (2, 1) per axis for a 4-tap kernel
+// (pixelfolder_ops/to_rgb.py's skip_pad states the same for the other backends).
+std::vector<int64_t> to_rgb_skip_pad(const at::Tensor& skip_kernel) {
+  const int64_t p = skip_kernel.size(0) - 2;
+  return {(p + 1) / 2 + 1, p / 2, (p + 1) / 2 + 1, p / 2};
+}
+
+std::tuple<at::Tensor, at::Tensor> to_rgb(const Arguments& args) {
   constexpr const char* op = "to_rgb";
+  const auto& input = args.tensor("input");
+  const auto& weight = args.tensor("weight");
+  const auto& styles = args.tensor("styles");
+  const auto& bias = args.tensor("bias");
+  const auto skip = args.optional_tensor("skip"), skip_kernel = args.optional_tensor("skip_kernel");
+  const auto clamp = args.optional_real("clamp");
   check_modulated_arguments(op, input, weight, styles, 1, 1, c10::nullopt);
   check_tensor(op, "bias", bias, 1, input.device());
   check_same_dtype(op, "bias", bias, input);
@@ -223,22 +217,26 @@ at::Tensor to_rgb(const at::Tensor& input, const at::Tensor& weight, const at::T
                     .expand({batch, out_channels, height * width})
                     .baddbmm(modulated_weight, input.flatten(2))
                     .view({batch, out_channels, height, width});
+  if (clamp) output.clamp_(-*clamp, *clamp);
+  // With a clamp and a skip, the clamped layer output is kept for the backward (where it saturated there
+  // is no gradient); without a skip it is the output itself.
+  auto clamped = at::empty({0}, output.options());
   if (skip) {
     check_tensor(op, "skip", *skip, 4, input.device());
     check_same_dtype(op, "skip", *skip, input);
-    if (skip_kernel) {
-      output.add_(call_upfirdn2d(*skip, *skip_kernel, {2, 2}, {1, 1}, skip_pad));
-    } else {
-      output.add_(*skip);
-    }
+    const auto upsampled = skip_kernel ? call_upfirdn2d(*skip, *skip_kernel, {2, 2}, {1, 1}, to_rgb_skip_pad(*skip_kernel))
+                                       : *skip;
+    if (clamp) clamped = output;
+    output = clamp ? output.add(upsampled) : output.add_(upsampled);
   }
-  return output.contiguous(output_memory_format(input));
+  return {output.contiguous(output_memory_format(input)), clamped};
 }
 
-void check_epilogue_arguments(const char* op, const at::Tensor& conv_output, const c10::optional<at::Tensor>& demod,
-                              const c10::optional<at::Tensor>& noise,
-                              const c10::optional<at::Tensor>& noise_strength,
-                              const c10::optional<at::Tensor>& bias, bool unfold_output) {
+void check_epilogue_arguments(const Arguments& args) {
+  const char* op = args.op();
+  const auto& conv_output = args.tensor("conv_output");
+  const auto demod = args.optional_tensor("demod"), noise = args.optional_tensor("noise");
+  const auto noise_strength = args.optional_tensor("noise_strength"), bias = args.optional_tensor("bias");
   const auto device = conv_output.device();
   check_tensor(op, "conv_output", conv_output, 4, device);
   check_dtype_for_device(op, conv_output);
@@ -271,7 +269,7 @@ void check_epilogue_arguments(const char* op, const at::Tensor& conv_output, con
     TORCH_CHECK(bias->size(0) == channels, op, ": argument 'bias' must be (", channels, ",), got shape ",
                 bias->sizes());
   }
-  TORCH_CHECK(!unfold_output || channels % 4 == 0, op,
+  TORCH_CHECK(!args.flag("unfold_output") || channels % 4 == 0, op,
               ": unfold_output needs a channel count divisible by 4, got ", channels);
 }
 

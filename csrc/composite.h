@@ -7,39 +7,29 @@
 
 #include <tuple>
 
+#include "arguments.h"
+
 namespace pixelfolder {
 
-at::Tensor modulated_conv2d(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& styles,
-                            bool demodulate, int64_t up, int64_t down, const c10::optional<at::Tensor>& kernel,
-                            double eps);
+// The entry points of the composite ops, registered for every device by its <op> file.
+at::Tensor modulated_conv2d(const Arguments& args);
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> modulated_conv2d_backward(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& styles,
-    const c10::optional<at::Tensor>& output, bool demodulate, int64_t up, int64_t down,
-    const c10::optional<at::Tensor>& kernel, double eps);
+// Gradients of input, weight and styles (the latter two without the demodulation's share), and that of
+// t = 1 / demod^2 - eps in the compute type (empty without demodulation).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> modulated_conv2d_backward(const Arguments& args);
 
-std::tuple<at::Tensor, at::Tensor> styled_conv2d(
-    const at::Tensor& input, const at::Tensor& weight, const at::Tensor& styles,
-    const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& noise_strength,
-    const c10::optional<at::Tensor>& bias, bool demodulate, int64_t up, const c10::optional<at::Tensor>& kernel,
-    double negative_slope, double gain, bool unfold_output, double eps);
+// The layer's output and the raw (not demodulated) conv output the backward needs.
+std::tuple<at::Tensor, at::Tensor> styled_conv2d(const Arguments& args);
 
-// Gradients of input, weight and styles, and (in the compute type) of the bias (C,) and of the noise
-// map (B, 1, H, W), the latter empty without noise.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> styled_conv2d_backward(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& styles,
-    const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& noise_strength,
-    const c10::optional<at::Tensor>& bias, const at::Tensor& conv_output, bool demodulate, int64_t up,
-    const c10::optional<at::Tensor>& kernel, double negative_slope, double gain, bool unfold_output, double eps);
+// modulated_conv2d_backward's four, then (in the compute type) the gradients of the bias (C,) and of the
+// noise map (B, 1, H, W), the latter empty without noise.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> styled_conv2d_backward(
+    const Arguments& args);
 
-at::Tensor to_rgb(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& styles, const at::Tensor& bias,
-                  const c10::optional<at::Tensor>& skip, const c10::optional<at::Tensor>& skip_kernel,
-                  at::IntArrayRef skip_pad);
+// The layer's output and, with a clamp and a skip, its clamped output before the skip is added (else empty).
+std::tuple<at::Tensor, at::Tensor> to_rgb(const Arguments& args);
 
 // Argument checks of the epilogue kernels, shared by their CPU and CUDA versions.
-void check_epilogue_arguments(const char* op, const at::Tensor& conv_output, const c10::optional<at::Tensor>& demod,
-                              const c10::optional<at::Tensor>& noise,
-                              const c10::optional<at::Tensor>& noise_strength,
-                              const c10::optional<at::Tensor>& bias, bool unfold_output);
+void check_epilogue_arguments(const Arguments& args);
 
 }  // namespace pixelfolder

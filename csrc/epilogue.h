@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "common.h"
+
 namespace pixelfolder {
 
 // The epilogue of one conv output row (b, c, y), its per-row operands read once:
@@ -47,23 +49,31 @@ struct EpiloguePointers {
   }
 };
 
-// The epilogue's operands (bias and demod contiguous, demod in opmath_t); a noise of one image is
-// broadcast over the batch.
-template <typename scalar_t, typename opmath_t = at::opmath_type<scalar_t>>
-EpiloguePointers<scalar_t, opmath_t> epilogue_pointers(const at::Tensor& conv_output,
-                                                       const c10::optional<at::Tensor>& demod,
-                                                       const c10::optional<at::Tensor>& noise,
-                                                       const c10::optional<at::Tensor>& noise_strength,
-                                                       const c10::optional<at::Tensor>& bias) {
-  return {demod ? demod->data_ptr<opmath_t>() : nullptr,
-          noise ? noise->data_ptr<scalar_t>() : nullptr,
-          noise ? noise_strength->data_ptr<scalar_t>() : nullptr,
-          bias ? bias->data_ptr<scalar_t>() : nullptr,
-          noise && noise->size(0) > 1 ? noise->stride(0) : 0,
-          noise ? noise->stride(2) : 0,
-          noise ? noise->stride(3) : 0,
-          conv_output.size(1)};
-}
+// The epilogue's tensor operands, read from its op's arguments: bias and demod made contiguous (demod in
+// opmath_t) and kept alive while a kernel uses pointers(); a noise of one image is broadcast over the batch.
+struct EpilogueTensors {
+  at::Tensor conv_output;
+  c10::optional<at::Tensor> demod, noise, noise_strength, bias;
+
+  explicit EpilogueTensors(const Arguments& args)
+      : conv_output(args.tensor("conv_output")),
+        demod(contiguous(args.optional_tensor("demod"))),
+        noise(args.optional_tensor("noise")),
+        noise_strength(args.optional_tensor("noise_strength")),
+        bias(contiguous(args.optional_tensor("bias"))) {}
+
+  template <typename scalar_t, typename opmath_t = at::opmath_type<scalar_t>>
+  EpiloguePointers<scalar_t, opmath_t> pointers() const {
+    return {demod ? demod->data_ptr<opmath_t>() : nullptr,
+            noise ? noise->data_ptr<scalar_t>() : nullptr,
+            noise ? noise_strength->data_ptr<scalar_t>() : nullptr,
+            bias ? bias->data_ptr<scalar_t>() : nullptr,
+            noise && noise->size(0) > 1 ? noise->stride(0) : 0,
+            noise ? noise->stride(2) : 0,
+            noise ? noise->stride(3) : 0,
+            conv_output.size(1)};
+  }
+};
 
 // Output coordinates of conv element (c, y, x): itself, or with unfold_output, channel
 // c = (dy * 2 + dx) * C/4 + c' goes to (c', 2y + dy, 2x + dx).

@@ -47,10 +47,25 @@ class StyleGenerator(nn.Module):
         super().__init__()
         self.style_dim = style_dim
         self.style = MappingNetwork(style_dim, n_mlp, lr_mlp)
+        # A converted network's own average w (NVlabs' w_avg, rosinality's latent_avg), the centre of
+        # its truncation; None (and not in the state dict) for the models trained here.
+        self.register_buffer("latent_avg", None)
+        self.register_load_state_dict_pre_hook(self._take_latent_avg)
+
+    @staticmethod
+    def _take_latent_avg(module, state_dict, prefix, *args):
+        saved = state_dict.get(prefix + "latent_avg")
+        if saved is not None and module.latent_avg is None:
+            param = next(module.parameters())
+            module.latent_avg = torch.empty(saved.shape, dtype=param.dtype, device=param.device)
 
     @torch.no_grad()
     def mean_latent(self, n_samples=4096, seed=0):
-        """Mean w over ``n_samples`` z (drawn from a fixed seed), the centre for truncation."""
+        """The centre for truncation (1, style_dim): the network's own average w where it has one
+        (``latent_avg``, from a converted network), else the mean w over ``n_samples`` z drawn from a
+        fixed seed."""
+        if self.latent_avg is not None:
+            return self.latent_avg[None]
         param = next(self.parameters())
         generator = torch.Generator(device="cpu").manual_seed(seed)
         z = torch.randn(n_samples, self.style_dim, generator=generator).to(param.device, param.dtype)

@@ -31,6 +31,16 @@ def _load_exact(model, state_dict, what):
     return model
 
 
+def official_size(state_dict):
+    """The resolution of an official PixelFolder generator state dict: its first stage works at the
+    constant's resolution R_0, and each of its K stages folds twice, so size = R_0 * 4^(K - 1)."""
+    state_dict = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    stages = sum(key.startswith("lffs.") and key.endswith(".ffm.conv.weight") for key in state_dict)
+    if "input.input" not in state_dict or not stages:
+        raise ValueError("load_official: the generator has no 'input.input' or 'lffs.*' keys: not PixelFolder")
+    return state_dict["input.input"].shape[-1] * 4 ** (stages - 1)
+
+
 def load_official(path_or_dict, size=256, map_location="cpu"):
     """(g, g_ema, d) from an official PixelFolder checkpoint: a path (read with
     ``torch.load(..., weights_only=True)``) or the loaded dict. ``g_ema`` is returned in eval mode."""

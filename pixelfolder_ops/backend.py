@@ -6,7 +6,9 @@ backend that is unknown or not available on this install is an error, never a si
 
 ``auto`` on a GPU measures: the first call of an op with a new signature (shapes, dtypes, layouts and
 arguments) times it on every available backend and keeps the fastest for that signature, as
-``torch.backends.cudnn.benchmark`` does for convolutions; ``auto_choices()`` shows what it chose. On
+``torch.backends.cudnn.benchmark`` does for convolutions; ``auto_choices()`` shows what it chose. A call
+whose tensors require gradients is timed forward and backward together (training runs both), and keeps
+a choice of its own, apart from the inference choice of the same signature. On
 the CPU it takes the first available of (cpu, reference), so CPU runs stay bitwise reproducible.
 ``PIXELFOLDER_OPS_AUTO=measure`` or ``=preference`` sets this for every device. Under torch.compile
 or CUDA graph capture nothing is measured: a signature chosen by an earlier eager call keeps its
@@ -25,7 +27,8 @@ ENV_VAR = "PIXELFOLDER_OPS_BACKEND"
 AUTO_ENV_VAR = "PIXELFOLDER_OPS_AUTO"
 
 # Every backend the package knows, and the module that implements it. A backend module defines one
-# function per op, with the op's name, and ``unavailable_reason(name)``: None when the backend can run
+# function per op, with the op's name, taking the op's checked argument record (pixelfolder_ops/_protocol.py),
+# and ``unavailable_reason(name)``: None when the backend can run
 # on this install, else a sentence saying what is missing. "cpu" and "cuda" share the compiled
 # extension's module; each reports for its own device.
 _MODULES = {"reference": "pixelfolder_ops.reference", "cpu": "pixelfolder_ops.extension",
@@ -108,28 +111,29 @@ def use_backend(name):
         _state.name = previous
 
 
-def call(name, op, device, *args):
-    """Runs ``op`` with ``args`` on backend ``name`` (None: the one in force) for tensors on ``device``."""
+def call(name, op, args):
+    """Runs ``op`` on backend ``name`` (None: the one in force) with its checked argument record ``args``,
+    for the device of the record's first tensor."""
     name = _check_name(get_backend() if name is None else name)
     if name == "auto":
-        name = _auto_backend(op, device, args)
-    return getattr(_backend_module(name), op)(*args)
+        name = _auto_backend(op, args)
+    return getattr(_backend_module(name), op)(args)
 
 
-# (op, device, signature) -> the backend "auto" measured fastest.
+# (op, device, mode, signature) -> the backend "auto" measured fastest; mode is "training" or "inference".
 _auto_choices = {}
 
 
 def auto_choices():
-    """What ``auto`` has measured so far: {(op, device, signature): backend name}."""
+    """What ``auto`` has measured so far: {(op, device, mode, signature): backend name}."""
     return dict(_auto_choices)
 
 
 def adopt_auto_choices(choices, device):
     """Take ``choices`` (another process's ``auto_choices()``) as this process's, for ``device``: in
     multi-GPU training every process then runs every layer on the same backend."""
-    for (op, _, signature), name in choices.items():
-        _auto_choices[(op, str(device), signature)] = name
+    for (op, _, mode, signature), name in choices.items():
+        _auto_choices[(op, str(device), mode, signature)] = name
 
 
 def clear_auto_choices():
@@ -156,17 +160,24 @@ def auto_measures(device):
     return get_backend() == "auto" and _auto_measures(device) and len(_auto_candidates(device)) > 1
 
 
-def _auto_backend(op, device, args):
+def _auto_backend(op, args):
+    device = args[0].device
     candidates = _auto_candidates(device)
     if len(candidates) == 1 or not _auto_measures(device):
         return candidates[0]
-    key = (op, str(device), _signature(args))
+    training = _differentiated(args)
+    key = (op, str(device), "training" if training else "inference", _signature(args))
     choice = _auto_choices.get(key)
     if choice is None:
         if not _can_measure(device):
             return candidates[0]
-        choice = _auto_choices[key] = _fastest(op, candidates, device, args)
+        choice = _auto_choices[key] = _fastest(op, candidates, device, args, training)
     return choice
+
+
+def _differentiated(args):
+    """Whether autograd will differentiate this call: gradients are on and a tensor requires one."""
+    return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
 
 
 def _signature(args):
@@ -186,31 +197,39 @@ def _can_measure(device):
     return not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())
 
 
-def _fastest(op, candidates, device, args, repeats=3):
-    """The candidate backend with the shortest best-of-``repeats`` time, after one untimed call (which
-    also compiles and autotunes what needs it). A candidate that cannot run these arguments is left
-    out; when none can, the preferred one's error is raised."""
+def _fastest(op, candidates, device, args, training=False, repeats=3):
+    """The candidate backend with the shortest best-of-``repeats`` time, after one untimed run (which
+    also compiles and autotunes what needs it). A run is the forward alone, or with ``training`` the
+    forward and the backward to every tensor that requires a gradient. A candidate that cannot run
+    these arguments is left out; when none can, the preferred one's error is raised."""
     def synchronize():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    differentiable = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad] if training else []
+
+    def run(function):
+        with torch.set_grad_enabled(training):
+            output = function(args)
+            if training:
+                torch.autograd.grad(output, differentiable, torch.ones_like(output), allow_unused=True)
+
     seconds, errors = {}, []
-    with torch.no_grad():
-        for name in candidates:
-            function = getattr(_backend_module(name), op)
-            try:
-                function(*args)
-            except Exception as error:  # e.g. a dtype this backend's kernels do not take
-                errors.append(error)
-                continue
-            best = float("inf")
-            for _ in range(repeats):
-                synchronize()
-                start = time.perf_counter()
-                function(*args)
-                synchronize()
-                best = min(best, time.perf_counter() - start)
-            seconds[name] = best
+    for name in candidates:
+        function = getattr(_backend_module(name), op)
+        try:
+            run(function)
+        except Exception as error:  # e.g. a dtype this backend's kernels do not take
+            errors.append(error)
+            continue
+        best = float("inf")
+        for _ in range(repeats):
+            synchronize()
+            start = time.perf_counter()
+            run(function)
+            synchronize()
+            best = min(best, time.perf_counter() - start)
+        seconds[name] = best
     if not seconds:
         raise errors[0]
     return min(seconds, key=seconds.get)

@@ -1,9 +1,23 @@
 """Modulated convolution (StyleGAN2): per-image weights W * s[b], optionally demodulated, with the
 StyleGAN2 up-sampling (transposed conv + blur) and down-sampling (blur + strided conv) variants."""
+from typing import NamedTuple, Optional
+
 import torch
 
 from . import _checks
-from .backend import call
+from ._protocol import Tensor, public_op
+
+
+class ModulatedConv2dArguments(NamedTuple):
+    input: Tensor
+    weight: Tensor
+    styles: Tensor
+    demodulate: bool = True
+    up: int = 1
+    down: int = 1
+    # Taps (1-D or 2-D) or a tensor; checked into the normalised 2-D filter, None when not resampling.
+    resample_kernel: Optional[Tensor] = (1, 3, 3, 1)
+    eps: float = 1e-8
 
 
 def make_resample_kernel(kernel, dtype=torch.float32, device=None):
@@ -43,8 +57,8 @@ def check_modulated_conv2d(op, input, weight, styles, up, down, resample_kernel)
     return None
 
 
-def modulated_conv2d(input, weight, styles, demodulate=True, up=1, down=1, resample_kernel=(1, 3, 3, 1),
-                     eps=1e-8, *, backend=None):
+@public_op(ModulatedConv2dArguments)
+def modulated_conv2d(args):
     """conv(input[b], W'[b]) with W'[b, o, i] = weight[o, i] * styles[b, i], and when ``demodulate``
     W'[b, o] scaled by rsqrt(sum_{i, kh, kw} W'[b, o, i, kh, kw]^2 + eps).
 
@@ -53,7 +67,8 @@ def modulated_conv2d(input, weight, styles, demodulate=True, up=1, down=1, resam
     ``resample_kernel`` (times 4); ``down=2``: a blur then a stride-2 conv. The output is
     (B, C_out, H, W), (B, C_out, 2H, 2W) or (B, C_out, H/2, W/2).
     """
-    kernel = check_modulated_conv2d("modulated_conv2d", input, weight, styles, up, down, resample_kernel)
-    eps = _checks.number("modulated_conv2d", "eps", eps, minimum=0)
-    return call(backend, "modulated_conv2d", input.device, input, weight, styles, bool(demodulate), up, down,
-                kernel, eps)
+    op = "modulated_conv2d"
+    kernel = check_modulated_conv2d(op, args.input, args.weight, args.styles, args.up, args.down,
+                                    args.resample_kernel)
+    return args._replace(demodulate=bool(args.demodulate), resample_kernel=kernel,
+                         eps=_checks.number(op, "eps", args.eps, minimum=0))

@@ -10,6 +10,7 @@ import torch
 
 import pixelfolder_ops as ops
 from pixelfolder_ops import _gradients, _layout, backend, reference
+from pixelfolder_ops.fold import FoldArguments
 
 CPU, CUDA, META = torch.device("cpu"), torch.device("cuda", 1), torch.device("meta")
 
@@ -17,12 +18,12 @@ CPU, CUDA, META = torch.device("cpu"), torch.device("cuda", 1), torch.device("me
 def counting_backend(calls, name, error=None, seconds=0.0):
     """A backend module whose fold records each call under ``name``, takes ``seconds`` (and raises
     ``error`` if given)."""
-    def fold(x):
+    def fold(args):
         calls.append(name)
         time.sleep(seconds)
         if error is not None:
             raise error
-        return x
+        return args.input
     return types.SimpleNamespace(fold=fold, unavailable_reason=lambda n: None)
 
 
@@ -57,18 +58,60 @@ def test_auto_on_a_gpu_measures_unasked_keeps_its_choice_and_measures_nothing_wh
     calls = []
     for name, seconds in (("cuda", 0.01), ("triton", 0.0), ("reference", 0.005)):
         monkeypatch.setitem(backend._modules, name, counting_backend(calls, name, seconds=seconds))
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda device: None)
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
-    x, y = torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 4, 4)
-    assert backend._auto_backend("fold", CUDA, (x,)) == "triton"
-    assert backend.auto_choices() == {("fold", "cuda:1", backend._signature((x,))): "triton"}
+    # Meta tensors stand for a GPU's: auto treats their device as it treats CUDA.
+    monkeypatch.setitem(backend._AUTO_PREFERENCE, "meta", backend._AUTO_PREFERENCE["cuda"])
+    monkeypatch.setitem(backend._AUTO_MEASURES, "meta", True)
+    x, y = FoldArguments(torch.zeros(1, 4, 2, 2, device="meta")), FoldArguments(torch.zeros(1, 4, 4, 4, device="meta"))
+    assert backend._auto_backend("fold", x) == "triton"
+    assert backend.auto_choices() == {("fold", "meta", "inference", backend._signature(x)): "triton"}
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     calls.clear()
-    assert backend._auto_backend("fold", CUDA, (y,)) == "cuda"  # the preferred one, unmeasured
-    assert backend._auto_backend("fold", CUDA, (x,)) == "triton" and calls == []  # measured before: kept
+    assert backend._auto_backend("fold", y) == "cuda"  # the preferred one, unmeasured
+    assert backend._auto_backend("fold", x) == "triton" and calls == []  # measured before: kept
     assert len(backend.auto_choices()) == 1
     # A device type 'auto' has no preference for takes the reference.
+    monkeypatch.delitem(backend._AUTO_PREFERENCE, "meta")
     assert backend._auto_candidates(META) == ["reference"]
+
+
+def timed_backend(name, forward_seconds, backward_seconds, calls):
+    """A backend module whose fold is the identity, with a forward and a backward of the given durations."""
+    class Identity(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            time.sleep(forward_seconds)
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            calls.append((name, "backward"))
+            time.sleep(backward_seconds)
+            return grad
+
+    def fold(args):
+        calls.append((name, "forward"))
+        return Identity.apply(args.input)
+    return types.SimpleNamespace(fold=fold, unavailable_reason=lambda n: None)
+
+
+def test_auto_times_the_backward_too_when_the_inputs_require_gradients(every_backend_available, monkeypatch):
+    # cuda: the faster forward, with a slow backward; triton: a slower forward, a fast backward.
+    calls = []
+    monkeypatch.setitem(backend._modules, "cuda", timed_backend("cuda", 0.0, 0.05, calls))
+    monkeypatch.setitem(backend._modules, "triton", timed_backend("triton", 0.01, 0.0, calls))
+    monkeypatch.setitem(backend._AUTO_PREFERENCE, "cpu", ("cuda", "triton"))
+    monkeypatch.setitem(backend._AUTO_MEASURES, "cpu", True)
+    x = torch.ones(1, 4, 2, 2)
+    assert backend._auto_backend("fold", FoldArguments(x)) == "cuda"  # inference: the forward alone
+    assert ("cuda", "backward") not in calls
+    calls.clear()
+    trained = x.clone().requires_grad_()
+    assert backend._auto_backend("fold", FoldArguments(trained)) == "triton"  # training: forward and backward
+    assert calls.count(("cuda", "backward")) == calls.count(("cuda", "forward")) == 4
+    with torch.no_grad():  # no gradient will be taken: the inference choice
+        assert backend._auto_backend("fold", FoldArguments(trained)) == "cuda"
+    assert sorted(mode for _, _, mode, _ in backend.auto_choices()) == ["inference", "training"]
+    assert trained.grad is None  # measuring accumulates no gradient into the caller's tensors
 
 
 def test_the_backend_chosen_in_one_thread_is_that_threads(every_backend_available):
@@ -101,9 +144,10 @@ def test_a_backends_reason_is_asked_of_its_module_once(monkeypatch):
 
 
 def test_adopted_choices_are_keyed_by_this_process_device():
-    theirs = {("fold", "cuda:0", ((2, 3, 4, 4),)): "triton", ("to_rgb", "cuda:0", ()): "cuda"}
+    theirs = {("fold", "cuda:0", "training", ((2, 3, 4, 4),)): "triton", ("to_rgb", "cuda:0", "inference", ()): "cuda"}
     backend.adopt_auto_choices(theirs, CUDA)
-    assert backend.auto_choices() == {("fold", "cuda:1", ((2, 3, 4, 4),)): "triton", ("to_rgb", "cuda:1", ()): "cuda"}
+    assert backend.auto_choices() == {("fold", "cuda:1", "training", ((2, 3, 4, 4),)): "triton",
+                                      ("to_rgb", "cuda:1", "inference", ()): "cuda"}
 
 
 def test_a_signature_describes_tensors_by_shape_dtype_and_strides_inside_tuples():
@@ -129,12 +173,12 @@ def test_each_candidate_runs_once_untimed_then_three_timed_times(every_backend_a
     monkeypatch.setitem(backend._modules, "cuda", counting_backend(calls, "cuda"))
     monkeypatch.setitem(backend._modules, "triton", counting_backend(calls, "triton"))
     monkeypatch.setattr(torch.cuda, "synchronize", synchronized.append)
-    assert backend._fastest("fold", ["cuda", "triton"], CUDA, (torch.zeros(1, 4, 2, 2),)) in ("cuda", "triton")
+    assert backend._fastest("fold", ["cuda", "triton"], CUDA, FoldArguments(torch.zeros(1, 4, 2, 2))) in ("cuda", "triton")
     assert calls == ["cuda"] * 4 + ["triton"] * 4
     # Around each timed call, on the device measured (the GPU runs asynchronously).
     assert synchronized == [CUDA] * 12
     synchronized.clear()
-    backend._fastest("fold", ["cuda"], CPU, (torch.zeros(1, 4, 2, 2),))
+    backend._fastest("fold", ["cuda"], CPU, FoldArguments(torch.zeros(1, 4, 2, 2)))
     assert synchronized == []
 
 
@@ -143,7 +187,7 @@ def test_when_no_candidate_can_run_the_preferred_ones_error_is_raised(every_back
     monkeypatch.setitem(backend._modules, "cuda", counting_backend(calls, "cuda", RuntimeError("no float64 here")))
     monkeypatch.setitem(backend._modules, "triton", counting_backend(calls, "triton", RuntimeError("no 5x5 here")))
     with pytest.raises(RuntimeError, match="no float64 here"):
-        backend._fastest("fold", ["cuda", "triton"], CUDA, (torch.zeros(1, 4, 2, 2),))
+        backend._fastest("fold", ["cuda", "triton"], CUDA, FoldArguments(torch.zeros(1, 4, 2, 2)))
 
 
 @pytest.mark.parametrize("make, expected", [

@@ -378,10 +378,10 @@ def test_unavailable_backend_by_name_is_an_error_not_a_fallback(name, monkeypatc
 
 def fake_backend(factor, seconds, calls):
     """A backend module whose fold scales by ``factor`` and takes at least ``seconds``."""
-    def fold(x):
+    def fold(args):
         calls.append(factor)
         time.sleep(seconds)
-        return x * factor
+        return args.input * factor
     return types.SimpleNamespace(fold=fold, unavailable_reason=lambda name: None)
 
 
@@ -407,7 +407,7 @@ def test_auto_measures_each_signature_once_and_keeps_the_fastest(monkeypatch):
 
 
 def test_auto_leaves_out_a_backend_that_cannot_run_the_arguments(monkeypatch):
-    def fold(x):
+    def fold(args):
         raise RuntimeError("fold: dtype Double is not supported")
 
     monkeypatch.setitem(backend._modules, "cpu", types.SimpleNamespace(fold=fold, unavailable_reason=lambda n: None))

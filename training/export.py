@@ -326,8 +326,8 @@ def parse_args(argv=None):
     parser.add_argument("--aoti", action="store_true", help="compile an AOTInductor package instead")
     parser.add_argument("--device", type=cli.device, default="cpu")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
-    parser.add_argument("--size", type=cli.power_of_two(16, 1024), default=256,
-                        help="resolution of an official checkpoint")
+    parser.add_argument("--size", type=cli.power_of_two(16, 1024),
+                        help="the resolution the checkpoint's networks must have (default: any)")
     args = parser.parse_args(argv)
     if args.check is None and (args.checkpoint is None or args.out is None):
         parser.error("expected CHECKPOINT and --out (to export), or --check PROGRAM (to verify)")

@@ -4,10 +4,11 @@ paper's Fig. 4), and the RGB of every stage side by side (the paper's Fig. 6).
     python -m training.generate CHECKPOINT [--outdir DIR] [--seeds 0-15] [--truncation 1.0]
                                 [--noise random|const] [--batch-size 16] [--nrow N] [--stages]
                                 [--interpolate SEED_A SEED_B [--steps 8] [--interpolation slerp|lerp]]
-                                [--size 256] [--device cpu|cuda]
+                                [--size N] [--device cpu|cuda]
 
-CHECKPOINT is one of our training checkpoints or an official PixelFolder one (``--size`` is its
-resolution). An image depends only on its seed: z and the noise inputs are drawn from it; with
+CHECKPOINT is one of our training or converted checkpoints (a run folder: its latest), or any file
+``training.convert`` reads (official PixelFolder and rosinality checkpoints, CIPS releases, NVlabs
+pickles), whose EMA generator draws the images. An image depends only on its seed: z and the noise inputs are drawn from it; with
 ``--noise const`` every image takes the noise stored with the model (``G(z, noise="const")``: for a
 converted network, its source's constant noise) and only z comes from the seed.
 """
@@ -18,31 +19,14 @@ import os
 import torch
 import torch.nn.functional as F
 
-import models
 from training import checkpoint as training_checkpoint
 from training import cli
 from training.images import save_grid, save_image
 
-# The sizes an official PixelFolder checkpoint can have (models.PixelFolder's).
-OFFICIAL_SIZE = cli.power_of_two(16, 1024)
-
-
-def load_generator(path, size=256, device="cpu"):
-    """The EMA generator, in eval mode, from our training checkpoint (it has a "config"), a run folder
-    (its latest checkpoint), or an official PixelFolder checkpoint (top-level "g", "g_ema", "d"; ``size``
-    is its resolution). ValueError or FileNotFoundError naming the file for anything else."""
-    path = training_checkpoint.checkpoint_file(os.fspath(path))
-    checkpoint = training_checkpoint.read_checkpoint(path)
-    if training_checkpoint.is_training_checkpoint(checkpoint):
-        training_checkpoint.check_checkpoint(checkpoint, path)
-        generator = training_checkpoint.ema_generator(checkpoint)
-    else:
-        try:
-            generator = models.load_official(checkpoint, size=size)[1]
-        except ValueError as error:
-            raise ValueError(f"checkpoint {path} is neither a training checkpoint of this package nor an official "
-                             f"PixelFolder checkpoint at --size {size} ({cli.reason(error)})") from None
-    return generator.to(device).eval()
+# The sizes a --size can ask for (every model's).
+NETWORK_SIZE = cli.power_of_two(8, 1024)
+# The EMA generator of any network file training.convert reads (see training.checkpoint).
+load_generator = training_checkpoint.load_ema_generator
 
 
 def seed_inputs(generator, seeds):
@@ -130,8 +114,8 @@ def parse_seeds(text):
 
 def parse_args(argv=None):
     parser = cli.CommandLineParser(prog="python -m training.generate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="our training checkpoint, a run folder (its latest checkpoint) or an "
-                                           "official PixelFolder checkpoint")
+    parser.add_argument("checkpoint", help="our training or converted checkpoint, a run folder (its latest "
+                                           "checkpoint), or any network file training.convert reads")
     parser.add_argument("--outdir", type=cli.output_folder, default="generated",
                         help="where the PNGs go (default: %(default)s)")
     parser.add_argument("--seeds", type=parse_seeds,
@@ -152,8 +136,8 @@ def parse_args(argv=None):
                         help="images in the interpolation strip, both ends included (default: 8)")
     parser.add_argument("--interpolation", choices=("slerp", "lerp"), default="slerp",
                         help="spherical or linear in z (default: slerp)")
-    parser.add_argument("--size", type=OFFICIAL_SIZE, default=256,
-                        help="resolution of an official checkpoint (default: 256)")
+    parser.add_argument("--size", type=NETWORK_SIZE,
+                        help="the resolution the checkpoint's networks must have (default: any)")
     parser.add_argument("--device", type=cli.device, default="auto",
                         help="'auto' (the GPU if there is one), 'cpu', 'cuda' or 'cuda:N' (default: auto)")
     args = parser.parse_args(argv)

@@ -42,14 +42,16 @@ void fold_copy(const at::Tensor& fine, const at::Tensor& coarse) {
   });
 }
 
-at::Tensor fold_cpu(const at::Tensor& input) {
+at::Tensor fold_cpu(const Arguments& args) {
+  const auto& input = args.tensor("input");
   check_fold_arguments(input, c10::kCPU);
   auto output = empty_fold_output(input);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "fold", [&] { fold_copy<scalar_t, true>(input, output); });
   return output;
 }
 
-at::Tensor unfold_cpu(const at::Tensor& input) {
+at::Tensor unfold_cpu(const Arguments& args) {
+  const auto& input = args.tensor("input");
   check_unfold_arguments(input, c10::kCPU);
   auto output = empty_unfold_output(input);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "unfold", [&] { fold_copy<scalar_t, false>(output, input); });
@@ -59,8 +61,8 @@ at::Tensor unfold_cpu(const at::Tensor& input) {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pixelfolder_ops, CPU, m) {
-  m.impl("fold", &fold_cpu);
-  m.impl("unfold", &unfold_cpu);
+  m.impl("fold", kernel_of<fold_cpu>());
+  m.impl("unfold", kernel_of<unfold_cpu>());
 }
 
 }  // namespace pixelfolder

@@ -15,8 +15,11 @@
 namespace pixelfolder {
 namespace {
 
-at::Tensor fourier_embedding_cpu(const at::Tensor& weight, const at::Tensor& bias, int64_t height, int64_t width) {
+at::Tensor fourier_embedding_cpu(const Arguments& args) {
   constexpr const char* op = "fourier_embedding";
+  const auto& weight = args.tensor("weight");
+  const auto& bias = args.tensor("bias");
+  const int64_t height = args.integer("height"), width = args.integer("width");
   check_fourier_embedding_arguments(op, weight, bias, height, width, c10::kCPU);
   const int64_t channels = weight.size(0);
   // Phases and sin in the compute type, rounded once at the end: a 16-bit phase would be off by up to
@@ -49,9 +52,11 @@ at::Tensor fourier_embedding_cpu(const at::Tensor& weight, const at::Tensor& bia
   return phases.sin_().to(weight.scalar_type());
 }
 
-std::tuple<at::Tensor, at::Tensor> fourier_embedding_backward_cpu(const at::Tensor& grad_output,
-                                                                  const at::Tensor& weight, const at::Tensor& bias) {
+std::tuple<at::Tensor, at::Tensor> fourier_embedding_backward_cpu(const Arguments& args) {
   constexpr const char* op = "fourier_embedding_backward";
+  const auto& grad_output = args.tensor("grad_output");
+  const auto& weight = args.tensor("weight");
+  const auto& bias = args.tensor("bias");
   check_fourier_embedding_backward_arguments(op, grad_output, weight, bias, c10::kCPU);
   const int64_t channels = weight.size(0), height = grad_output.size(2), width = grad_output.size(3);
   auto grad_weight = at::empty_like(weight, at::MemoryFormat::Contiguous);
@@ -97,8 +102,8 @@ std::tuple<at::Tensor, at::Tensor> fourier_embedding_backward_cpu(const at::Tens
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pixelfolder_ops, CPU, m) {
-  m.impl("fourier_embedding", &fourier_embedding_cpu);
-  m.impl("fourier_embedding_backward", &fourier_embedding_backward_cpu);
+  m.impl("fourier_embedding", kernel_of<fourier_embedding_cpu>());
+  m.impl("fourier_embedding_backward", kernel_of<fourier_embedding_backward_cpu>());
 }
 
 }  // namespace pixelfolder

@@ -28,16 +28,18 @@ void for_each_channel_run(const ChannelLayout& layout, int64_t numel, Visit visi
   });
 }
 
-at::Tensor fused_leaky_relu_cpu(const at::Tensor& input, const c10::optional<at::Tensor>& bias,
-                                double negative_slope, double scale, c10::optional<double> clamp) {
+at::Tensor fused_leaky_relu_cpu(const Arguments& args) {
   constexpr const char* op = "fused_leaky_relu";
+  const auto& input = args.tensor("input");
+  const auto bias = args.optional_tensor("bias");
   check_fused_leaky_relu_arguments(op, input, bias, c10::kCPU);
+  const auto act_arguments = leaky_relu_arguments(args);
   const auto layout = ChannelLayout::of(input);
   const auto x = input.contiguous(layout.memory_format());
   auto output = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    const auto act = make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp);
+    const auto act = act_arguments.as<opmath_t>();
     const scalar_t* in = x.data_ptr<scalar_t>();
     scalar_t* out = output.data_ptr<scalar_t>();
     const auto b = bias ? bias->contiguous() : at::Tensor();
@@ -53,17 +55,19 @@ at::Tensor fused_leaky_relu_cpu(const at::Tensor& input, const c10::optional<at:
   return output;
 }
 
-at::Tensor fused_leaky_relu_backward_cpu(const at::Tensor& grad_output, const at::Tensor& output,
-                                         double negative_slope, double scale, c10::optional<double> clamp) {
+at::Tensor fused_leaky_relu_backward_cpu(const Arguments& args) {
   constexpr const char* op = "fused_leaky_relu_backward";
+  const auto& grad_output = args.tensor("grad_output");
+  const auto& output = args.tensor("output");
   check_fused_leaky_relu_backward_arguments(op, grad_output, output, c10::kCPU);
+  const auto act_arguments = leaky_relu_arguments(args);
   const auto format = ChannelLayout::of(output).memory_format();
   const auto y = output.contiguous(format);
   const auto g = grad_output.contiguous(format);
   auto grad_input = at::empty_like(y);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    const auto act = make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp);
+    const auto act = act_arguments.as_read_from<opmath_t, scalar_t>();
     const scalar_t* y_data = y.data_ptr<scalar_t>();
     const scalar_t* g_data = g.data_ptr<scalar_t>();
     scalar_t* out = grad_input.data_ptr<scalar_t>();
@@ -80,8 +84,8 @@ at::Tensor fused_leaky_relu_backward_cpu(const at::Tensor& grad_output, const at
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pixelfolder_ops, CPU, m) {
-  m.impl("fused_leaky_relu", &fused_leaky_relu_cpu);
-  m.impl("fused_leaky_relu_backward", &fused_leaky_relu_backward_cpu);
+  m.impl("fused_leaky_relu", kernel_of<fused_leaky_relu_cpu>());
+  m.impl("fused_leaky_relu_backward", kernel_of<fused_leaky_relu_backward_cpu>());
 }
 
 }  // namespace pixelfolder

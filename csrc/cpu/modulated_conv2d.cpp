@@ -15,8 +15,11 @@
 namespace pixelfolder {
 namespace {
 
-at::Tensor modulated_conv2d_demod_cpu(const at::Tensor& weight, const at::Tensor& styles, double eps) {
+at::Tensor modulated_conv2d_demod_cpu(const Arguments& args) {
   constexpr const char* op = "modulated_conv2d_demod";
+  const auto& weight = args.tensor("weight");
+  const auto& styles = args.tensor("styles");
+  const double eps = args.real("eps");
   check_modulated_conv2d_demod_arguments(op, weight, styles, c10::kCPU);
   const int64_t batch = styles.size(0), out_channels = weight.size(0), in_channels = weight.size(1);
   const int64_t taps = weight.size(2) * weight.size(3);
@@ -54,8 +57,10 @@ at::Tensor modulated_conv2d_demod_cpu(const at::Tensor& weight, const at::Tensor
 
 // Per (image, channel), sum over (h, w) of a * b, row by row in a fixed order, each tensor read through
 // its own strides.
-at::Tensor spatial_dot_cpu(const at::Tensor& a, const at::Tensor& b) {
+at::Tensor spatial_dot_cpu(const Arguments& args) {
   constexpr const char* op = "spatial_dot";
+  const auto& a = args.tensor("a");
+  const auto& b = args.tensor("b");
   check_spatial_dot_arguments(op, a, b, c10::kCPU);
   const int64_t channels = a.size(1), height = a.size(2), width = a.size(3);
   auto out = empty_spatial_dot(a);
@@ -84,10 +89,10 @@ at::Tensor spatial_dot_cpu(const at::Tensor& a, const at::Tensor& b) {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pixelfolder_ops, CPU, m) {
-  m.impl("modulated_conv2d_demod", &modulated_conv2d_demod_cpu);
-  m.impl("spatial_dot", &spatial_dot_cpu);
-  m.impl("modulated_conv2d", &modulated_conv2d);
-  m.impl("modulated_conv2d_backward", &modulated_conv2d_backward);
+  m.impl("modulated_conv2d_demod", kernel_of<modulated_conv2d_demod_cpu>());
+  m.impl("spatial_dot", kernel_of<spatial_dot_cpu>());
+  m.impl("modulated_conv2d", kernel_of<modulated_conv2d>());
+  m.impl("modulated_conv2d_backward", kernel_of<modulated_conv2d_backward>());
 }
 
 }  // namespace pixelfolder

@@ -43,18 +43,18 @@ void for_each_row(const at::Tensor& conv_output, const EpiloguePointers<scalar_t
 
 int64_t output_column_step(bool unfold_output) { return unfold_output ? 2 : 1; }
 
-at::Tensor epilogue_cpu(const at::Tensor& conv_output, const c10::optional<at::Tensor>& demod,
-                        const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& noise_strength,
-                        const c10::optional<at::Tensor>& bias, double negative_slope, double gain,
-                        bool unfold_output) {
+at::Tensor epilogue_cpu(const Arguments& args) {
   constexpr const char* op = "styled_conv2d_epilogue";
-  check_epilogue_arguments(op, conv_output, demod, noise, noise_strength, bias, unfold_output);
+  const auto& conv_output = args.tensor("conv_output");
+  const bool unfold_output = args.flag("unfold_output");
+  const auto activation = leaky_relu_arguments(args, "gain");
+  check_epilogue_arguments(args);
   auto output = empty_epilogue_output(conv_output, unfold_output);
-  const auto d = contiguous(demod), b = contiguous(bias);
+  const EpilogueTensors operands(args);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, conv_output.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    const auto act = make_leaky_relu<opmath_t>(op, negative_slope, gain, c10::nullopt);
-    const auto epilogue = epilogue_pointers<scalar_t>(conv_output, d, noise, noise_strength, b);
+    const auto act = activation.as<opmath_t>();
+    const auto epilogue = operands.pointers<scalar_t>();
     scalar_t* out = output.data_ptr<scalar_t>();
     const auto os = output.strides();
     const int64_t width = conv_output.size(3), in_step = conv_output.stride(3);
@@ -76,12 +76,14 @@ at::Tensor epilogue_cpu(const at::Tensor& conv_output, const c10::optional<at::T
 // sums of g * conv (demod's gradient) and of g (the bias's) and, with noise, g added into the noise
 // map's row (B, 1, H, W) channel after channel; then the rows' sums added in order. Only plain loops:
 // one pass over the tensors (benchmarks.byte_ledger counts an op that calls none as one kernel).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> epilogue_backward_cpu(
-    const at::Tensor& grad_output, const at::Tensor& conv_output, const c10::optional<at::Tensor>& demod,
-    const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& noise_strength,
-    const c10::optional<at::Tensor>& bias, double negative_slope, double gain, bool unfold_output) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> epilogue_backward_cpu(const Arguments& args) {
   constexpr const char* op = "styled_conv2d_epilogue_backward";
-  check_epilogue_arguments(op, conv_output, demod, noise, noise_strength, bias, unfold_output);
+  const auto& grad_output = args.tensor("grad_output");
+  const auto& conv_output = args.tensor("conv_output");
+  const auto noise = args.optional_tensor("noise");
+  const bool unfold_output = args.flag("unfold_output");
+  const auto activation = leaky_relu_arguments(args, "gain");
+  check_epilogue_arguments(args);
   check_epilogue_grad_output(op, grad_output, conv_output, unfold_output);
   const int64_t batch = conv_output.size(0), channels = conv_output.size(1), height = conv_output.size(2);
   const int64_t width = conv_output.size(3);
@@ -90,11 +92,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> epilogue_backward_cpu
   auto grad_demod = at::empty({batch, channels}, sums);
   auto grad_bias = at::empty({channels}, sums);
   auto grad_noise = at::empty(noise ? std::vector<int64_t>{batch, 1, height, width} : std::vector<int64_t>{0}, sums);
-  const auto d = contiguous(demod), b = contiguous(bias);
+  const EpilogueTensors operands(args);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, conv_output.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    const auto act = make_leaky_relu<opmath_t>(op, negative_slope, gain, c10::nullopt);
-    const auto epilogue = epilogue_pointers<scalar_t>(conv_output, d, noise, noise_strength, b);
+    const auto act = activation.as<opmath_t>();
+    const auto epilogue = operands.pointers<scalar_t>();
     const scalar_t* g = grad_output.data_ptr<scalar_t>();
     scalar_t* out = grad_conv.data_ptr<scalar_t>();
     std::vector<opmath_t> demod_row_sums(batch * channels * height), bias_row_sums(batch * channels * height);
@@ -138,10 +140,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> epilogue_backward_cpu
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pixelfolder_ops, CPU, m) {
-  m.impl("styled_conv2d", &styled_conv2d);
-  m.impl("styled_conv2d_backward", &styled_conv2d_backward);
-  m.impl("styled_conv2d_epilogue", &epilogue_cpu);
-  m.impl("styled_conv2d_epilogue_backward", &epilogue_backward_cpu);
+  m.impl("styled_conv2d", kernel_of<styled_conv2d>());
+  m.impl("styled_conv2d_backward", kernel_of<styled_conv2d_backward>());
+  m.impl("styled_conv2d_epilogue", kernel_of<epilogue_cpu>());
+  m.impl("styled_conv2d_epilogue_backward", kernel_of<epilogue_backward_cpu>());
 }
 
 }  // namespace pixelfolder

@@ -106,9 +106,11 @@ void upfirdn2d_kernel(const at::Tensor& input, const at::Tensor& kernel, const a
   });
 }
 
-at::Tensor upfirdn2d_cpu(const at::Tensor& input, const at::Tensor& kernel, at::IntArrayRef up,
-                         at::IntArrayRef down, at::IntArrayRef pad) {
+at::Tensor upfirdn2d_cpu(const Arguments& args) {
   constexpr const char* op = "upfirdn2d";
+  const auto& input = args.tensor("input");
+  const auto& kernel = args.tensor("kernel");
+  const auto up = args.integers("up"), down = args.integers("down"), pad = args.integers("pad");
   check_upfirdn2d_arguments(op, input, kernel, up, down, pad, c10::kCPU);
   const UpFirDnAxes axes = upfirdn2d_axes(input, kernel, up, down, pad);
   auto output = empty_upfirdn2d_output(input, axes);
@@ -122,8 +124,8 @@ at::Tensor upfirdn2d_cpu(const at::Tensor& input, const at::Tensor& kernel, at::
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pixelfolder_ops, CPU, m) {
-  m.impl("upfirdn2d", &upfirdn2d_cpu);
-  m.impl("upfirdn2d_backward", &call_upfirdn2d_input_gradient);
+  m.impl("upfirdn2d", kernel_of<upfirdn2d_cpu>());
+  m.impl("upfirdn2d_backward", kernel_of<upfirdn2d_input_gradient>());
 }
 
 }  // namespace pixelfolder

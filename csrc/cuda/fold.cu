@@ -26,7 +26,8 @@ __global__ void fold_kernel(const scalar_t* __restrict__ input, scalar_t* __rest
 }
 
 template <bool kFold>
-at::Tensor fold_cuda(const at::Tensor& input) {
+at::Tensor fold_cuda(const Arguments& args) {
+  const auto& input = args.tensor("input");
   if (kFold) {
     check_fold_arguments(input, kCudaKernelDevice);
   } else {
@@ -47,14 +48,11 @@ at::Tensor fold_cuda(const at::Tensor& input) {
   return output;
 }
 
-at::Tensor fold(const at::Tensor& input) { return fold_cuda<true>(input); }
-at::Tensor unfold(const at::Tensor& input) { return fold_cuda<false>(input); }
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pixelfolder_ops, PIXELFOLDER_CUDA_DISPATCH_KEY, m) {
-  m.impl("fold", &fold);
-  m.impl("unfold", &unfold);
+  m.impl("fold", kernel_of<fold_cuda<true>>());
+  m.impl("unfold", kernel_of<fold_cuda<false>>());
 }
 
 }  // namespace pixelfolder

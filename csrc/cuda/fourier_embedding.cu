@@ -54,8 +54,11 @@ __global__ void fourier_embedding_backward_kernel(const scalar_t* __restrict__ g
   }
 }
 
-at::Tensor fourier_embedding_cuda(const at::Tensor& weight, const at::Tensor& bias, int64_t height, int64_t width) {
+at::Tensor fourier_embedding_cuda(const Arguments& args) {
   constexpr const char* op = "fourier_embedding";
+  const auto& weight = args.tensor("weight");
+  const auto& bias = args.tensor("bias");
+  const int64_t height = args.integer("height"), width = args.integer("width");
   check_fourier_embedding_arguments(op, weight, bias, height, width, kCudaKernelDevice);
   const CudaDeviceGuard guard(weight.device());
   auto output = at::empty({1, weight.size(0), height, width}, weight.options());
@@ -73,9 +76,11 @@ at::Tensor fourier_embedding_cuda(const at::Tensor& weight, const at::Tensor& bi
   return output;
 }
 
-std::tuple<at::Tensor, at::Tensor> fourier_embedding_backward_cuda(const at::Tensor& grad_output,
-                                                                   const at::Tensor& weight, const at::Tensor& bias) {
+std::tuple<at::Tensor, at::Tensor> fourier_embedding_backward_cuda(const Arguments& args) {
   constexpr const char* op = "fourier_embedding_backward";
+  const auto& grad_output = args.tensor("grad_output");
+  const auto& weight = args.tensor("weight");
+  const auto& bias = args.tensor("bias");
   check_fourier_embedding_backward_arguments(op, grad_output, weight, bias, kCudaKernelDevice);
   const int64_t channels = weight.size(0);
   const CudaDeviceGuard guard(weight.device());
@@ -98,8 +103,8 @@ std::tuple<at::Tensor, at::Tensor> fourier_embedding_backward_cuda(const at::Ten
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pixelfolder_ops, PIXELFOLDER_CUDA_DISPATCH_KEY, m) {
-  m.impl("fourier_embedding", &fourier_embedding_cuda);
-  m.impl("fourier_embedding_backward", &fourier_embedding_backward_cuda);
+  m.impl("fourier_embedding", kernel_of<fourier_embedding_cuda>());
+  m.impl("fourier_embedding_backward", kernel_of<fourier_embedding_backward_cuda>());
 }
 
 }  // namespace pixelfolder

@@ -28,10 +28,12 @@ __global__ void fused_leaky_relu_backward_kernel(const scalar_t* __restrict__ gr
   }
 }
 
-at::Tensor fused_leaky_relu_cuda(const at::Tensor& input, const c10::optional<at::Tensor>& bias,
-                                 double negative_slope, double scale, c10::optional<double> clamp) {
+at::Tensor fused_leaky_relu_cuda(const Arguments& args) {
   constexpr const char* op = "fused_leaky_relu";
+  const auto& input = args.tensor("input");
+  const auto bias = args.optional_tensor("bias");
   check_fused_leaky_relu_arguments(op, input, bias, kCudaKernelDevice);
+  const auto act_arguments = leaky_relu_arguments(args);
   const CudaDeviceGuard guard(input.device());
   const auto layout = ChannelLayout::of(input);
   const auto x = input.contiguous(layout.memory_format());
@@ -44,16 +46,18 @@ at::Tensor fused_leaky_relu_cuda(const at::Tensor& input, const c10::optional<at
     PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({x}), [&] {
       launch_kernel(fused_leaky_relu_kernel<scalar_t, opmath_t, index_t>, blocks_for(numel), kThreadsPerBlock,
                     x.data_ptr<scalar_t>(), bias ? b.data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(),
-                    layout, make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp), static_cast<index_t>(numel));
+                    layout, act_arguments.as<opmath_t>(), static_cast<index_t>(numel));
     });
   });
   return output;
 }
 
-at::Tensor fused_leaky_relu_backward_cuda(const at::Tensor& grad_output, const at::Tensor& output,
-                                          double negative_slope, double scale, c10::optional<double> clamp) {
+at::Tensor fused_leaky_relu_backward_cuda(const Arguments& args) {
   constexpr const char* op = "fused_leaky_relu_backward";
+  const auto& grad_output = args.tensor("grad_output");
+  const auto& output = args.tensor("output");
   check_fused_leaky_relu_backward_arguments(op, grad_output, output, kCudaKernelDevice);
+  const auto act_arguments = leaky_relu_arguments(args);
   const CudaDeviceGuard guard(output.device());
   const auto format = ChannelLayout::of(output).memory_format();
   const auto y = output.contiguous(format);
@@ -66,7 +70,7 @@ at::Tensor fused_leaky_relu_backward_cuda(const at::Tensor& grad_output, const a
     PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({y}), [&] {
       launch_kernel(fused_leaky_relu_backward_kernel<scalar_t, opmath_t, index_t>, blocks_for(numel),
                     kThreadsPerBlock, g.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), grad_input.data_ptr<scalar_t>(),
-                    make_leaky_relu<opmath_t>(op, negative_slope, scale, clamp), static_cast<index_t>(numel));
+                    act_arguments.as_read_from<opmath_t, scalar_t>(), static_cast<index_t>(numel));
     });
   });
   return grad_input;
@@ -75,8 +79,8 @@ at::Tensor fused_leaky_relu_backward_cuda(const at::Tensor& grad_output, const a
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pixelfolder_ops, PIXELFOLDER_CUDA_DISPATCH_KEY, m) {
-  m.impl("fused_leaky_relu", &fused_leaky_relu_cuda);
-  m.impl("fused_leaky_relu_backward", &fused_leaky_relu_backward_cuda);
+  m.impl("fused_leaky_relu", kernel_of<fused_leaky_relu_cuda>());
+  m.impl("fused_leaky_relu_backward", kernel_of<fused_leaky_relu_backward_cuda>());
 }
 
 }  // namespace pixelfolder

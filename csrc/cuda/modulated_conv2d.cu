@@ -58,8 +58,10 @@ __global__ void spatial_dot_kernel(const scalar_t* __restrict__ a, Strides4<inde
   store_channel_sums(tile, scratch, sums, partial, channels);
 }
 
-at::Tensor spatial_dot_cuda(const at::Tensor& a, const at::Tensor& b) {
+at::Tensor spatial_dot_cuda(const Arguments& args) {
   constexpr const char* op = "spatial_dot";
+  const auto& a = args.tensor("a");
+  const auto& b = args.tensor("b");
   check_spatial_dot_arguments(op, a, b, kCudaKernelDevice);
   const CudaDeviceGuard guard(a.device());
   const int64_t batch = a.size(0), channels = a.size(1), pixels = a.size(2) * a.size(3);
@@ -78,8 +80,11 @@ at::Tensor spatial_dot_cuda(const at::Tensor& a, const at::Tensor& b) {
   return partial.sum(2);  // in a fixed order: two runs give the same bits
 }
 
-at::Tensor modulated_conv2d_demod_cuda(const at::Tensor& weight, const at::Tensor& styles, double eps) {
+at::Tensor modulated_conv2d_demod_cuda(const Arguments& args) {
   constexpr const char* op = "modulated_conv2d_demod";
+  const auto& weight = args.tensor("weight");
+  const auto& styles = args.tensor("styles");
+  const double eps = args.real("eps");
   check_modulated_conv2d_demod_arguments(op, weight, styles, kCudaKernelDevice);
   const CudaDeviceGuard guard(weight.device());
   const int64_t batch = styles.size(0), out_channels = weight.size(0);
@@ -103,10 +108,10 @@ at::Tensor modulated_conv2d_demod_cuda(const at::Tensor& weight, const at::Tenso
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pixelfolder_ops, PIXELFOLDER_CUDA_DISPATCH_KEY, m) {
-  m.impl("modulated_conv2d_demod", &modulated_conv2d_demod_cuda);
-  m.impl("spatial_dot", &spatial_dot_cuda);
-  m.impl("modulated_conv2d", &modulated_conv2d);
-  m.impl("modulated_conv2d_backward", &modulated_conv2d_backward);
+  m.impl("modulated_conv2d_demod", kernel_of<modulated_conv2d_demod_cuda>());
+  m.impl("spatial_dot", kernel_of<spatial_dot_cuda>());
+  m.impl("modulated_conv2d", kernel_of<modulated_conv2d>());
+  m.impl("modulated_conv2d_backward", kernel_of<modulated_conv2d_backward>());
 }
 
 }  // namespace pixelfolder

@@ -73,37 +73,39 @@ __global__ void epilogue_backward_kernel(const scalar_t* __restrict__ grad_outpu
   store_channel_sums(tile, scratch, bias_sums, bias_partial, channels);
 }
 
-at::Tensor epilogue_cuda(const at::Tensor& conv_output, const c10::optional<at::Tensor>& demod,
-                         const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& noise_strength,
-                         const c10::optional<at::Tensor>& bias, double negative_slope, double gain,
-                         bool unfold_output) {
+at::Tensor epilogue_cuda(const Arguments& args) {
   constexpr const char* op = "styled_conv2d_epilogue";
-  check_epilogue_arguments(op, conv_output, demod, noise, noise_strength, bias, unfold_output);
+  const auto& conv_output = args.tensor("conv_output");
+  const bool unfold_output = args.flag("unfold_output");
+  const auto activation = leaky_relu_arguments(args, "gain");
+  check_epilogue_arguments(args);
   const CudaDeviceGuard guard(conv_output.device());
   auto output = empty_epilogue_output(conv_output, unfold_output);
   const int64_t numel = conv_output.numel();
   if (numel == 0) return output;
-  const auto d = contiguous(demod), b = contiguous(bias);
+  const EpilogueTensors operands(args);
   const bool channels_last = output_memory_format(conv_output) == at::MemoryFormat::ChannelsLast;
   PIXELFOLDER_DISPATCH_CUDA_TYPES(conv_output.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({conv_output, output}), [&] {
       launch_kernel(epilogue_kernel<scalar_t, opmath_t, index_t>, blocks_for(numel), kThreadsPerBlock,
                     conv_output.data_ptr<scalar_t>(), Strides4<index_t>(conv_output), output.data_ptr<scalar_t>(),
-                    Strides4<index_t>(output), epilogue_pointers<scalar_t>(conv_output, d, noise, noise_strength, b),
-                    make_leaky_relu<opmath_t>(op, negative_slope, gain, c10::nullopt), unfold_output, channels_last,
+                    Strides4<index_t>(output), operands.pointers<scalar_t>(), activation.as<opmath_t>(),
+                    unfold_output, channels_last,
                     static_cast<index_t>(numel));
     });
   });
   return output;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> epilogue_backward_cuda(
-    const at::Tensor& grad_output, const at::Tensor& conv_output, const c10::optional<at::Tensor>& demod,
-    const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& noise_strength,
-    const c10::optional<at::Tensor>& bias, double negative_slope, double gain, bool unfold_output) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> epilogue_backward_cuda(const Arguments& args) {
   constexpr const char* op = "styled_conv2d_epilogue_backward";
-  check_epilogue_arguments(op, conv_output, demod, noise, noise_strength, bias, unfold_output);
+  const auto& grad_output = args.tensor("grad_output");
+  const auto& conv_output = args.tensor("conv_output");
+  const auto noise = args.optional_tensor("noise");
+  const bool unfold_output = args.flag("unfold_output");
+  const auto activation = leaky_relu_arguments(args, "gain");
+  check_epilogue_arguments(args);
   check_epilogue_grad_output(op, grad_output, conv_output, unfold_output);
   const CudaDeviceGuard guard(conv_output.device());
   const int64_t batch = conv_output.size(0), channels = conv_output.size(1);
@@ -115,7 +117,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> epilogue_backward_cud
   const dim3 grid = channel_tile_grid(batch, channels, pixels);
   auto noise_partial = at::empty(noise ? std::vector<int64_t>{batch, grid.y, pixels} : std::vector<int64_t>{0}, sums);
   if (grad_conv.numel() > 0) {
-    const auto d = contiguous(demod), b = contiguous(bias);
+    const EpilogueTensors operands(args);
     const bool channels_fast = output_memory_format(conv_output) == at::MemoryFormat::ChannelsLast;
     PIXELFOLDER_DISPATCH_CUDA_TYPES(conv_output.scalar_type(), op, [&] {
       using opmath_t = at::opmath_type<scalar_t>;
@@ -124,8 +126,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> epilogue_backward_cud
                       grad_output.data_ptr<scalar_t>(), Strides4<index_t>(grad_output),
                       conv_output.data_ptr<scalar_t>(), Strides4<index_t>(conv_output),
                       grad_conv.data_ptr<scalar_t>(), Strides4<index_t>(grad_conv),
-                      epilogue_pointers<scalar_t>(conv_output, d, noise, noise_strength, b),
-                      make_leaky_relu<opmath_t>(op, negative_slope, gain, c10::nullopt), unfold_output, channels_fast,
+                      operands.pointers<scalar_t>(), activation.as<opmath_t>(), unfold_output, channels_fast,
                       demod_partial.data_ptr<opmath_t>(), bias_partial.data_ptr<opmath_t>(),
                       noise ? noise_partial.data_ptr<opmath_t>() : nullptr);
       });
@@ -140,10 +141,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> epilogue_backward_cud
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pixelfolder_ops, PIXELFOLDER_CUDA_DISPATCH_KEY, m) {
-  m.impl("styled_conv2d", &styled_conv2d);
-  m.impl("styled_conv2d_backward", &styled_conv2d_backward);
-  m.impl("styled_conv2d_epilogue", &epilogue_cuda);
-  m.impl("styled_conv2d_epilogue_backward", &epilogue_backward_cuda);
+  m.impl("styled_conv2d", kernel_of<styled_conv2d>());
+  m.impl("styled_conv2d_backward", kernel_of<styled_conv2d_backward>());
+  m.impl("styled_conv2d_epilogue", kernel_of<epilogue_cuda>());
+  m.impl("styled_conv2d_epilogue_backward", kernel_of<epilogue_backward_cuda>());
 }
 
 }  // namespace pixelfolder

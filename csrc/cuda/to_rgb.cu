@@ -8,7 +8,7 @@
 namespace pixelfolder {
 
 TORCH_LIBRARY_IMPL(pixelfolder_ops, PIXELFOLDER_CUDA_DISPATCH_KEY, m) {
-  m.impl("to_rgb", &to_rgb);
+  m.impl("to_rgb", kernel_of<to_rgb>());
 }
 
 }  // namespace pixelfolder

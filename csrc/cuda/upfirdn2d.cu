@@ -26,9 +26,11 @@ __global__ void upfirdn2d_kernel(const scalar_t* __restrict__ input, const scala
   }
 }
 
-at::Tensor upfirdn2d_cuda(const at::Tensor& input, const at::Tensor& kernel, at::IntArrayRef up,
-                          at::IntArrayRef down, at::IntArrayRef pad) {
+at::Tensor upfirdn2d_cuda(const Arguments& args) {
   constexpr const char* op = "upfirdn2d";
+  const auto& input = args.tensor("input");
+  const auto& kernel = args.tensor("kernel");
+  const auto up = args.integers("up"), down = args.integers("down"), pad = args.integers("pad");
   check_upfirdn2d_arguments(op, input, kernel, up, down, pad, kCudaKernelDevice);
   const CudaDeviceGuard guard(input.device());
   const UpFirDnAxes axes = upfirdn2d_axes(input, kernel, up, down, pad);
@@ -53,8 +55,8 @@ at::Tensor upfirdn2d_cuda(const at::Tensor& input, const at::Tensor& kernel, at:
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pixelfolder_ops, PIXELFOLDER_CUDA_DISPATCH_KEY, m) {
-  m.impl("upfirdn2d", &upfirdn2d_cuda);
-  m.impl("upfirdn2d_backward", &call_upfirdn2d_input_gradient);
+  m.impl("upfirdn2d", kernel_of<upfirdn2d_cuda>());
+  m.impl("upfirdn2d_backward", kernel_of<upfirdn2d_input_gradient>());
 }
 
 }  // namespace pixelfolder

@@ -1,27 +1,30 @@
 """fold / unfold on the compiled kernels; each is the other's gradient, so both differentiate to any order."""
-import torch
-
 from .._layout import empty
+from ..fold import FoldArguments, UnfoldArguments
+from ._library import LIBRARY
 
 
-def fold(input):
-    return torch.ops.pixelfolder_ops.fold(input)
+def fold(args):
+    return LIBRARY.call("fold", args)
 
 
-def unfold(input):
-    return torch.ops.pixelfolder_ops.unfold(input)
+def unfold(args):
+    return LIBRARY.call("unfold", args)
 
 
-def register():
-    @torch.library.register_fake("pixelfolder_ops::fold")
-    def _(input):
-        batch, channels, height, width = input.shape
-        return empty((batch, 4 * channels, height // 2, width // 2), input)
+def register(library):
+    library.define("fold", FoldArguments)
+    library.define("unfold", UnfoldArguments)
 
-    @torch.library.register_fake("pixelfolder_ops::unfold")
-    def _(input):
-        batch, channels, height, width = input.shape
-        return empty((batch, channels // 4, 2 * height, 2 * width), input)
+    @library.register_fake("fold")
+    def _(args):
+        batch, channels, height, width = args.input.shape
+        return empty((batch, 4 * channels, height // 2, width // 2), args.input)
 
-    torch.library.register_autograd("pixelfolder_ops::fold", lambda ctx, grad: unfold(grad))
-    torch.library.register_autograd("pixelfolder_ops::unfold", lambda ctx, grad: fold(grad))
+    @library.register_fake("unfold")
+    def _(args):
+        batch, channels, height, width = args.input.shape
+        return empty((batch, channels // 4, 2 * height, 2 * width), args.input)
+
+    library.register_autograd("fold", lambda ctx, grad: {"input": library.call("unfold", input=grad)})
+    library.register_autograd("unfold", lambda ctx, grad: {"input": library.call("fold", input=grad)})

@@ -1,53 +1,59 @@
-"""Bias + leaky ReLU + gain on the compiled kernels. The backward reads the slope from the output's
-sign (no input kept); it is itself differentiable, for the discriminator's R1 penalty."""
-import torch
-
+"""Bias + leaky ReLU + gain (+ clamp) on the compiled kernels. The backward reads the slope from the
+output's sign, and the clamp from where the output saturated (no input kept); it is itself
+differentiable, for the discriminator's R1 penalty."""
 from .._layout import empty
+from .._protocol import needs_grad, option_arguments, options
+from ..fused_leaky_relu import FusedLeakyReLUArguments
+from ._library import LIBRARY
 
 
-def fused_leaky_relu(input, bias, negative_slope, scale):
-    return torch.ops.pixelfolder_ops.fused_leaky_relu(input, bias, negative_slope, scale)
+def fused_leaky_relu(args):
+    return LIBRARY.call("fused_leaky_relu", args)
 
 
-def _setup_context(ctx, inputs, output):
-    _, bias, ctx.negative_slope, ctx.scale, ctx.clamp = inputs
-    ctx.has_bias = bias is not None
+def _input_gradient(grad, output, activation):
+    return LIBRARY.call("fused_leaky_relu_backward", grad_output=grad, output=output, **activation)
+
+
+def _setup_context(ctx, args, output):
+    ctx.activation = options(args)
+    ctx.has_bias = args.bias is not None
     ctx.save_for_backward(output)
 
 
 def _backward(ctx, grad_output):
     (output,) = ctx.saved_tensors
-    grad_input = torch.ops.pixelfolder_ops.fused_leaky_relu_backward(
-        grad_output, output, ctx.negative_slope, ctx.scale, ctx.clamp)
+    grad_input = _input_gradient(grad_output, output, ctx.activation)
     grad_bias = None
-    if ctx.has_bias and ctx.needs_input_grad[1]:
+    if ctx.has_bias and needs_grad(ctx, "bias"):
         grad_bias = grad_input.sum([d for d in range(grad_input.dim()) if d != 1])
-    return grad_input, grad_bias, None, None, None
+    return {"input": grad_input, "bias": grad_bias}
 
 
-def _backward_setup_context(ctx, inputs, output):
-    _, output_of_forward, ctx.negative_slope, ctx.scale, ctx.clamp = inputs
-    ctx.save_for_backward(output_of_forward)
+def _backward_setup_context(ctx, args, output):
+    ctx.activation = options(args, FusedLeakyReLUArguments)
+    ctx.save_for_backward(args.output)
 
 
 def _double_backward(ctx, grad_grad_input):
     # grad_input = grad_output * slope(output) is linear in grad_output, and the slope is piecewise
     # constant in output (no gradient).
     (output,) = ctx.saved_tensors
-    grad_grad_output = torch.ops.pixelfolder_ops.fused_leaky_relu_backward(
-        grad_grad_input, output, ctx.negative_slope, ctx.scale, ctx.clamp)
-    return grad_grad_output, None, None, None, None
+    return {"grad_output": _input_gradient(grad_grad_input, output, ctx.activation)}
 
 
-def register():
-    @torch.library.register_fake("pixelfolder_ops::fused_leaky_relu")
-    def _(input, bias, negative_slope, scale, clamp=None):
-        return empty(input.shape, input)
+def register(library):
+    library.define("fused_leaky_relu", FusedLeakyReLUArguments)
+    library.define("fused_leaky_relu_backward",
+                   ["Tensor grad_output", "Tensor output", *option_arguments(FusedLeakyReLUArguments)])
 
-    @torch.library.register_fake("pixelfolder_ops::fused_leaky_relu_backward")
-    def _(grad_output, output, negative_slope, scale, clamp=None):
-        return empty(output.shape, output)
+    @library.register_fake("fused_leaky_relu")
+    def _(args):
+        return empty(args.input.shape, args.input)
 
-    torch.library.register_autograd("pixelfolder_ops::fused_leaky_relu", _backward, setup_context=_setup_context)
-    torch.library.register_autograd("pixelfolder_ops::fused_leaky_relu_backward", _double_backward,
-                                    setup_context=_backward_setup_context)
+    @library.register_fake("fused_leaky_relu_backward")
+    def _(args):
+        return empty(args.output.shape, args.output)
+
+    library.register_autograd("fused_leaky_relu", _backward, _setup_context)
+    library.register_autograd("fused_leaky_relu_backward", _double_backward, _backward_setup_context)

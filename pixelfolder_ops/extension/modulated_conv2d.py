@@ -2,12 +2,15 @@
 the demodulation coefficients d from their own kernel. First-order gradients."""
 import torch
 
-from ._autograd import first_order_only, refuse_filter_gradient
+from .._gradients import demodulation_backward
 from .._layout import empty
+from .._protocol import fields, options, refuse_filter_gradient
+from ..modulated_conv2d import ModulatedConv2dArguments
+from ._library import LIBRARY
 
 
-def modulated_conv2d(input, weight, styles, demodulate, up, down, kernel, eps):
-    return torch.ops.pixelfolder_ops.modulated_conv2d(input, weight, styles, demodulate, up, down, kernel, eps)
+def modulated_conv2d(args):
+    return LIBRARY.call("modulated_conv2d", args)
 
 
 def output_shape(input, weight, up, down):
@@ -21,37 +24,63 @@ def compute_dtype(dtype):
     return torch.promote_types(dtype, torch.float32)
 
 
-def _setup_context(ctx, inputs, output):
-    input, weight, styles, ctx.demodulate, ctx.up, ctx.down, kernel, ctx.eps = inputs
-    ctx.save_for_backward(input, weight, styles, output if ctx.demodulate else None, kernel)
+def _setup_context(ctx, args, output):
+    ctx.options = options(args)
+    ctx.save_for_backward(args.input, args.weight, args.styles, output if args.demodulate else None,
+                          args.resample_kernel)
 
 
 def _backward(ctx, grad_output):
-    refuse_filter_gradient(ctx, 6, "modulated_conv2d", "kernel")
+    refuse_filter_gradient(ctx, "modulated_conv2d", "resample_kernel")
     input, weight, styles, output, kernel = ctx.saved_tensors
-    grad_input, grad_weight, grad_styles = torch.ops.pixelfolder_ops.modulated_conv2d_backward(
-        grad_output, input, weight, styles, output, ctx.demodulate, ctx.up, ctx.down, kernel, ctx.eps)
-    return grad_input, grad_weight, grad_styles, None, None, None, None, None
+    grad_input, grad_weight, grad_styles, grad_t = LIBRARY.call(
+        "modulated_conv2d_backward", grad_output=grad_output, output=output, input=input, weight=weight,
+        styles=styles, resample_kernel=kernel, **ctx.options)
+    grad_weight, grad_styles = demodulation_backward(grad_weight, grad_styles,
+                                                     grad_t if ctx.options["demodulate"] else None, weight, styles)
+    return {"input": grad_input, "weight": grad_weight, "styles": grad_styles}
 
 
-def register():
-    @torch.library.register_fake("pixelfolder_ops::modulated_conv2d_demod")
-    def _(weight, styles, eps):
+def register(library):
+    library.define("modulated_conv2d", ModulatedConv2dArguments)
+    # d[b, o] = rsqrt(sum_i styles[b, i]^2 * sum_k weight[o, i, k]^2 + eps), shape (B, C_out), in the
+    # compute type (float32 for 16-bit weights).
+    library.define("modulated_conv2d_demod", fields(ModulatedConv2dArguments, "weight", "styles", "eps"))
+    # sum over (h, w) of a * b per (image, channel), (B, C) in the compute type, in a fixed order.
+    library.define("spatial_dot", ["Tensor a", "Tensor b"])
+    # The gradients of input, weight and styles (the latter two without the demodulation's share), and
+    # that of t = 1 / demod^2 - eps (B, C_out) in the compute type, empty without demodulation; `output`
+    # is the forward's result (needed to demodulate).
+    library.define("modulated_conv2d_backward", ["Tensor grad_output", "Tensor? output",
+                                                 *fields(ModulatedConv2dArguments)],
+                   "(Tensor, Tensor, Tensor, Tensor)")
+
+    @library.register_fake("modulated_conv2d_demod")
+    def _(args):
         # float32 for 16-bit weights, as the kernels keep the factor (csrc/op_arguments.h).
-        return weight.new_empty((styles.shape[0], weight.shape[0]), dtype=compute_dtype(weight.dtype))
+        return args.weight.new_empty((args.styles.shape[0], args.weight.shape[0]),
+                                     dtype=compute_dtype(args.weight.dtype))
 
-    @torch.library.register_fake("pixelfolder_ops::spatial_dot")
-    def _(a, b):
-        return a.new_empty(a.shape[:2], dtype=compute_dtype(a.dtype))
+    @library.register_fake("spatial_dot")
+    def _(args):
+        return args.a.new_empty(args.a.shape[:2], dtype=compute_dtype(args.a.dtype))
 
-    @torch.library.register_fake("pixelfolder_ops::modulated_conv2d")
-    def _(input, weight, styles, demodulate, up, down, kernel, eps):
-        return empty(output_shape(input, weight, up, down), input)
+    @library.register_fake("modulated_conv2d")
+    def _(args):
+        return empty(output_shape(args.input, args.weight, args.up, args.down), args.input)
 
-    @torch.library.register_fake("pixelfolder_ops::modulated_conv2d_backward")
-    def _(grad_output, input, weight, styles, output, demodulate, up, down, kernel, eps):
-        return (empty(input.shape, input), torch.empty_like(weight, memory_format=torch.contiguous_format),
-                torch.empty_like(styles, memory_format=torch.contiguous_format))
+    @library.register_fake("modulated_conv2d_backward")
+    def _(args):
+        return backward_fakes(args, compute_dtype(args.input.dtype))
 
-    torch.library.register_autograd("pixelfolder_ops::modulated_conv2d", _backward, setup_context=_setup_context)
-    first_order_only("pixelfolder_ops::modulated_conv2d_backward", "modulated_conv2d")
+    library.register_autograd("modulated_conv2d", _backward, _setup_context)
+    library.first_order_only("modulated_conv2d_backward", "modulated_conv2d")
+
+
+def backward_fakes(args, sums_dtype):
+    """The fake outputs of a modulated conv's backward op: the input's gradient in its layout, the weight's
+    in its dtype, the styles' and t's in the compute type (t's empty without demodulation)."""
+    input, weight, styles = args.input, args.weight, args.styles
+    t_shape = (styles.shape[0], weight.shape[0]) if args.demodulate else (0,)
+    return (empty(input.shape, input), torch.empty_like(weight, memory_format=torch.contiguous_format),
+            styles.new_empty(styles.shape, dtype=sums_dtype), styles.new_empty(t_shape, dtype=sums_dtype))

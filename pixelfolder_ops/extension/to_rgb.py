@@ -1,48 +1,53 @@
-"""ToRGB on the compiled kernels: the modulated 1x1 conv as one batched GEMM with the bias, plus the
-skip (x2 upfirdn2d) added. Its gradients are ATen ops (the conv's two batched GEMMs), so they
-differentiate again: double backward works; only the skip kernel's gradient is refused."""
-import torch
-
-from .._gradients import modulated_1x1_conv_backward
-from ._autograd import refuse_filter_gradient
+"""ToRGB on the compiled kernels: the modulated 1x1 conv as one batched GEMM with the bias (clamped when
+asked), plus the skip (x2 upfirdn2d) added. Its gradients are ATen ops (the conv's two batched GEMMs),
+so they differentiate again: double backward works; only the skip kernel's gradient is refused."""
+from .._gradients import modulated_1x1_conv_backward, stored_clamp
 from .._layout import empty
-
-_NO_PAD = [0, 0, 0, 0]
-
-
-def skip_pad(skip_kernel):
-    """The reference ToRGB's x2 up-sampling pads, (x0, x1, y0, y1): (2, 1) per axis for a 4-tap kernel."""
-    p = skip_kernel.shape[0] - 2
-    return [(p + 1) // 2 + 1, p // 2] * 2
+from .._protocol import needs_grad, refuse_filter_gradient
+from ..to_rgb import ToRgbArguments, skip_pad
+from ._library import LIBRARY
 
 
-def to_rgb(input, weight, styles, bias, skip, skip_kernel):
-    pad = _NO_PAD if skip_kernel is None else skip_pad(skip_kernel)
-    return torch.ops.pixelfolder_ops.to_rgb(input, weight, styles, bias, skip, skip_kernel, pad)
+def to_rgb(args):
+    output, _ = LIBRARY.call("to_rgb", args)
+    return output
 
 
-def _setup_context(ctx, inputs, output):
-    input, weight, styles, _, skip, skip_kernel, ctx.skip_pad = inputs
-    ctx.skip_size = None if skip is None else skip.shape[-2:]
-    ctx.save_for_backward(input, weight, styles, skip_kernel)
+def _setup_context(ctx, args, output):
+    output, clamped = output
+    ctx.mark_non_differentiable(clamped)  # kept for the backward only
+    ctx.clamp = args.clamp
+    ctx.skip_size = None if args.skip is None else args.skip.shape[-2:]
+    # Where the clamp cut: read from the clamped layer output, which without a skip is the output.
+    ctx.save_for_backward(args.input, args.weight, args.styles, args.skip_kernel,
+                          output if args.clamp is not None and args.skip is None else clamped)
 
 
-def _backward(ctx, grad_output):
-    refuse_filter_gradient(ctx, 5, "to_rgb", "skip_kernel")
-    input, weight, styles, skip_kernel = ctx.saved_tensors
-    grad_input, grad_weight, grad_styles = modulated_1x1_conv_backward(grad_output, input, weight, styles)
-    grad_bias = grad_output.sum((0, 2, 3))
+def _backward(ctx, grad_output, _grad_clamped):
+    refuse_filter_gradient(ctx, "to_rgb", "skip_kernel")
+    input, weight, styles, skip_kernel, clamped = ctx.saved_tensors
     grad_skip = None
-    if ctx.skip_size is not None:
-        grad_skip = grad_output if skip_kernel is None else torch.ops.pixelfolder_ops.upfirdn2d_backward(
-            grad_output, skip_kernel, [2, 2], [1, 1], ctx.skip_pad, *ctx.skip_size)
-    return grad_input, grad_weight, grad_styles, grad_bias, grad_skip, None, None
+    if ctx.skip_size is not None and needs_grad(ctx, "skip"):
+        grad_skip = grad_output if skip_kernel is None else LIBRARY.call(
+            "upfirdn2d_backward", grad_output=grad_output, kernel=skip_kernel, up=[2, 2], down=[1, 1],
+            pad=skip_pad(skip_kernel), input_height=ctx.skip_size[0], input_width=ctx.skip_size[1])
+    if ctx.clamp is not None:  # a saturated output has no gradient (the skip's is not clamped)
+        grad_output = grad_output * (clamped.abs() < stored_clamp(ctx.clamp, clamped.dtype))
+    grad_input, grad_weight, grad_styles = modulated_1x1_conv_backward(grad_output, input, weight, styles)
+    return {"input": grad_input, "weight": grad_weight, "styles": grad_styles, "bias": grad_output.sum((0, 2, 3)),
+            "skip": grad_skip}
 
 
-def register():
-    @torch.library.register_fake("pixelfolder_ops::to_rgb")
-    def _(input, weight, styles, bias, skip, skip_kernel, skip_pad):
-        batch, _, height, width = input.shape
-        return empty((batch, weight.shape[0], height, width), input)
+def register(library):
+    # The layer's output and, with a clamp and a skip, its clamped output before the skip is added (else
+    # empty).
+    library.define("to_rgb", ToRgbArguments, "(Tensor, Tensor)")
 
-    torch.library.register_autograd("pixelfolder_ops::to_rgb", _backward, setup_context=_setup_context)
+    @library.register_fake("to_rgb")
+    def _(args):
+        batch, _, height, width = args.input.shape
+        output_shape = (batch, args.weight.shape[0], height, width)
+        clamped = output_shape if args.clamp is not None and args.skip is not None else (0,)
+        return empty(output_shape, args.input), args.input.new_empty(clamped)
+
+    library.register_autograd("to_rgb", _backward, _setup_context)

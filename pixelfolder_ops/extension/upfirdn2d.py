@@ -8,10 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from .._layout import empty
+from .._protocol import fields, needs_grad, option_arguments, options
+from ..upfirdn2d import Upfirdn2dArguments
+from ._library import LIBRARY
 
 
-def upfirdn2d(input, kernel, up, down, pad):
-    return torch.ops.pixelfolder_ops.upfirdn2d(input, kernel, list(up), list(down), list(pad))
+def upfirdn2d(args):
+    return LIBRARY.call("upfirdn2d", args)
 
 
 def _output_size(size, up, down, pad0, pad1, taps):
@@ -27,7 +30,7 @@ def kernel_gradient(input, grad_output, kernel_shape, up, down, pad):
     # 100% at 1,536 terms).
     accumulate = torch.promote_types(input.dtype, torch.float32)
     identity = input.new_ones(1, 1)
-    padded = torch.ops.pixelfolder_ops.upfirdn2d(input, identity, up, [1, 1], pad).to(accumulate)
+    padded = LIBRARY.call("upfirdn2d", input=input, kernel=identity, up=up, down=[1, 1], pad=pad).to(accumulate)
     grad_output = grad_output.to(accumulate)
     batch, channels, padded_h, padded_w = padded.shape
     correlation = F.conv2d(padded.reshape(1, batch * channels, padded_h, padded_w),
@@ -37,26 +40,27 @@ def kernel_gradient(input, grad_output, kernel_shape, up, down, pad):
     return correlation[0, 0, :kernel_h, :kernel_w].flip((0, 1)).to(input.dtype)
 
 
-def _setup_context(ctx, inputs, output):
-    input, kernel, ctx.up, ctx.down, ctx.pad = inputs
-    ctx.input_size = input.shape[-2:]
-    ctx.save_for_backward(input if ctx.needs_input_grad[1] else None, kernel)
+def _setup_context(ctx, args, output):
+    ctx.resampling = options(args)
+    ctx.input_size = args.input.shape[-2:]
+    ctx.save_for_backward(args.input if needs_grad(ctx, "kernel") else None, args.kernel)
 
 
 def _backward(ctx, grad_output):
     input, kernel = ctx.saved_tensors
     grad_input = grad_kernel = None
-    if ctx.needs_input_grad[0]:
-        grad_input = torch.ops.pixelfolder_ops.upfirdn2d_backward(grad_output, kernel, ctx.up, ctx.down, ctx.pad,
-                                                                  *ctx.input_size)
-    if ctx.needs_input_grad[1]:
-        grad_kernel = kernel_gradient(input, grad_output, kernel.shape, ctx.up, ctx.down, ctx.pad)
-    return grad_input, grad_kernel, None, None, None
+    if needs_grad(ctx, "input"):
+        input_height, input_width = ctx.input_size
+        grad_input = LIBRARY.call("upfirdn2d_backward", grad_output=grad_output, kernel=kernel,
+                                  input_height=input_height, input_width=input_width, **ctx.resampling)
+    if needs_grad(ctx, "kernel"):
+        grad_kernel = kernel_gradient(input, grad_output, kernel.shape, **ctx.resampling)
+    return {"input": grad_input, "kernel": grad_kernel}
 
 
-def _backward_setup_context(ctx, inputs, output):
-    grad_output, kernel, ctx.up, ctx.down, ctx.pad, _, _ = inputs
-    ctx.save_for_backward(grad_output if ctx.needs_input_grad[1] else None, kernel)
+def _backward_setup_context(ctx, args, output):
+    ctx.resampling = options(args, Upfirdn2dArguments)
+    ctx.save_for_backward(args.grad_output if needs_grad(ctx, "kernel") else None, args.kernel)
 
 
 def _double_backward(ctx, grad_grad_input):
@@ -64,25 +68,32 @@ def _double_backward(ctx, grad_grad_input):
     # <g, upfirdn2d(gg, k)>, which gives both of its gradients.
     grad_output, kernel = ctx.saved_tensors
     grad_grad_output = grad_kernel = None
-    if ctx.needs_input_grad[0]:
-        grad_grad_output = torch.ops.pixelfolder_ops.upfirdn2d(grad_grad_input, kernel, ctx.up, ctx.down, ctx.pad)
-    if ctx.needs_input_grad[1]:
-        grad_kernel = kernel_gradient(grad_grad_input, grad_output, kernel.shape, ctx.up, ctx.down, ctx.pad)
-    return grad_grad_output, grad_kernel, None, None, None, None, None
+    if needs_grad(ctx, "grad_output"):
+        grad_grad_output = LIBRARY.call("upfirdn2d", input=grad_grad_input, kernel=kernel, **ctx.resampling)
+    if needs_grad(ctx, "kernel"):
+        grad_kernel = kernel_gradient(grad_grad_input, grad_output, kernel.shape, **ctx.resampling)
+    return {"grad_output": grad_grad_output, "kernel": grad_kernel}
 
 
-def register():
-    @torch.library.register_fake("pixelfolder_ops::upfirdn2d")
-    def _(input, kernel, up, down, pad):
-        kernel_h, kernel_w = kernel.shape
-        out_h = _output_size(input.shape[2], up[1], down[1], pad[2], pad[3], kernel_h)
-        out_w = _output_size(input.shape[3], up[0], down[0], pad[0], pad[1], kernel_w)
-        return empty((input.shape[0], input.shape[1], out_h, out_w), input)
+def register(library):
+    library.define("upfirdn2d", Upfirdn2dArguments)
+    # The input gradient: an upfirdn2d with the flipped kernel and up and down swapped.
+    library.define("upfirdn2d_backward", ["Tensor grad_output", *fields(Upfirdn2dArguments, "kernel"),
+                                          *option_arguments(Upfirdn2dArguments), "int input_height",
+                                          "int input_width"])
 
-    @torch.library.register_fake("pixelfolder_ops::upfirdn2d_backward")
-    def _(grad_output, kernel, up, down, pad, input_height, input_width):
-        return empty((grad_output.shape[0], grad_output.shape[1], input_height, input_width), grad_output)
+    @library.register_fake("upfirdn2d")
+    def _(args):
+        (up_x, up_y), (down_x, down_y), (x0, x1, y0, y1) = args.up, args.down, args.pad
+        kernel_h, kernel_w = args.kernel.shape
+        batch, channels, height, width = args.input.shape
+        return empty((batch, channels, _output_size(height, up_y, down_y, y0, y1, kernel_h),
+                      _output_size(width, up_x, down_x, x0, x1, kernel_w)), args.input)
 
-    torch.library.register_autograd("pixelfolder_ops::upfirdn2d", _backward, setup_context=_setup_context)
-    torch.library.register_autograd("pixelfolder_ops::upfirdn2d_backward", _double_backward,
-                                    setup_context=_backward_setup_context)
+    @library.register_fake("upfirdn2d_backward")
+    def _(args):
+        batch, channels = args.grad_output.shape[:2]
+        return empty((batch, channels, args.input_height, args.input_width), args.grad_output)
+
+    library.register_autograd("upfirdn2d", _backward, _setup_context)
+    library.register_autograd("upfirdn2d_backward", _double_backward, _backward_setup_context)

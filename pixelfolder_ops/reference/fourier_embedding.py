@@ -10,6 +10,6 @@ def coordinate_grid(height, width, dtype, device):
     return torch.cat([x, y], dim=1)
 
 
-def fourier_embedding(weight, bias, height, width):
-    grid = coordinate_grid(height, width, weight.dtype, weight.device)
-    return torch.sin(F.conv2d(grid, weight[:, :, None, None], bias))
+def fourier_embedding(args):
+    grid = coordinate_grid(args.height, args.width, args.weight.dtype, args.weight.device)
+    return torch.sin(F.conv2d(grid, args.weight[:, :, None, None], args.bias))

@@ -3,7 +3,12 @@ depthwise strided convolution with the flipped kernel."""
 import torch.nn.functional as F
 
 
-def upfirdn2d(input, kernel, up, down, pad):
+def upfirdn2d(args):
+    return resample(args.input, args.kernel, args.up, args.down, args.pad)
+
+
+def resample(input, kernel, up, down, pad):
+    """upfirdn2d on its own, for the reference's layers that resample."""
     (up_x, up_y), (down_x, down_y), (pad_x0, pad_x1, pad_y0, pad_y1) = up, down, pad
     batch, channels, height, width = input.shape
     x = input.reshape(batch * channels, 1, height, 1, width, 1)

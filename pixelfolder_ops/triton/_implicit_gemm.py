@@ -1,6 +1,6 @@
 """@triton.jit pieces the StyledConv and ToRGB kernels share: a per-image scale applied as a K-vector
 to a weight tile, the output-channel tiling and pixel addressing of an unfolded output, the StyledConv
-epilogue's additive terms and the leaky ReLU's gradient recovered from the saved output.
+epilogue's additive terms and the leaky ReLU's (and clamp's) gradient recovered from the saved output.
 
 Offsets inside one image are 32-bit; callers add the batch offset (int64) to the base pointer."""
 import triton
@@ -60,7 +60,9 @@ def noise_and_bias(noise_ptr, strength_ptr, bias_ptr, image, h, w, channels, pix
 
 
 @triton.jit
-def activation_gradient(grad_output, output, gain, negative_gain):
+def activation_gradient(grad_output, output, gain, negative_gain, saturated):
     """The gradient of the pre-activation: the output's sign is the pre-activation's (gain > 0), so the
-    leaky ReLU's slope comes from the saved output whatever the slope, 0 included."""
-    return tl.where(output > 0, grad_output * gain, grad_output * negative_gain)
+    leaky ReLU's slope comes from the saved output whatever the slope, 0 included; an output the clamp
+    saturated (magnitude ``saturated``, the clamp as stored: +inf without one) has none."""
+    gradient = tl.where(output > 0, grad_output * gain, grad_output * negative_gain)
+    return tl.where(tl.abs(output) < saturated, gradient, 0.0)

@@ -1,10 +1,11 @@
 """Pixel fold / unfold in PixelFolder's channel order, as one Triton copy kernel run either way:
 folded channel (dy * 2 + dx) * C + c of pixel (i, j) is unfolded channel c of pixel (2i + dy, 2j + dx)."""
-import torch
 import triton
 import triton.language as tl
 
 from .._layout import empty
+from ..fold import FoldArguments, UnfoldArguments
+from ._library import LIBRARY
 from ._indexing import fits_int32_offsets
 
 _BLOCK = 1024
@@ -59,38 +60,32 @@ def _copy(folded, unfolded, fold_direction):
         FOLD=fold_direction, INDEX_64=not fits_int32_offsets(folded, unfolded, headroom=_BLOCK), BLOCK=_BLOCK)
 
 
-@torch.library.custom_op("pixelfolder_triton::fold", mutates_args=())
-def fold_op(input: torch.Tensor) -> torch.Tensor:
-    out = empty(_folded_shape(input), input)
-    _copy(out, input, fold_direction=True)
+def _fold(args):
+    out = empty(_folded_shape(args.input), args.input)
+    _copy(out, args.input, fold_direction=True)
     return out
 
 
-@torch.library.custom_op("pixelfolder_triton::unfold", mutates_args=())
-def unfold_op(input: torch.Tensor) -> torch.Tensor:
-    out = empty(_unfolded_shape(input), input)
-    _copy(input, out, fold_direction=False)
+def _unfold(args):
+    out = empty(_unfolded_shape(args.input), args.input)
+    _copy(args.input, out, fold_direction=False)
     return out
 
 
-@fold_op.register_fake
-def _(input):
-    return empty(_folded_shape(input), input)
-
-
-@unfold_op.register_fake
-def _(input):
-    return empty(_unfolded_shape(input), input)
-
-
+LIBRARY.define("fold", FoldArguments)
+LIBRARY.define("unfold", UnfoldArguments)
+LIBRARY.impl("fold", _fold)
+LIBRARY.impl("unfold", _unfold)
+LIBRARY.register_fake("fold", lambda args: empty(_folded_shape(args.input), args.input))
+LIBRARY.register_fake("unfold", lambda args: empty(_unfolded_shape(args.input), args.input))
 # Each is the other's exact inverse, hence its adjoint (a permutation): gradients of any order.
-fold_op.register_autograd(lambda ctx, grad: unfold_op(grad))
-unfold_op.register_autograd(lambda ctx, grad: fold_op(grad))
+LIBRARY.register_autograd("fold", lambda ctx, grad: {"input": LIBRARY.call("unfold", input=grad)})
+LIBRARY.register_autograd("unfold", lambda ctx, grad: {"input": LIBRARY.call("fold", input=grad)})
 
 
-def fold(input):
-    return fold_op(input)
+def fold(args):
+    return LIBRARY.call("fold", args)
 
 
-def unfold(input):
-    return unfold_op(input)
+def unfold(args):
+    return LIBRARY.call("unfold", args)

@@ -4,7 +4,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ..fourier_embedding import FourierEmbeddingArguments
 from ..reference.fourier_embedding import coordinate_grid
+from ._library import LIBRARY
 from ._indexing import fits_int32_offsets
 
 _BLOCK_C, _BLOCK_P = 16, 256
@@ -39,27 +41,21 @@ def _fourier_embedding_kernel(weight_ptr, bias_ptr, out_ptr, channels, height, w
              tl.sin(angle).to(out_ptr.dtype.element_ty), mask=c_ok[:, None] & pixel_ok[None, :])
 
 
-@torch.library.custom_op("pixelfolder_triton::fourier_embedding", mutates_args=())
-def fourier_embedding_op(weight: torch.Tensor, bias: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def _fourier_embedding(args):
+    weight, height, width = args.weight, args.height, args.width
     channels = weight.shape[0]
     out = weight.new_empty(1, channels, height, width)
     grid = (triton.cdiv(channels, _BLOCK_C), triton.cdiv(height * width, _BLOCK_P))
-    _fourier_embedding_kernel[grid](weight.contiguous(), bias.contiguous(), out, channels, height, width,
+    _fourier_embedding_kernel[grid](weight.contiguous(), args.bias.contiguous(), out, channels, height, width,
                                     # the pixel index runs up to a block past height * width
                                     INDEX_64=not fits_int32_offsets(out, headroom=_BLOCK_P),
                                     BLOCK_C=_BLOCK_C, BLOCK_P=_BLOCK_P)
     return out
 
 
-@fourier_embedding_op.register_fake
-def _(weight, bias, height, width):
-    return weight.new_empty(1, weight.shape[0], height, width)
-
-
-def _setup_context(ctx, inputs, output):
-    weight, bias, height, width = inputs
-    ctx.save_for_backward(weight, bias)
-    ctx.size = height, width
+def _setup_context(ctx, args, output):
+    ctx.save_for_backward(args.weight, args.bias)
+    ctx.size = args.height, args.width
 
 
 def _backward(ctx, grad):
@@ -68,11 +64,15 @@ def _backward(ctx, grad):
     angle = torch.einsum("ck,khw->chw", weight.float(), grid) + bias.float()[:, None, None]
     grad_angle = grad[0].float() * torch.cos(angle)
     grad_weight = torch.einsum("chw,khw->ck", grad_angle, grid)
-    return grad_weight.to(weight.dtype), grad_angle.sum(dim=(1, 2)).to(bias.dtype), None, None
+    return {"weight": grad_weight.to(weight.dtype), "bias": grad_angle.sum(dim=(1, 2)).to(bias.dtype)}
 
 
-fourier_embedding_op.register_autograd(_backward, setup_context=_setup_context)
+LIBRARY.define("fourier_embedding", FourierEmbeddingArguments)
+LIBRARY.impl("fourier_embedding", _fourier_embedding)
+LIBRARY.register_fake("fourier_embedding",
+                      lambda args: args.weight.new_empty(1, args.weight.shape[0], args.height, args.width))
+LIBRARY.register_autograd("fourier_embedding", _backward, _setup_context)
 
 
-def fourier_embedding(weight, bias, height, width):
-    return fourier_embedding_op(weight, bias, height, width)
+def fourier_embedding(args):
+    return LIBRARY.call("fourier_embedding", args)

@@ -17,8 +17,9 @@ gain, the unfold addressing) and never written to memory.
   tile's columns), each chunk's sum in a workspace; it also reduces the bias, demodulation and noise
   gradients per chunk and per tile.
 Each per-tile partial sum goes to its own workspace slot and a fixed-order torch sum reduces the tile
-axis, so two runs give the same bits. The demodulation's own gradient is two small matmuls. First order
-only: a double backward raises.
+axis, so two runs give the same bits. The demodulation's own gradient is two small matmuls
+(pixelfolder_ops/_gradients.py, shared with the compiled backend). First order only: a double backward
+raises.
 
 The slope-0 activation needs no recomputed conv: where the output is positive it is gain * the
 pre-activation, which gives the conv back; elsewhere the pre-activation gradient is zero and the conv
@@ -27,15 +28,19 @@ is not needed.
 StyleGAN2's up-sampling StyledConv (up=2, a transposed conv) stays on the reference path.
 """
 import functools
-from typing import Optional
+import math
 
 import torch
 import triton
 import triton.language as tl
 
 from .. import _layout
+from .._gradients import demodulation_backward, noise_gradients, stored_clamp
+from .._protocol import fields, option_arguments, options
 from ..reference.styled_conv2d import styled_conv2d as reference_styled_conv2d
+from ..styled_conv2d import StyledConv2dArguments
 from ._config import INTERPRET, accumulator_dtype, autotune_configs, dot_precision, smallest_block
+from ._library import LIBRARY
 from ._implicit_gemm import (activation_gradient, noise_and_bias, output_channel_tile, output_pixel_offsets,
                              pixel_tile, scaled_rows)
 
@@ -99,7 +104,7 @@ def _styled_conv2d_kernel(
         x_stride_b, x_stride_c, x_stride_h, x_stride_w,
         noise_stride_b, noise_stride_h, noise_stride_w,
         out_stride_b, out_stride_c, out_stride_h, out_stride_w,
-        negative_slope, gain,
+        negative_slope, gain, clamp,
         KERNEL_SIZE: tl.constexpr, QUADRANTS: tl.constexpr, DEMODULATE: tl.constexpr, HAS_NOISE: tl.constexpr,
         HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -136,6 +141,7 @@ def _styled_conv2d_kernel(
     acc += noise_and_bias(noise_ptr, strength_ptr, bias_ptr, image, h, w, cols, pixel_ok, col_ok,
                           noise_stride_b, noise_stride_h, noise_stride_w, HAS_NOISE, HAS_BIAS, ACC_DTYPE)
     out = tl.where(acc > 0, acc, acc * negative_slope) * gain
+    out = tl.minimum(tl.maximum(out, -clamp), clamp)  # clamp is +inf without one
     # The unfold costs no pass of its own: it is in the store addresses.
     offsets = output_pixel_offsets(h, w, quadrant, out_stride_h, out_stride_w, QUADRANTS)[:, None] \
         + channels[None, :] * out_stride_c
@@ -152,7 +158,7 @@ def _input_backward_kernel(
         out_stride_b, out_stride_c, out_stride_h, out_stride_w,
         x_stride_b, x_stride_c, x_stride_h, x_stride_w,
         grad_x_stride_b, grad_x_stride_c, grad_x_stride_h, grad_x_stride_w,
-        gain, negative_gain,
+        gain, negative_gain, saturated,
         KERNEL_SIZE: tl.constexpr, QUADRANTS: tl.constexpr, DEMODULATE: tl.constexpr,
         DOT_PRECISION: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -188,7 +194,7 @@ def _input_backward_kernel(
                            + channels[None, :] * grad_out_stride_c, mask=mask, other=0.0)
         out = tl.load(out_image + output_pixel_offsets(oh, ow, quadrant, out_stride_h, out_stride_w, QUADRANTS)[:, None]
                       + channels[None, :] * out_stride_c, mask=mask, other=0.0)
-        grad_conv = activation_gradient(grad_out.to(ACC_DTYPE), out, gain, negative_gain)
+        grad_conv = activation_gradient(grad_out.to(ACC_DTYPE), out, gain, negative_gain, saturated)
         conv_channels = quadrant * quarter + channels
         if DEMODULATE:
             # On the gradient tile, which passes through registers anyway: the weight tile goes to the
@@ -221,7 +227,7 @@ def _weight_backward_kernel(
         out_stride_b, out_stride_c, out_stride_h, out_stride_w,
         x_stride_b, x_stride_c, x_stride_h, x_stride_w,
         noise_stride_b, noise_stride_h, noise_stride_w,
-        gain, negative_gain, inverse_gain, inverse_negative_gain,
+        gain, negative_gain, inverse_gain, inverse_negative_gain, saturated,
         KERNEL_SIZE: tl.constexpr, QUADRANTS: tl.constexpr, DEMODULATE: tl.constexpr, HAS_NOISE: tl.constexpr,
         HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -276,7 +282,7 @@ def _weight_backward_kernel(
             out = tl.load(out_image + output_pixel_offsets(h, w, quadrant, out_stride_h, out_stride_w,
                                                            QUADRANTS)[:, None]
                           + channels[None, :] * out_stride_c, mask=mask, other=0.0).to(ACC_DTYPE)
-            grad_pre = activation_gradient(grad_out.to(ACC_DTYPE), out, gain, negative_gain)
+            grad_pre = activation_gradient(grad_out.to(ACC_DTYPE), out, gain, negative_gain, saturated)
             ih = h[None, :] + dy[:, None]
             iw = w[None, :] + dx[:, None]
             inside = row_ok[:, None] & pixel_ok[None, :] & (ih >= 0) & (ih < height) & (iw >= 0) & (iw < width)
@@ -340,46 +346,38 @@ def _empty_output(input, weight, unfold_output):
     return _layout.empty(shape, input)
 
 
-def _check_activation(negative_slope, gain):
+def _styled_conv2d(args):
+    if args.up != 1:
+        raise ValueError("pixelfolder_triton::styled_conv2d: up=2 has no Triton kernel (styled_conv2d runs the "
+                         "reference for it)")
     # The backward reads the slope from the saved output's sign, which is the pre-activation's only then.
-    if not (negative_slope >= 0 and gain > 0):
+    if not (args.negative_slope >= 0 and args.gain > 0):
         raise ValueError(f"pixelfolder_triton::styled_conv2d: expected negative_slope >= 0 and gain > 0, "
-                         f"got negative_slope={negative_slope}, gain={gain}")
-
-
-@torch.library.custom_op("pixelfolder_triton::styled_conv2d", mutates_args=())
-def styled_conv2d_op(input: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise: Optional[torch.Tensor],
-                     noise_strength: Optional[torch.Tensor], bias: Optional[torch.Tensor], demodulate: bool,
-                     negative_slope: float, gain: float, unfold_output: bool, eps: float) -> torch.Tensor:
-    _check_activation(negative_slope, gain)
+                         f"got negative_slope={args.negative_slope}, gain={args.gain}")
+    input, weight, noise, bias = args.input, args.weight, args.noise, args.bias
     batch, in_channels, height, width = input.shape
     out_channels, kernel_size = weight.shape[0], weight.shape[-1]
-    demod = demodulation(weight, styles, eps) if demodulate else None
-    out = _empty_output(input, weight, unfold_output)
-    quadrants = 4 if unfold_output else 1
+    demod = demodulation(weight, args.styles, args.eps) if args.demodulate else None
+    out = _empty_output(input, weight, args.unfold_output)
+    quadrants = 4 if args.unfold_output else 1
 
     def grid(meta):
         return (_output_channel_tiles(out_channels, quadrants, meta["BLOCK_N"]),
                 triton.cdiv(height * width, meta["BLOCK_M"]), batch)
 
     _styled_conv2d_kernel[grid](
-        input, _weight_matrix(weight, "in"), styles.contiguous(), demod, noise, noise_strength,
+        input, _weight_matrix(weight, "in"), args.styles.contiguous(), demod, noise, args.noise_strength,
         None if bias is None else bias.contiguous(), out,
         height * width, width, in_channels, out_channels, *input.stride(), *_noise_strides(noise), *out.stride(),
-        negative_slope, gain, KERNEL_SIZE=kernel_size, QUADRANTS=quadrants, DEMODULATE=demodulate,
-        HAS_NOISE=noise is not None, HAS_BIAS=bias is not None, DOT_PRECISION=dot_precision(input.dtype))
+        args.negative_slope, args.gain, math.inf if args.clamp is None else args.clamp, KERNEL_SIZE=kernel_size,
+        QUADRANTS=quadrants, DEMODULATE=args.demodulate, HAS_NOISE=noise is not None, HAS_BIAS=bias is not None,
+        DOT_PRECISION=dot_precision(input.dtype))
     return out
 
 
-@styled_conv2d_op.register_fake
-def _(input, weight, styles, noise, noise_strength, bias, demodulate, negative_slope, gain, unfold_output, eps):
-    return _empty_output(input, weight, unfold_output)
-
-
-def _setup_context(ctx, inputs, output):
-    input, weight, styles, noise, noise_strength, bias, demodulate, negative_slope, gain, unfold_output, eps = inputs
-    ctx.save_for_backward(input, weight, styles, noise, noise_strength, bias, output)
-    ctx.options = demodulate, negative_slope, gain, unfold_output, eps
+def _setup_context(ctx, args, output):
+    ctx.save_for_backward(args.input, args.weight, args.styles, args.noise, args.noise_strength, args.bias, output)
+    ctx.options = options(args)
 
 
 def _input_backward_outputs(input):
@@ -387,11 +385,9 @@ def _input_backward_outputs(input):
             input.new_empty(input.shape[:2], dtype=accumulator_dtype(input.dtype))]
 
 
-@torch.library.custom_op("pixelfolder_triton::styled_conv2d_input_backward", mutates_args=())
-def _input_backward_op(grad_output: torch.Tensor, output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
-                       styles: torch.Tensor, demod: Optional[torch.Tensor], negative_slope: float, gain: float,
-                       unfold_output: bool) -> list[torch.Tensor]:
+def _input_backward(args):
     """[grad of the input, sum_p grad_x * x / s (B, C_in): the conv's part of the style gradient]."""
+    grad_output, output, input, weight = args.grad_output, args.output, args.input, args.weight
     grad_input, _ = _input_backward_outputs(input)
     batch, in_channels, height, width = input.shape
     out_channels, kernel_size = weight.shape[0], weight.shape[-1]
@@ -404,16 +400,13 @@ def _input_backward_op(grad_output: torch.Tensor, output: torch.Tensor, input: t
         return triton.cdiv(in_channels, meta["BLOCK_N"]), triton.cdiv(height * width, meta["BLOCK_M"]), batch
 
     _input_backward_kernel[grid](
-        grad_output, output, input, _weight_matrix(weight, "out"), styles.contiguous(), demod, grad_input, style_sums,
-        height * width, width, in_channels, out_channels, slots, *grad_output.stride(), *output.stride(),
-        *input.stride(), *grad_input.stride(), gain, gain * negative_slope, KERNEL_SIZE=kernel_size,
-        QUADRANTS=4 if unfold_output else 1, DEMODULATE=demod is not None, DOT_PRECISION=dot_precision(input.dtype))
+        grad_output, output, input, _weight_matrix(weight, "out"), args.styles.contiguous(), args.demod, grad_input,
+        style_sums, height * width, width, in_channels, out_channels, slots, *grad_output.stride(), *output.stride(),
+        *input.stride(), *grad_input.stride(), args.gain, args.gain * args.negative_slope,
+        stored_clamp(args.clamp, output.dtype), KERNEL_SIZE=kernel_size,
+        QUADRANTS=4 if args.unfold_output else 1, DEMODULATE=args.demod is not None,
+        DOT_PRECISION=dot_precision(input.dtype))
     return [grad_input, style_sums.sum(dim=1)]
-
-
-@_input_backward_op.register_fake
-def _(grad_output, output, input, weight, styles, demod, negative_slope, gain, unfold_output):
-    return _input_backward_outputs(input)
 
 
 def _weight_backward_outputs(input, weight, has_noise):
@@ -442,16 +435,14 @@ def _weight_gradient_chunks(input, rows, out_channels):
     return max(1, min(chunks, pixel_tiles))
 
 
-@torch.library.custom_op("pixelfolder_triton::styled_conv2d_weight_backward", mutates_args=())
-def _weight_backward_op(grad_output: torch.Tensor, output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
-                        styles: torch.Tensor, demod: Optional[torch.Tensor], noise: Optional[torch.Tensor],
-                        noise_strength: Optional[torch.Tensor], bias: Optional[torch.Tensor], negative_slope: float,
-                        gain: float, unfold_output: bool) -> list[torch.Tensor]:
+def _weight_backward(args):
     """[grad of the weight, of the bias, sum_p grad_pre * (pre-activation - noise - bias) (B, C_out; zero
     without demodulation), grad of the noise term (B, H, W; empty without noise)]."""
+    input, weight, noise, bias = args.input, args.weight, args.noise, args.bias
+    gain, negative_slope = args.gain, args.negative_slope
     batch, in_channels, height, width = input.shape
     out_channels, kernel_size = weight.shape[0], weight.shape[-1]
-    quadrants = 4 if unfold_output else 1
+    quadrants = 4 if args.unfold_output else 1
     dtype = accumulator_dtype(input.dtype)
     rows = kernel_size * kernel_size * in_channels
     chunks = _weight_gradient_chunks(input, rows, out_channels)
@@ -467,62 +458,58 @@ def _weight_backward_op(grad_output: torch.Tensor, output: torch.Tensor, input: 
 
     slope_inverse = 1 / (gain * negative_slope) if negative_slope > 0 else 0.0  # slope 0: no gradient there
     _weight_backward_kernel[grid](
-        grad_output, output, input, styles.contiguous(), demod, noise, noise_strength,
+        args.grad_output, args.output, input, args.styles.contiguous(), args.demod, noise, args.noise_strength,
         None if bias is None else bias.contiguous(), weight_sums, grad_sums,
         demod_sums, noise_sums, batch, height * width, width, in_channels, out_channels, chunks,
-        *grad_output.stride(), *output.stride(), *input.stride(), *_noise_strides(noise), gain, gain * negative_slope,
-        1 / gain, slope_inverse, KERNEL_SIZE=kernel_size, QUADRANTS=quadrants, DEMODULATE=demod is not None,
+        *args.grad_output.stride(), *args.output.stride(), *input.stride(), *_noise_strides(noise), gain,
+        gain * negative_slope, 1 / gain, slope_inverse, stored_clamp(args.clamp, args.output.dtype),
+        KERNEL_SIZE=kernel_size, QUADRANTS=quadrants, DEMODULATE=args.demod is not None,
         HAS_NOISE=noise is not None, HAS_BIAS=bias is not None, DOT_PRECISION=dot_precision(input.dtype))
     grad_weight = weight_sums.sum(dim=0).view(kernel_size, kernel_size, in_channels, out_channels)
     return [grad_weight.permute(3, 2, 0, 1).contiguous(), grad_sums.sum(dim=(0, 1)), demod_sums.sum(dim=0),
             noise_sums.sum(dim=0).view(-1, height, width)]
 
 
-@_weight_backward_op.register_fake
-def _(grad_output, output, input, weight, styles, demod, noise, noise_strength, bias, negative_slope, gain,
-      unfold_output):
-    return _weight_backward_outputs(input, weight, noise is not None)
-
-
-@torch.autograd.function.once_differentiable
 def _backward(ctx, grad_output):
     input, weight, styles, noise, noise_strength, bias, output = ctx.saved_tensors
-    demodulate, negative_slope, gain, unfold_output, eps = ctx.options
-    dtype = input.dtype
-    demod = demodulation(weight, styles, eps) if demodulate else None
-    grad_input, grad_styles = _input_backward_op(grad_output, output, input, weight, styles, demod, negative_slope,
-                                                 gain, unfold_output)
-    grad_weight, grad_bias, demod_sums, grad_noise_term = _weight_backward_op(
-        grad_output, output, input, weight, styles, demod, noise, noise_strength, bias, negative_slope, gain,
-        unfold_output)
-
-    grad_noise = grad_strength = None
+    demod = demodulation(weight, styles, ctx.options["eps"]) if ctx.options["demodulate"] else None
+    saved = dict(grad_output=grad_output, output=output, input=input, weight=weight, styles=styles, demod=demod,
+                 **ctx.options)
+    grad_input, grad_styles = LIBRARY.call("styled_conv2d_input_backward", **saved)
+    grad_weight, grad_bias, demod_sums, grad_noise_term = LIBRARY.call(
+        "styled_conv2d_weight_backward", noise=noise, noise_strength=noise_strength, bias=bias, **saved)
+    # The kernel's sums are d * grad d, and d = rsqrt(t + eps): grad t = -d^3 / 2 * grad d = -d^2 / 2 * sums.
+    grad_t = demod_sums * -0.5 * demod.square() if demod is not None else None
+    grad_weight, grad_styles = demodulation_backward(grad_weight, grad_styles, grad_t, weight, styles)
+    grads = {"input": grad_input, "weight": grad_weight, "styles": grad_styles,
+             "bias": None if bias is None else grad_bias.to(bias.dtype)}
     if noise is not None:
-        grad_noise_term = grad_noise_term[:, None]
-        grad_strength = (grad_noise_term * noise).sum().reshape(noise_strength.shape).to(dtype)
-        grad_noise = grad_noise_term * noise_strength
-        if noise.shape[0] == 1:  # shared by the batch
-            grad_noise = grad_noise.sum(dim=0, keepdim=True)
-        grad_noise = grad_noise.to(dtype)
-
-    if demodulate:
-        # d = rsqrt(t + eps) with t[b, o] = sum_i s[b, i]^2 q[o, i], q[o, i] = sum_k W[o, i, k]^2; the
-        # kernel's sums are d * grad d, so grad t = -d^3 / 2 * grad d = -d^2 / 2 * sums.
-        grad_t = demod_sums * -0.5 * demod.square()
-        styles_acc, weight_acc = styles.to(grad_t.dtype), weight.to(grad_t.dtype)
-        grad_styles = grad_styles + 2 * styles_acc * (grad_t @ weight_acc.square().sum(dim=(2, 3)))
-        grad_weight = grad_weight + 2 * weight_acc * (grad_t.t() @ styles_acc.square())[:, :, None, None]
-    return (grad_input, grad_weight.to(weight.dtype), grad_styles.to(styles.dtype), grad_noise, grad_strength,
-            None if bias is None else grad_bias.to(bias.dtype), None, None, None, None, None)
+        grads["noise"], grads["noise_strength"] = noise_gradients(grad_noise_term[:, None], noise, noise_strength)
+    return grads
 
 
-styled_conv2d_op.register_autograd(_backward, setup_context=_setup_context)
+# The backward ops take the saved output and the demodulation with the layer's tensors and options.
+_BACKWARD_ARGUMENTS = ["Tensor grad_output", "Tensor output", *fields(StyledConv2dArguments, "input", "weight", "styles"),
+                       "Tensor? demod"]
+LIBRARY.define("styled_conv2d", StyledConv2dArguments)
+LIBRARY.define("styled_conv2d_input_backward", [*_BACKWARD_ARGUMENTS, *option_arguments(StyledConv2dArguments)],
+               "Tensor[]")
+LIBRARY.define("styled_conv2d_weight_backward",
+               [*_BACKWARD_ARGUMENTS, *fields(StyledConv2dArguments, "noise", "noise_strength", "bias"),
+                *option_arguments(StyledConv2dArguments)], "Tensor[]")
+LIBRARY.impl("styled_conv2d", _styled_conv2d)
+LIBRARY.impl("styled_conv2d_input_backward", _input_backward)
+LIBRARY.impl("styled_conv2d_weight_backward", _weight_backward)
+LIBRARY.register_fake("styled_conv2d", lambda args: _empty_output(args.input, args.weight, args.unfold_output))
+LIBRARY.register_fake("styled_conv2d_input_backward", lambda args: _input_backward_outputs(args.input))
+LIBRARY.register_fake("styled_conv2d_weight_backward",
+                      lambda args: _weight_backward_outputs(args.input, args.weight, args.noise is not None))
+LIBRARY.register_autograd("styled_conv2d", _backward, _setup_context)
+LIBRARY.first_order_only("styled_conv2d_input_backward", "styled_conv2d")
+LIBRARY.first_order_only("styled_conv2d_weight_backward", "styled_conv2d")
 
 
-def styled_conv2d(input, weight, styles, noise, noise_strength, bias, demodulate, up, kernel, negative_slope, gain,
-                  unfold_output, eps):
-    if up == 2:  # StyleGAN2's transposed-conv variant is not fused: PixelFolder's unfold path never runs it
-        return reference_styled_conv2d(input, weight, styles, noise, noise_strength, bias, demodulate, up, kernel,
-                                       negative_slope, gain, unfold_output, eps)
-    return styled_conv2d_op(input, weight, styles, noise, noise_strength, bias, demodulate, negative_slope, gain,
-                            unfold_output, eps)
+def styled_conv2d(args):
+    if args.up == 2:  # StyleGAN2's transposed-conv variant is not fused: PixelFolder's unfold path never runs it
+        return reference_styled_conv2d(args)
+    return LIBRARY.call("styled_conv2d", args)

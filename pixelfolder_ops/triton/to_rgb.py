@@ -3,14 +3,15 @@ as it is loaded), the bias, and the previous RGB skip, x2-upsampled by upfirdn2d
 
 The backward is exact PyTorch (a few einsums and the upfirdn2d adjoint), so it is differentiable again.
 """
-from typing import Optional
+import math
 
-import torch
 import triton
 import triton.language as tl
 
-from .._gradients import modulated_1x1_conv_backward
-from ..reference.upfirdn2d import upfirdn2d as reference_upfirdn2d
+from .._gradients import modulated_1x1_conv_backward, stored_clamp
+from ..reference.upfirdn2d import resample
+from ..to_rgb import ToRgbArguments, skip_pad
+from ._library import LIBRARY
 from ._config import autotune_configs, dot_precision
 from ._implicit_gemm import pixel_tile, scaled_rows
 
@@ -41,13 +42,13 @@ def _configs_for_the_dot(configs, named_args, **kwargs):
                  prune_configs_by={"early_config_prune": _configs_for_the_dot})
 @triton.jit
 def _to_rgb_kernel(
-        x_ptr, weight_ptr, styles_ptr, bias_ptr, skip_ptr, skip_kernel_ptr, out_ptr,
-        pixels_per_image, width, in_channels, rgb_channels, skip_height, skip_width,
+        x_ptr, weight_ptr, styles_ptr, bias_ptr, skip_ptr, skip_kernel_ptr, out_ptr, clamped_ptr,
+        pixels_per_image, width, in_channels, rgb_channels, skip_height, skip_width, clamp,
         x_stride_b, x_stride_c, x_stride_h, x_stride_w,
         skip_stride_b, skip_stride_c, skip_stride_h, skip_stride_w,
         out_stride_b, out_stride_c, out_stride_h, out_stride_w,
         HAS_SKIP: tl.constexpr, UPSAMPLE_SKIP: tl.constexpr, SKIP_TAPS: tl.constexpr, SKIP_PAD: tl.constexpr,
-        DOT_PRECISION: tl.constexpr,
+        STORE_CLAMPED: tl.constexpr, DOT_PRECISION: tl.constexpr,
         BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
     """One image per program row (so one style vector); BLOCK_P pixels by all RGB channels per program."""
     b = tl.program_id(1).to(tl.int64)
@@ -67,6 +68,10 @@ def _to_rgb_kernel(
                              style, x_ptr.dtype.element_ty)
         acc = tl.dot(x, weight, acc, input_precision=DOT_PRECISION)
     acc += tl.load(bias_ptr + rgb, mask=rgb_ok, other=0.0).to(tl.float32)[None, :]
+    acc = tl.minimum(tl.maximum(acc, -clamp), clamp)  # clamp is +inf without one
+    if STORE_CLAMPED:  # where the clamp cut, for the backward: the layer's output before the skip is added
+        tl.store(clamped_ptr + (b * rgb_channels + rgb[None, :]) * pixels_per_image + pixels[:, None],
+                 acc.to(clamped_ptr.dtype.element_ty), mask=pixel_ok[:, None] & rgb_ok[None, :])
 
     skip_channel = rgb[None, :] * skip_stride_c
     if HAS_SKIP and not UPSAMPLE_SKIP:
@@ -97,67 +102,70 @@ def _to_rgb_kernel(
              acc.to(out_ptr.dtype.element_ty), mask=pixel_ok[:, None] & rgb_ok[None, :])
 
 
-def _skip_pad(skip_kernel):
-    """The leading pad of the x2 upfirdn2d (2 for a 4-tap kernel), as the reference computes it."""
-    return (skip_kernel.shape[0] - 1) // 2 + 1
+def _empty_outputs(args):
+    """The output (NCHW), and with a clamp and a skip the clamped layer output the backward reads (else empty)."""
+    batch, _, height, width = args.input.shape
+    shape = (batch, args.weight.shape[0], height, width)
+    store_clamped = args.clamp is not None and args.skip is not None
+    return args.input.new_empty(shape), args.input.new_empty(shape if store_clamped else (0,))
 
 
-def _empty_output(input, weight):
-    batch, _, height, width = input.shape
-    return torch.empty((batch, weight.shape[0], height, width), dtype=input.dtype, device=input.device)
-
-
-@torch.library.custom_op("pixelfolder_triton::to_rgb", mutates_args=())
-def to_rgb_op(input: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, bias: torch.Tensor,
-              skip: Optional[torch.Tensor], skip_kernel: Optional[torch.Tensor]) -> torch.Tensor:
+def _to_rgb(args):
+    input, weight, skip, skip_kernel = args.input, args.weight, args.skip, args.skip_kernel
     batch, in_channels, height, width = input.shape
     rgb_channels = weight.shape[0]
-    out = _empty_output(input, weight)
+    out, clamped = _empty_outputs(args)
     skip_strides, skip_size = ((0, 0, 0, 0), (0, 0)) if skip is None else (skip.stride(), skip.shape[-2:])
     upsample_skip = skip is not None and skip_kernel is not None
-    taps, pad = (skip_kernel.shape[0], _skip_pad(skip_kernel)) if upsample_skip else (1, 0)
+    taps, pad = (skip_kernel.shape[0], skip_pad(skip_kernel)[0]) if upsample_skip else (1, 0)
     pixels_per_image = height * width
 
     def grid(meta):
         return triton.cdiv(pixels_per_image, meta["BLOCK_P"]), batch
 
     _to_rgb_kernel[grid](
-        input, weight.reshape(rgb_channels, in_channels).t().contiguous(), styles.contiguous(), bias.contiguous(), skip,
-        skip_kernel.contiguous() if upsample_skip else None, out, pixels_per_image, width, in_channels, rgb_channels,
-        *skip_size, *input.stride(), *skip_strides, *out.stride(), HAS_SKIP=skip is not None,
-        UPSAMPLE_SKIP=upsample_skip, SKIP_TAPS=taps, SKIP_PAD=pad, DOT_PRECISION=dot_precision(input.dtype),
+        input, weight.reshape(rgb_channels, in_channels).t().contiguous(), args.styles.contiguous(),
+        args.bias.contiguous(), skip, skip_kernel.contiguous() if upsample_skip else None, out, clamped,
+        pixels_per_image, width, in_channels, rgb_channels, *skip_size, math.inf if args.clamp is None else args.clamp,
+        *input.stride(), *skip_strides, *out.stride(), HAS_SKIP=skip is not None, UPSAMPLE_SKIP=upsample_skip,
+        SKIP_TAPS=taps, SKIP_PAD=pad, STORE_CLAMPED=clamped.numel() > 0, DOT_PRECISION=dot_precision(input.dtype),
         BLOCK_R=max(16, triton.next_power_of_2(rgb_channels)))
-    return out
+    return out, clamped
 
 
-@to_rgb_op.register_fake
-def _(input, weight, styles, bias, skip, skip_kernel):
-    return _empty_output(input, weight)
+def _setup_context(ctx, args, outputs):
+    output, clamped = outputs
+    ctx.mark_non_differentiable(clamped)  # kept for the backward only
+    ctx.clamp = args.clamp
+    # Where the clamp cut: read from the clamped layer output, which without a skip is the output.
+    ctx.save_for_backward(args.input, args.weight, args.styles, args.skip_kernel,
+                          output if args.clamp is not None and args.skip is None else clamped)
+    ctx.has_skip = args.skip is not None
 
 
-def _setup_context(ctx, inputs, output):
-    input, weight, styles, bias, skip, skip_kernel = inputs
-    ctx.save_for_backward(input, weight, styles, skip_kernel)
-    ctx.has_skip = skip is not None
-
-
-def _backward(ctx, grad):
-    input, weight, styles, skip_kernel = ctx.saved_tensors
-    grad_input, grad_weight, grad_styles = modulated_1x1_conv_backward(grad, input, weight, styles)
-    grad_bias = grad.sum(dim=(0, 2, 3))
+def _backward(ctx, grad, _grad_clamped):
+    input, weight, styles, skip_kernel, clamped = ctx.saved_tensors
     grad_skip = None
     if ctx.has_skip:
         grad_skip = grad
         if skip_kernel is not None:
             # The adjoint of the x2 upfirdn2d: correlate with the kernel (a flipped convolution) at stride 2.
-            before = skip_kernel.shape[0] - 1 - _skip_pad(skip_kernel)
+            before = skip_kernel.shape[0] - 1 - skip_pad(skip_kernel)[0]
             after = skip_kernel.shape[0] - 2 - before
-            grad_skip = reference_upfirdn2d(grad, skip_kernel.flip((0, 1)), (1, 1), (2, 2), (before, after) * 2)
-    return grad_input, grad_weight, grad_styles, grad_bias, grad_skip, None
+            grad_skip = resample(grad, skip_kernel.flip((0, 1)), (1, 1), (2, 2), (before, after) * 2)
+    if ctx.clamp is not None:  # a saturated output has no gradient (the skip's is not clamped)
+        grad = grad * (clamped.abs() < stored_clamp(ctx.clamp, clamped.dtype))
+    grad_input, grad_weight, grad_styles = modulated_1x1_conv_backward(grad, input, weight, styles)
+    return {"input": grad_input, "weight": grad_weight, "styles": grad_styles, "bias": grad.sum(dim=(0, 2, 3)),
+            "skip": grad_skip}
 
 
-to_rgb_op.register_autograd(_backward, setup_context=_setup_context)
+LIBRARY.define("to_rgb", ToRgbArguments, "(Tensor, Tensor)")
+LIBRARY.impl("to_rgb", _to_rgb)
+LIBRARY.register_fake("to_rgb", _empty_outputs)
+LIBRARY.register_autograd("to_rgb", _backward, _setup_context)
 
 
-def to_rgb(input, weight, styles, bias, skip, skip_kernel):
-    return to_rgb_op(input, weight, styles, bias, skip, skip_kernel)
+def to_rgb(args):
+    output, _ = LIBRARY.call("to_rgb", args)
+    return output
