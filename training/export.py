@@ -4,7 +4,7 @@ AOTInductor package, or an ONNX graph.
     python -m training.export CHECKPOINT --out generator.pt2 [--batch N | --dynamic-batch]
                               [--truncation PSI | --truncation-input] [--noise const|random]
                               [--backend reference|auto|cpu|cuda|triton] [--aoti]
-                              [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--size 256]
+                              [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--size N]
     python -m training.export CHECKPOINT --format onnx --out generator.onnx [--opset 20] [same options]
     python -m training.export --check generator.pt2|generator.onnx
 
