@@ -85,7 +85,8 @@ def markdown_table(report):
     lines = [f"{config['model']} {config['size']}x{config['size']}, {config['dtype']}, random weights; eager, export "
              f"and aoti on backend {config['backend']}{onnx}; {env['device']}; torch {env['torch']}; {env['date']}",
              f"im/s: median of {config['repeats']} rounds after {config['warmup']} warm-up rounds, every mode called "
-             f"once per round in turn; IQR: interquartile range of the rounds.", "",
+             f"once per round in turn; IQR: interquartile range of the rounds. Load average (1 min) "
+             f"{env['load_average_1min'][0]:.1f} at the start, {env['load_average_1min'][1]:.1f} at the end.", "",
              "| batch | run as | im/s | IQR | vs eager |", "|---:|---|---:|---:|---:|"]
     for row in report["rows"]:
         lines.append(f"| {row['batch']} | {row['mode']} | {row['im_per_s']:.2f} | {row['im_per_s_iqr'][0]:.2f}-"
@@ -112,7 +113,7 @@ def main(argv=None):
     device, dtype = torch.device(args.device), export.DTYPES[args.dtype]
     torch.manual_seed(0)
     generator = build_generator(args.model, args.size).to(device).eval()
-    rows = []
+    rows, load_average = [], [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as work_dir:
         for batch in args.batches:
             runs = build_runs(generator, batch, args.modes, args.backend, device, dtype, work_dir)
@@ -124,6 +125,7 @@ def main(argv=None):
                 rows.append({"batch": batch, "mode": mode, "im_per_s": median, "im_per_s_iqr": list(iqr),
                              "seconds": seconds[mode], "speedup_vs_eager": median / eager})
     env = environment(device)
+    env["load_average_1min"] = load_average + [os.getloadavg()[0]]  # at the start and the end: a shared machine
     if any(mode.startswith("onnx") for mode in args.modes):
         from training import export_onnx
 

@@ -189,6 +189,7 @@ def test_command_exports_checks_and_removes_a_graph_that_fails(checkpoint, tmp_p
     (["--opset", "24"], "argument --opset: expected an integer >= 18 and <= 23, got '24'"),
     (["--format", "tflite"], "argument --format: invalid choice"),
     (["--format", "pt2", "--opset", "20"], "argument --opset: expected only with --format onnx, got --format pt2"),
+    (["--opset", "20", "--out", "g.pt2"], "argument --opset: expected only with --format onnx, got --format pt2"),
 ])
 def test_bad_onnx_arguments_are_one_line_errors(argv, message, checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -197,6 +198,15 @@ def test_bad_onnx_arguments_are_one_line_errors(argv, message, checkpoint, tmp_p
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "g.onnx")
+
+
+def test_check_takes_no_format_or_opset(checkpoint, capsys):
+    for flag in (["--format", "onnx"], ["--opset", "20"]):
+        with pytest.raises(SystemExit) as exit_info:
+            export.main(["--check", checkpoint] + flag)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --check: expected alone" in err and len(err.strip().splitlines()) == 1
 
 
 def test_export_refuses_a_gpu_for_onnx(tmp_path):

@@ -165,8 +165,8 @@ def export(generator, out, *, batch=None, dynamic_batch=False, truncation=1.0, t
         conflict = onnx_conflict(aoti, backend, dtype, device)
         if conflict is not None:
             raise ValueError(f"argument {conflict[0]}: {conflict[1]}")
-        if missing_onnx_package() is not None:
-            raise ImportError(missing_onnx_package())
+        if (missing := missing_onnx_package()) is not None:
+            raise ImportError(missing)
         from training import export_onnx
         opset = ONNX_DEFAULT_OPSET if opset is None else opset
     device = torch.device(device)
@@ -228,8 +228,8 @@ def load_program(path, metadata, threads=None):
         raise ProgramError(f"{path} calls {', '.join(missing)}, which this Python does not have: the compiled "
                            f"pixelfolder_ops extension is not loaded here "
                            f"({pixelfolder_ops.backend._unavailable_reason('cpu')})")
-    kind = {"onnx": "ONNX model"}.get(metadata["format"], "AOTInductor package" if metadata["aoti"] else
-                                      "exported program")
+    kind = ("ONNX model" if metadata["format"] == "onnx" else
+            "AOTInductor package" if metadata["aoti"] else "exported program")
     try:
         if metadata["format"] == "onnx":
             from training import export_onnx
@@ -331,8 +331,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.check is None and (args.checkpoint is None or args.out is None):
         parser.error("expected CHECKPOINT and --out (to export), or --check PROGRAM (to verify)")
-    if args.check is not None and (args.checkpoint is not None or args.out is not None):
-        parser.error("argument --check: expected alone (it verifies an exported program), got CHECKPOINT or --out too")
+    if args.check is not None and (args.checkpoint, args.out, args.format, args.opset) != (None,) * 4:
+        parser.error("argument --check: expected alone (it verifies an exported program), got CHECKPOINT, --out, "
+                     "--format or --opset too")
     if args.check is not None and not os.path.isfile(check_path(args.check)):
         parser.error(f"argument --check: expected {check_path(args.check)} beside the program (written by the export), "
                      f"found none")
@@ -366,7 +367,7 @@ def describe(metadata):
     if metadata["format"] == "onnx":
         graph = metadata["graph"]
         return (f"ONNX graph (opset {graph['opset']}, {graph['nodes']} nodes of {len(graph['operators'])} operator "
-                f"types, {graph['parameters']:,} parameters) of {metadata['model']}, runs with ONNX Runtime alone")
+                f"types, {graph['stored_values']:,} stored values) of {metadata['model']}, runs with ONNX Runtime alone")
     kind = "AOTInductor package" if metadata["aoti"] else "torch.export program"
     needs = (f"needs pixelfolder_ops ({', '.join(metadata['requires'])})" if metadata["needs_pixelfolder_ops"]
              else "runs with torch alone")
@@ -380,8 +381,8 @@ def main(argv=None):
             metadata = read_check_file(args.check)["metadata"]
         except ProgramError as error:
             cli.fail(error)
-        if metadata["format"] == "onnx" and missing_onnx_package() is not None:
-            cli.fail(missing_onnx_package())
+        if metadata["format"] == "onnx" and (missing := missing_onnx_package()) is not None:
+            cli.fail(missing)
         if metadata["needs_pixelfolder_ops"]:
             print(f"{args.check} calls {', '.join(metadata['requires'])}: pixelfolder_ops is imported to run it")
         try:
@@ -389,8 +390,8 @@ def main(argv=None):
         except ProgramError as error:
             cli.fail(error)
         raise SystemExit(0 if matched else 1)
-    if args.format == "onnx" and missing_onnx_package() is not None:
-        cli.fail(missing_onnx_package())
+    if args.format == "onnx" and (missing := missing_onnx_package()) is not None:
+        cli.fail(missing)
     from training.generate import load_generator
 
     device = cli.resolved_device(args.device)

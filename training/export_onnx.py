@@ -2,7 +2,7 @@
 ONNX graph of standard operators, run with ONNX Runtime on the CPU.
 
 Needs onnx, onnxruntime and onnxscript (``pip install '.[onnx]'``); training.export imports this module
-only after ``missing_package`` found all three.
+only after ``missing_onnx_package`` found all three.
 
 The reference backend's modulated conv is a grouped convolution with one group per image. ONNX's Conv
 takes its group count as a fixed attribute, so with a symbolic batch that convolution has no ONNX
@@ -115,19 +115,21 @@ def write(program, path, metadata, opset):
 
 
 def summary(model):
-    """What the graph holds: {"opset", "operators": {op type: count}, "nodes", "parameters"}."""
+    """What the graph holds: {"opset", "operators": {op type: count}, "nodes", "stored_values"} (the
+    numbers in its initializers: weights, constant noise, the truncation centre, folded constants)."""
     operators = {}
     for node in model.graph.node:
         operators[node.op_type] = operators.get(node.op_type, 0) + 1
     opset = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
-    parameters = sum(int(torch.Size(tensor.dims).numel()) for tensor in model.graph.initializer)
+    stored_values = sum(int(torch.Size(tensor.dims).numel()) for tensor in model.graph.initializer)
     return {"opset": opset, "operators": dict(sorted(operators.items())), "nodes": len(model.graph.node),
-            "parameters": parameters}
+            "stored_values": stored_values}
 
 
 def noise_as_inputs(model):
-    """``model`` with each random-normal node's output made a graph input (named ``noise_<i>``, in
-    graph order), so that the check can feed the noise the eager generator drew."""
+    """``model`` with each random-normal node's output made a graph input, ``noise_<i>`` in graph order
+    (the order in which the program drew them: the generator's noise order), so that the check can feed
+    the noise the eager generator drew. A mismatch in order or shape shows as a failed check."""
     random_nodes = [node for node in model.graph.node if node.op_type in RANDOM_OPS]
     renamed = {node.output[0]: f"noise_{index}" for index, node in enumerate(random_nodes)}
     for node in random_nodes:
