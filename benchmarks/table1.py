@@ -16,7 +16,6 @@ if __name__ == "__main__":
 import argparse
 import json
 import os
-import statistics
 
 import torch
 from tqdm import tqdm
@@ -24,7 +23,7 @@ from tqdm import tqdm
 import pixelfolder_ops
 from benchmarks.complexity import count_gmacs, count_params
 from benchmarks.generators import GENERATOR_NAMES, build_generator
-from benchmarks.timing import comma_list, environment, seconds_of
+from benchmarks.timing import comma_list, environment, seconds_of, spread
 
 PAPER = json.load(open(os.path.join(os.path.dirname(__file__), "paper_table1.json")))["models"]
 
@@ -45,14 +44,6 @@ def load_extension_step(device, backend, progress):
 
     extension.unavailable_reason(device.type)
     progress.update()
-
-
-def spread(seconds, batch):
-    """Images/s: the median of the timed calls and their interquartile range (low, high)."""
-    if len(seconds) == 1:
-        return batch / seconds[0], (batch / seconds[0],) * 2
-    first, _, third = statistics.quantiles(seconds, n=4, method="inclusive")
-    return batch / statistics.median(seconds), (batch / third, batch / first)
 
 
 def measure(names, device, batch, dtype, warmup, repeats, progress):

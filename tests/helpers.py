@@ -1,5 +1,7 @@
 """What several test modules share (no test module imports another): a tiny training run, images on
-disk, the official data flow's building blocks, and a fresh Python with Triton compiling."""
+disk, small generators of every kind, the official data flow's building blocks, and a fresh Python with
+Triton compiling."""
+import functools
 import json
 import math
 import os
@@ -10,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+import models
 
 from training.checkpoint import LATEST
 from training.config import TrainConfig, flag
@@ -49,6 +53,38 @@ def write_image(path, width, height, seed=0, image_format=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(path, format=image_format)
+
+
+# ------------------------------------------------------------------ small generators of every kind
+GENERATORS = {
+    "PixelFolder": lambda: models.PixelFolder(16, width=0.125),
+    "StyleGAN2": lambda: models.StyleGAN2Generator(16, width=0.125),
+    "CIPS": lambda: models.CIPS(16, width=0.125),
+    "INR-GAN": lambda: models.INRGAN(32, width=0.125, input_size=8),
+}
+# PixelFolder's ablations (the paper's Table 3), by their table names.
+ABLATIONS = {name: functools.partial(models.PixelFolder.variant, name, size=16, width=0.125)
+             for name in models.VARIANTS if name != "PixelFolder"}
+
+
+def tiny_generator(name):
+    """A small generator whose noise strengths are not zero (as after training), so noise counts."""
+    torch.manual_seed(0)
+    generator = {**GENERATORS, **ABLATIONS}[name]().eval()
+    with torch.no_grad():
+        for parameter_name, parameter in generator.named_parameters():
+            if parameter_name.endswith("noise.weight"):
+                parameter.normal_(0, 0.5)
+    return generator
+
+
+def official_checkpoint(path):
+    """An official-layout PixelFolder checkpoint at 16x16 written to ``path``; returns the path as a string."""
+    torch.manual_seed(0)
+    generator = models.PixelFolder(16)
+    torch.save({"g": generator.state_dict(), "g_ema": generator.state_dict(),
+                "d": models.Discriminator(16).state_dict()}, path)
+    return str(path)
 
 
 # ----------------------------------------------------------------- the official data flow, by hand

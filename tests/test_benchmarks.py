@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import models
-from benchmarks import gpu_report, model_speed, profile_model, styled_conv_speed, train_speed
+from benchmarks import export_speed, gpu_report, model_speed, profile_model, styled_conv_speed, train_speed
 from benchmarks.complexity import count_gmacs, gmacs_per_image_and_call
 
 
@@ -46,6 +46,28 @@ def test_hoisted_positional_branch_is_counted_once_per_call():
 def test_model_speed_rejects_unknown_modes(tmp_path):
     with pytest.raises(SystemExit):
         model_speed.main(["--out", str(tmp_path), "--modes", "fastest"])
+
+
+@pytest.mark.slow
+def test_export_speed_times_every_mode_at_every_batch_in_rounds(tmp_path):
+    pytest.importorskip("onnxruntime")
+    modes = ["eager", "eager-reference", "export", "onnx", "onnx-dynamic"]
+    export_speed.main(["--out", str(tmp_path), "--size", "16", "--batches", "1,2", "--modes", ",".join(modes),
+                       "--backend", "reference", "--warmup", "0", "--repeats", "2"])
+    saved = json.loads((tmp_path / "export_speed.json").read_text())
+    rows = saved["rows"]
+    assert [(row["batch"], row["mode"]) for row in rows] == [(batch, mode) for batch in (1, 2) for mode in modes]
+    for row in rows:
+        low, high = row["im_per_s_iqr"]
+        assert len(row["seconds"]) == 2 and 0 < low <= row["im_per_s"] <= high
+    assert [row["speedup_vs_eager"] for row in rows if row["mode"] == "eager"] == [1.0, 1.0]
+    assert saved["environment"]["onnxruntime"] and saved["environment"]["onnxruntime_threads"] >= 1
+    assert "| 2 | onnx-dynamic |" in (tmp_path / "export_speed.md").read_text()
+
+
+def test_export_speed_needs_eager_to_compare_with(tmp_path):
+    with pytest.raises(SystemExit):
+        export_speed.main(["--out", str(tmp_path), "--modes", "onnx"])
 
 
 @pytest.mark.slow

@@ -153,3 +153,38 @@ def test_cli_interpolation_alone_writes_only_the_strip(tmp_path):
     generate.main([path, "--outdir", str(tmp_path), "--interpolate", "1", "2", "--steps", "3",
                    "--interpolation", "lerp", "--truncation", "0.7"])
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["interpolation-0001-0002-lerp.png"]
+
+
+def test_constant_noise_takes_only_z_from_the_seed(tmp_path):
+    generator = tiny_pixelfolder()
+    for module in generator.modules():
+        if isinstance(module, models.layers.NoiseInjection):
+            module.weight.data.fill_(0.5)  # noise that counts
+    (images, _), = generate.sample_batches(generator, [3, 4], batch_size=2, noise_mode="const")
+    z, _ = generate.seed_inputs(generator, [3, 4])
+    with torch.no_grad():
+        torch.testing.assert_close(images, generator(z, noise="const"))
+    (random, _), = generate.sample_batches(generator, [3, 4], batch_size=2)
+    assert not torch.allclose(images, random)
+    # psi = 0: every image gets the mean w; with the same noise for all, they are the same image.
+    (collapsed, _), = generate.sample_batches(generator, [3, 4], batch_size=2, truncation=0.0, noise_mode="const")
+    torch.testing.assert_close(collapsed[0], collapsed[1])
+    strip = generate.interpolation_strip(generator, 3, 4, steps=3, noise_mode="const")
+    torch.testing.assert_close(strip[[0, -1]], images, rtol=1e-4, atol=1e-5)
+
+
+def test_cli_constant_noise(tmp_path):
+    path, _ = our_checkpoint(tmp_path / "run")
+    checkpoint = torch.load(path, weights_only=True)
+    for key in checkpoint["g_ema"]:
+        if key.endswith("noise.weight"):
+            checkpoint["g_ema"][key].fill_(0.5)  # noise that counts
+    torch.save(checkpoint, path)
+    g_ema = generate.load_generator(path)
+    for noise in ("const", "random"):
+        generate.main([path, "--outdir", str(tmp_path / noise), "--seeds", "5", "--noise", noise])
+    z, _ = generate.seed_inputs(g_ema, [5])
+    with torch.no_grad():
+        expected = to_uint8(g_ema(z, noise="const"))[0].permute(1, 2, 0).numpy().astype(int)
+    assert np.abs(png(tmp_path / "const" / "seed0005.png").astype(int) - expected).max() <= 1
+    assert np.abs(png(tmp_path / "random" / "seed0005.png").astype(int) - expected).max() > 1
