@@ -4,7 +4,7 @@ blocks) and the correctness cases that reach every path of the kernels (correctn
 
 Opt in, it takes a while (one emulation build of a copy of csrc/, then the files of each bug recompiled):
 
-    PIXELFOLDER_PLANTED_BUGS=1 python -m pytest tests/test_planted_bugs.py [-k NAME]
+    PIXELFOLDER_PLANTED_BUGS=1 python -m pytest -m slow tests/test_planted_bugs.py [-k NAME]
 
 Each test applies its bug to the copy, builds it as the package's compiled extension there (as setup.py
 installs one, with the build record that makes the loader take it), runs correctness cases with that copy
