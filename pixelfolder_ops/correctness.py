@@ -199,6 +199,38 @@ def cases():
     )
 
 
+def kernel_path_cases():
+    """Cases that reach the paths of the GPU kernels (csrc/cuda) that ``cases()`` leaves out, run in
+    float32 only (the largest are tens of MB): more elements than one launch has threads (65,536 blocks x
+    256), so that each grid-stride loop takes a second step; reductions over every lane of a warp, over
+    more pixels than a block has threads and over several blocks per sum. The CUDA emulation
+    (csrc/README.md) runs them on the CPU with its memory checks; tests/test_kernel_paths.py."""
+    return (
+        # fold_kernel's second grid-stride step, forward (fold) and backward (unfold): 2^24 + 16,384 elements.
+        _fold_case("fold 4ch 2050x2048, more elements than a launch's threads", (1, 4, 2050, 2048)),
+        # fused_leaky_relu_kernel's and its backward kernel's second step.
+        _leaky_case("leaky relu 16ch 1025x1024, more elements than a launch's threads", (1, 16, 1025, 1024)),
+        # upfirdn2d_kernel's second step, forward and input gradient (the same size; a 1x1 FIR keeps the
+        # reference's float64 convolutions short).
+        _upfirdn_case("upfirdn2d 16ch 1025x1024 1x1, more elements than a launch's threads", (1, 16, 1025, 1024),
+                      1, 1, 1, (0, 0)),
+        # fourier_embedding_kernel's second step; the backward's block loops over 1,049,600 pixels.
+        _fourier_case("fourier 16ch 1025x1024, more elements than a launch's threads", 16, 1025, 1024),
+        # demod_kernel's second step: one warp per (image, output channel), 524,290 > 2^24 / 32 of them.
+        # (Two input channels: with one, demodulation cancels the style and its gradient is rounding.)
+        _modconv_case("modulated conv 1x1 2->262145 1x1, more warps than a launch's threads", (2, 2, 1, 1), 262145, 1),
+        # epilogue_kernel's second step, stored unfolded; the backward reduces 1,025 chunks per channel.
+        _styled_case("styled conv 2->16 1025x1024, unfold, more elements than a launch's threads", (1, 2, 1025, 1024),
+                     16, unfold_output=True),
+        # demod_kernel's warp sum over 40 input channels: every lane, 8 of them twice.
+        _modconv_case("modulated conv 3x3 40->8 6x5, every lane of the demodulation's warp", (2, 40, 6, 5), 8, 3),
+        # The backward's per-channel sums over three 1,024-pixel chunks (three blocks per sum, so their
+        # order would show in the bits) and two 32-channel tiles, the second partly filled.
+        _styled_case("styled conv 3->36 49x45, unfold, three reduction chunks and two channel tiles", (2, 3, 49, 45),
+                     36, unfold_output=True),
+    )
+
+
 def cases_by_op():
     """{op name: its cases}, the ops in the order of ``cases()``."""
     grouped = {}

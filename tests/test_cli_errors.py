@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from test_generate import our_checkpoint
+from helpers import our_checkpoint
 from training import cli, evaluate, generate, train
 from training.config import TrainConfig, flag
 

@@ -155,6 +155,7 @@ def test_gradcheck(case):
 @needs_extension
 @pytest.mark.parametrize("case", ["fused_leaky_relu", "fused_leaky_relu_2d_no_bias", "upfirdn2d_up", "upfirdn2d_down",
                                   "upfirdn2d_mixed", "fold", "unfold", "to_rgb"])
+@pytest.mark.slow
 def test_gradgradcheck(case):
     assert torch.autograd.gradgradcheck(*differentiable_call(case))
 
@@ -398,6 +399,7 @@ def test_styled_conv2d_backward_gives_the_same_bits_twice():
 
 
 @needs_extension
+@pytest.mark.slow
 def test_styled_conv2d_backward_gives_the_same_bits_under_other_emulation_seeds():
     # In the emulation build the seed draws the order of blocks and of threads between barriers: a
     # reduction whose result depended on either would give other bits under another seed.
@@ -513,6 +515,7 @@ def run_model(model, inputs, backend):
     (lambda: models.PixelFolder(64, width=0.125), (2, 512)),
     (lambda: models.Discriminator(32, width=0.125), (2, 3, 32, 32)),
 ], ids=["PixelFolder", "Discriminator"])
+@pytest.mark.slow
 def test_models_match_the_reference(factory, input_shape):
     torch.manual_seed(0)
     model = factory()

@@ -1,28 +1,18 @@
 """training.generate (checkpoints, seeds, interpolation, stages, the CLI) and training.images."""
-import os
-
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 import models
-from test_train import tiny_config
+from helpers import our_checkpoint
 from training import generate
-from training.checkpoint import LATEST
-from training.train import Trainer
 from training.images import from_uint8, read_image, save_grid, save_image, to_uint8
 
 
 def tiny_pixelfolder(size=16):
     torch.manual_seed(0)
     return models.PixelFolder(size, width=0.125).eval()
-
-
-def our_checkpoint(out, **overrides):
-    """A checkpoint of this package's trainer after one step, and its EMA generator."""
-    trainer = Trainer(tiny_config(out, steps=1, **overrides))
-    trainer.run()
-    return os.path.join(out, LATEST), trainer.g_ema.eval()
 
 
 def png(path):
@@ -122,6 +112,7 @@ def test_load_generator_reads_our_checkpoint(tmp_path):
         torch.testing.assert_close(loaded(z, noise=noise), g_ema(z, noise=noise))
 
 
+@pytest.mark.slow
 def test_load_generator_builds_a_variant_from_its_config(tmp_path):
     path, _ = our_checkpoint(tmp_path, variant="Fold+DeConv")
     assert generate.load_generator(path).upsampler == "deconv"
@@ -137,6 +128,7 @@ def test_load_generator_reads_official_checkpoints(tmp_path):
     torch.testing.assert_close(loaded.state_dict(), g_ema.state_dict())
 
 
+@pytest.mark.slow
 def test_cli_writes_seeds_grid_stages_and_strip_deterministically(tmp_path, capsys):
     path, _ = our_checkpoint(tmp_path / "run", size=64)
     for run in ("first", "second"):

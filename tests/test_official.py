@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import models
+from helpers import blur, equal_conv, lrelu
 
 KEY_LIST = os.path.join(os.path.dirname(__file__), "data", "official_pixelfolder256_state_dict.txt")
 
@@ -62,31 +63,8 @@ def test_load_official_round_trip(tmp_path):
 
 
 # ----------------------------------------------------------------- the official data flow, by hand
-# F.* calls on the state dict, written from the design (ARCHITECTURE.md section 2); nothing from models/.
-
-SQRT2 = math.sqrt(2)
-
-
-def lrelu(x, bias):
-    return F.leaky_relu(x + bias.view(1, -1, *[1] * (x.dim() - 2)), 0.2) * SQRT2
-
-
-def equal_conv(x, weight, padding=0):
-    """A conv with the equalized-lr scale 1 / sqrt(fan_in)."""
-    return F.conv2d(x, weight / math.sqrt(weight[0].numel()), padding=padding)
-
-
-def blur(x, pad, gain=1.0):
-    """upfirdn2d without resampling: pad (before, after) on both axes, then the [1, 3, 3, 1] kernel's
-    outer product normalised to sum 1 (symmetric: correlation and convolution agree), times ``gain``."""
-    k = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=x.dtype)
-    k = torch.outer(k, k) / 64 * gain
-    batch, channels, height, width = x.shape
-    # Every channel as an image of its own: a plain conv, whose float64 double backward is fast.
-    x = F.pad(x.reshape(batch * channels, 1, height, width), (pad[0], pad[1], pad[0], pad[1]))
-    out = F.conv2d(x, k.view(1, 1, 4, 4))
-    return out.view(batch, channels, *out.shape[-2:])
-
+# F.* calls on the state dict, written from the design (docs/design.md, section 4); nothing from models/.
+# (helpers.py holds the building blocks the discriminator's oracle shares.)
 
 def fold_by_slices(x):
     return torch.cat([x[:, :, dy::2, dx::2] for dy in range(2) for dx in range(2)], dim=1)
@@ -169,6 +147,7 @@ def official_forward(sd, z, noises, size):
     return official_synthesis(sd, official_mapping(sd, z)[:, None].expand(-1, n_latent, -1), noises, size)
 
 
+@pytest.mark.slow
 def test_loaded_generator_gives_the_official_images():
     checkpoint = random_checkpoint(64, seed=1)
     _, g_ema, _ = models.load_official(checkpoint, size=64)
@@ -182,6 +161,7 @@ def test_loaded_generator_gives_the_official_images():
     torch.testing.assert_close(ours, official, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_style_mixing_at_every_crossover_gives_the_official_images():
     # float64, so that one layer given the wrong w shows far above rounding.
     torch.manual_seed(3)

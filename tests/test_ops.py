@@ -262,6 +262,7 @@ GRADCHECK_CASES = {
 
 
 @pytest.mark.parametrize("case", GRADCHECK_CASES)
+@pytest.mark.slow
 def test_gradcheck(case):
     fn, inputs = GRADCHECK_CASES[case]()
     inputs = tuple(t.requires_grad_() for t in inputs)
@@ -269,6 +270,7 @@ def test_gradcheck(case):
 
 
 @pytest.mark.parametrize("case", ["fused_leaky_relu", "upfirdn2d_down"])
+@pytest.mark.slow
 def test_gradgradcheck_for_r1(case):
     # The discriminator's R1 penalty differentiates through these twice.
     fn, inputs = GRADCHECK_CASES[case]()

@@ -31,6 +31,7 @@ CPU_BACKENDS = [name for name in ("cpu",) if backend._unavailable_reason(name) i
 @pytest.mark.parametrize("case_name", CASE_NAMES)
 @pytest.mark.parametrize("name", CPU_BACKENDS or [pytest.param("cpu", marks=pytest.mark.skip(
     reason=f"the cpu backend is unavailable: {backend._unavailable_reason('cpu')}"))])
+@pytest.mark.slow
 def test_backend_within_tolerance(name, case_name, dtype):
     case = _case(case_name)
     for output, (error, tolerance) in correctness.check_case(case, name, dtype, "cpu").items():
@@ -80,6 +81,7 @@ def _fold_like_pixel_unshuffle(input):
     return torch.nn.functional.pixel_unshuffle(input, 2)
 
 
+@pytest.mark.slow
 def test_a_planted_wrong_kernel_fails_and_exits_non_zero(monkeypatch, capsys):
     wrong = types.SimpleNamespace(**{op: getattr(reference, op) for op in correctness.cases_by_op()})
     wrong.fold = _fold_like_pixel_unshuffle
@@ -181,6 +183,7 @@ def test_the_output_gradient_is_rounded_to_the_dtype_and_zero_near_the_activatio
     assert (correctness._output_gradient(plain, call, made, torch.float32, seed=1) != 0).all()
 
 
+@pytest.mark.slow
 def test_with_only_the_reference_it_says_so_and_checks_it(monkeypatch, capsys, tmp_path):
     for name in ("cpu", "cuda", "triton"):
         monkeypatch.setitem(backend._reasons, name, "no C++ compiler was found (planted by the test)")

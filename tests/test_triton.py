@@ -114,6 +114,7 @@ def case_id(case):
 @pytest.mark.parametrize("case,dtype", [(case, dtype) for case in STYLED_CONV_CASES for dtype in (torch.float32, HALF)]
                          + [(STYLED_CONV_CASES[i], torch.float64) for i in (1, 4)],
                          ids=lambda value: case_id(value) if isinstance(value, tuple) else str(value)[6:])
+@pytest.mark.slow
 def test_styled_conv2d_matches_reference(case, dtype):
     *shape, unfold_output = case
     inputs = styled_conv_inputs(*shape, dtype=dtype)
@@ -148,6 +149,7 @@ def layouts(x):
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
 @pytest.mark.parametrize("unfold_output", [False, True])
+@pytest.mark.slow
 def test_styled_conv2d_reads_every_layout_in_place_and_writes_the_layout_rules(layout, unfold_output):
     x, *rest = styled_conv_inputs(2, 24, 32, 5, 6, 3, 2, True, torch.float32)
     x = layouts(x)[layout].requires_grad_()
@@ -161,12 +163,14 @@ def test_styled_conv2d_reads_every_layout_in_place_and_writes_the_layout_rules(l
     assert_matches_reference(op, (x, *rest), torch.float32)
 
 
+@pytest.mark.slow
 def test_styled_conv2d_gradcheck_in_float64():
     inputs = styled_conv_inputs(2, 3, 8, 3, 4, 3, 1, True, torch.float64)
     assert torch.autograd.gradcheck(lambda *inputs: ops.styled_conv2d(*inputs, unfold_output=True, backend="triton"),
                                     inputs, fast_mode=True)
 
 
+@pytest.mark.slow
 def test_styled_conv2d_backward_gives_the_same_bits_twice():
     inputs = styled_conv_inputs(2, 80, 72, 9, 11, 3, 2, True, torch.float32)
     out = ops.styled_conv2d(*inputs, backend="triton")
@@ -272,6 +276,7 @@ def test_fourier_embedding_matches_reference(channels, height, width, dtype):
 
 # ----------------------------------------------------------------------- torch.compile and the model
 
+@pytest.mark.slow
 def test_ops_compile_without_graph_breaks():
     """The backend's ops traced whole, forward and backward (aot_eager on the CPU: no C++ build)."""
     x, weight, styles, _, _, bias = styled_conv_inputs(2, 16, 16, 6, 6, 3, None, True, torch.float32)
@@ -295,6 +300,7 @@ def test_ops_compile_without_graph_breaks():
         assert_close(grad, expected_grad, torch.float32, "gradient")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size,batch", [(16, 2), pytest.param(64, 1, marks=pytest.mark.slow)])
 def test_pixelfolder_images_and_gradients_match_reference(size, batch):
     torch.manual_seed(0)
@@ -350,6 +356,7 @@ OPCHECK_CASES = {
 
 
 @pytest.mark.parametrize("name", OPCHECK_CASES)
+@pytest.mark.slow
 def test_opcheck(name):
     # Schema, fake kernel, autograd registration and dispatch agree with the real kernel.
     torch.library.opcheck(getattr(torch.ops.pixelfolder_triton, name).default, OPCHECK_CASES[name]())

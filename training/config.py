@@ -34,7 +34,7 @@ class TrainConfig:
     # Data
     dataset: str = _setting("procedural", "'procedural' (built-in shapes, no download), 'digits' (scikit-learn's "
                                           "1,797 handwritten digits, up-sampled; pip install "
-                                          "'pixelfolder-ops[digits]'), a folder of "
+                                          "'.[digits]'), a folder of "
                                           "images (png/jpg/jpeg/webp, searched recursively), a zip of images "
                                           "(StyleGAN2-ADA's dataset_tool format, read in place) or an LMDB from "
                                           "training.prepare_data")

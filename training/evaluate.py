@@ -22,6 +22,11 @@ N images are generated (seeds 0 to N-1, see training/generate.py) and quantized 
 real ones; where the folder holds more than N images, N of them are drawn at random (fixed seed).
 The results are printed as one JSON object.
 """
+from training import extras
+
+if __name__ == "__main__":
+    extras.require("train")  # before the imports that need it
+
 import hashlib
 import json
 import logging

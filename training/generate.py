@@ -13,6 +13,11 @@ inputs are drawn from it; with ``--noise const`` every image takes the noise sto
 (``G(z, noise="const")``: for a converted network, its source's constant noise) and only z comes from
 the seed.
 """
+from training import extras
+
+if __name__ == "__main__":
+    extras.require("train")  # before the imports that need it
+
 import argparse
 import math
 import os

@@ -11,6 +11,11 @@ A run folder gets checkpoint-latest.pt / checkpoint-previous.pt, samples/step-NN
 tensorboard/. A resumed run continues exactly where its checkpoint left off (same losses and
 weights as an uninterrupted run on the same machine and number of processes).
 """
+from training import extras
+
+if __name__ == "__main__":
+    extras.require("train")  # before the imports that need it
+
 import contextlib
 import copy
 import dataclasses
