@@ -544,7 +544,7 @@ def test_export_reads_a_converted_checkpoint(tmp_path, converted):
 
 
 def test_checkpoints_from_before_the_new_settings_still_load_and_resume(tmp_path):
-    from test_train import tiny_config
+    from helpers import tiny_config
     from training.checkpoint import load_checkpoint
     from training.config import TrainConfig
     from training.train import Trainer
