@@ -28,7 +28,7 @@ def train_one_rank(rank, port, out):
     # 'auto' measures, and each process would choose differently: rank 0 the last candidate, rank 1
     # the first. The trainer must make them agree (on rank 0's).
     os.environ["PIXELFOLDER_OPS_AUTO"] = "measure"
-    backend._fastest = lambda op, candidates, device, args: candidates[-1 if rank == 0 else 0]
+    backend._fastest = lambda op, candidates, device, args, training: candidates[-1 if rank == 0 else 0]
     trainer = train(tiny_config(out, batch=8, steps=3, device="cpu"))
     with open(os.path.join(out, f"auto-rank{rank}.pkl"), "wb") as f:
         pickle.dump(backend.auto_choices(), f)
