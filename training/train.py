@@ -152,17 +152,19 @@ class Trainer:
         if checkpoint_path is not None:
             self.load(checkpoint_path)
 
-    @torch.no_grad()
     def _measure_auto_backends(self):
-        """One eager G and D forward at the training shapes, so that the 'auto' backend measures its
-        choices before torch.compile traces (it measures nothing while compiling); with several
-        processes, all then take rank 0's choices. Its z and noise come from their own generator: the
-        training RNGs are untouched."""
+        """Eager G and D forwards at the training shapes, so that the 'auto' backend measures its choices
+        before torch.compile traces (it measures nothing while compiling): G without gradients, as the
+        D step runs it, then G and D with them (auto times those ops forward and backward, and keeps
+        training choices apart). With several processes, all then take rank 0's choices. Its z and noise
+        come from their own generator: the training RNGs are untouched; no gradient is accumulated."""
         rng = torch.Generator().manual_seed(0)
         device = self.context.device
         z = torch.randn(self.batch_per_process, self.config.style_dim, generator=rng).to(device)
         noise = [n.to(device) for n in self.g_module.make_noise(self.batch_per_process, device="cpu", generator=rng)]
         with self._autocast():
+            with torch.no_grad():
+                self.g_module(z, noise=noise)
             images = self.g_module(z, noise=noise)
             if self.config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
