@@ -18,6 +18,11 @@ composite (csrc/composite.cpp) with one kernel per custom op of the same schema.
 at the layer's real shape and the bytes extrapolated to ``--batch`` (every term is affine in the batch from
 2 on; at batch 1 a design may skip a reduction over the batch).
 """
+from training import extras
+
+if __name__ == "__main__":
+    extras.require("triton")  # before the imports that need it
+
 import contextlib
 import math
 import os

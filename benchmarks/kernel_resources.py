@@ -39,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from training import extras
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUDA_SOURCES_DIR = os.path.join(ROOT, "csrc", "cuda")
 
@@ -111,15 +113,15 @@ def triton_tool(name):
 def missing_tools(parts, interpreted_ok=False):
     """Why the given parts ("cuda", "triton") cannot be compiled here: a list of sentences. With
     ``interpreted_ok``, TRITON_INTERPRET=1 in this process does not count (a caller compiling in a fresh one)."""
-    missing = []
+    missing, install_triton = [], extras.install_command("triton")
     if "cuda" in parts and not (nvcc_path() and os.path.isfile(nvcc_path())):
         missing.append("nvcc (a CUDA toolkit) is needed for the CUDA kernels and none was found")
     if "triton" in parts and not (triton_tool("ptxas") and triton_tool("nvdisasm")):
-        missing.append("Triton with its NVIDIA tools (pip install triton) is needed for the Triton kernels")
+        missing.append(f"Triton with its NVIDIA tools ({install_triton}) is needed for the Triton kernels")
     if "triton" in parts and not interpreted_ok and os.environ.get("TRITON_INTERPRET") == "1":
         missing.append("TRITON_INTERPRET=1 is set: Triton's kernels would be interpreted, not compiled; unset it")
     if "cuda" in parts and not triton_tool("nvdisasm"):
-        missing.append("nvdisasm, shipped with Triton (pip install triton), is needed to read the CUDA kernels' SASS")
+        missing.append(f"nvdisasm, shipped with Triton ({install_triton}), is needed to read the CUDA kernels' SASS")
     return missing
 
 

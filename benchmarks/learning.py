@@ -32,6 +32,11 @@ Writes learning.json (per model: step, images seen, training seconds, FID, KID a
 learning.png (FID against images seen and against training seconds) and <model>_samples.png (the
 final EMA generator's images for seeds 0-63).
 """
+from training import extras
+
+if __name__ == "__main__":
+    extras.require("train", "digits")  # before the imports that need it
+
 import datetime
 import json
 import os
@@ -190,7 +195,7 @@ def main(argv=None):
     with open(os.path.join(args.out, "learning.json"), "w") as file:
         json.dump(results, file, indent=2)
     if not plot(results, os.path.join(args.out, "learning.png")):
-        print("matplotlib is not installed (pip install 'pixelfolder-ops[digits]'): no plot written")
+        print(f"matplotlib is not installed ({extras.install_command('digits')}): no plot written")
     return results
 
 

@@ -14,6 +14,11 @@ Writes model_speed.json and model_speed.md (and model_speed.png where matplotlib
 DIR. A configuration that cannot run here (a backend not built, out of memory) is reported with its
 error instead of a figure.
 """
+from training import extras
+
+if __name__ == "__main__":
+    extras.require("bench")  # before the imports that need it
+
 import argparse
 import json
 import os

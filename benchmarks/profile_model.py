@@ -7,6 +7,11 @@ and of whole training steps, on one backend.
 Writes profile.json and profile.md to DIR: for each profiled region, the kernels (CPU ops on the
 CPU) by self time, with their share of the total and their call counts.
 """
+from training import extras
+
+if __name__ == "__main__":
+    extras.require("train")  # before the imports that need it
+
 import argparse
 import os
 import tempfile

@@ -8,10 +8,14 @@ images/s of every generator at 256x256, beside the paper's figures.
 Images/s are the median of ``--repeats`` rounds, each timing one forward of every model in turn, with
 the interquartile range of the rounds beside it.
 """
+from training import extras
+
+if __name__ == "__main__":
+    extras.require("bench")  # before the imports that need it
+
 import argparse
 import json
 import os
-import statistics
 
 import torch
 from tqdm import tqdm
@@ -19,7 +23,7 @@ from tqdm import tqdm
 import pixelfolder_ops
 from benchmarks.complexity import count_gmacs, count_params
 from benchmarks.generators import GENERATOR_NAMES, build_generator
-from benchmarks.timing import comma_list, environment, seconds_of
+from benchmarks.timing import comma_list, environment, seconds_of, spread
 
 PAPER = json.load(open(os.path.join(os.path.dirname(__file__), "paper_table1.json")))["models"]
 
@@ -40,14 +44,6 @@ def load_extension_step(device, backend, progress):
 
     extension.unavailable_reason(device.type)
     progress.update()
-
-
-def spread(seconds, batch):
-    """Images/s: the median of the timed calls and their interquartile range (low, high)."""
-    if len(seconds) == 1:
-        return batch / seconds[0], (batch / seconds[0],) * 2
-    first, _, third = statistics.quantiles(seconds, n=4, method="inclusive")
-    return batch / statistics.median(seconds), (batch / third, batch / first)
 
 
 def measure(names, device, batch, dtype, warmup, repeats, progress):

@@ -38,6 +38,14 @@ def median_seconds(fn, device, warmup=1, repeats=3):
     return statistics.median(seconds_of(fn, device) for _ in range(repeats))
 
 
+def spread(seconds, batch):
+    """Images/s: the median of the timed calls and their interquartile range (low, high)."""
+    if len(seconds) == 1:
+        return batch / seconds[0], (batch / seconds[0],) * 2
+    first, _, third = statistics.quantiles(seconds, n=4, method="inclusive")
+    return batch / statistics.median(seconds), (batch / third, batch / first)
+
+
 def matmul_tflops(device, dtype, size=8192, warmup=2, repeats=10):
     """The device's measured dense matmul rate (TFLOP/s): the ceiling compute-bound kernels are held to."""
     a = torch.randn(size, size, device=device, dtype=dtype)

@@ -12,6 +12,11 @@ images already on the device (the data pipeline is not measured). The fused mode
 the baselines NCHW, as the official code. Writes train_speed.json and
 train_speed.md to DIR; a configuration that cannot run here is reported with its error.
 """
+from training import extras
+
+if __name__ == "__main__":
+    extras.require("train")  # before the imports that need it
+
 import argparse
 import itertools
 import json

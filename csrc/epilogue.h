@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "common.h"
+#include "device_pointer.h"
 
 namespace pixelfolder {
 
@@ -18,7 +19,7 @@ namespace pixelfolder {
 template <typename scalar_t, typename opmath_t>
 struct EpilogueRow {
   opmath_t scale, noise_scale, shift;
-  const scalar_t* noise;  // this row of the noise, or null
+  DevicePointer<const scalar_t> noise;  // this row of the noise, or null
   int64_t noise_stride;
 
   C10_HOST_DEVICE opmath_t preactivation(opmath_t conv, int64_t x) const {
@@ -30,10 +31,10 @@ struct EpilogueRow {
 
 template <typename scalar_t, typename opmath_t>
 struct EpiloguePointers {
-  const opmath_t* demod;           // (B, C) or null
-  const scalar_t* noise;           // (B or 1, 1, H, W) or null
-  const scalar_t* noise_strength;  // one element, or null
-  const scalar_t* bias;            // (C,) or null
+  DevicePointer<const opmath_t> demod;           // (B, C) or null
+  DevicePointer<const scalar_t> noise;           // (B or 1, 1, H, W) or null
+  DevicePointer<const scalar_t> noise_strength;  // one element, or null
+  DevicePointer<const scalar_t> bias;            // (C,) or null
   int64_t noise_batch_stride, noise_row_stride, noise_col_stride, channels;
 
   C10_HOST_DEVICE EpilogueRow<scalar_t, opmath_t> row(int64_t b, int64_t c, int64_t y) const {
@@ -64,10 +65,10 @@ struct EpilogueTensors {
 
   template <typename scalar_t, typename opmath_t = at::opmath_type<scalar_t>>
   EpiloguePointers<scalar_t, opmath_t> pointers() const {
-    return {demod ? demod->data_ptr<opmath_t>() : nullptr,
-            noise ? noise->data_ptr<scalar_t>() : nullptr,
-            noise ? noise_strength->data_ptr<scalar_t>() : nullptr,
-            bias ? bias->data_ptr<scalar_t>() : nullptr,
+    return {demod ? pointer_to<opmath_t>(*demod, "demod") : nullptr,
+            noise ? pointer_to<scalar_t>(*noise, "noise") : nullptr,
+            noise ? pointer_to<scalar_t>(*noise_strength, "noise_strength") : nullptr,
+            bias ? pointer_to<scalar_t>(*bias, "bias") : nullptr,
             noise && noise->size(0) > 1 ? noise->stride(0) : 0,
             noise ? noise->stride(2) : 0,
             noise ? noise->stride(3) : 0,

@@ -5,8 +5,9 @@ from .generator import StyleGenerator
 from .inrgan import INRGAN
 from .layers import to_channels_last
 from .official import load_official
+from .pretrained import load_pretrained
 from .pixelfolder import VARIANTS, PixelFolder
 from .stylegan2 import StyleGAN2Generator
 
 __all__ = ["CIPS", "Discriminator", "INRGAN", "PixelFolder", "StyleGAN2Generator", "StyleGenerator", "VARIANTS",
-           "load_official", "to_channels_last"]
+           "load_official", "load_pretrained", "to_channels_last"]

@@ -3,7 +3,7 @@ resolution, one style vector for all of them."""
 import torch
 from torch import nn
 
-from .generator import StyleGenerator
+from .generator import ConstantNoise, StyleGenerator
 from .layers import ConstantInput, FourierCoordinateLayer, StyledConv, ToRGB, log2_size
 
 
@@ -35,6 +35,7 @@ class CIPS(StyleGenerator):
             self.linears.append(StyledConv(out_channel, out_channel, 1, style_dim))
             self.to_rgbs.append(ToRGB(out_channel, style_dim, upsample=False))
             in_channel = out_channel
+        self.noises = ConstantNoise(self.noise_shapes(1))
 
     def noise_shapes(self, batch):
         return [(batch, 1, self.size, self.size)] * (1 + len(self.linears))

@@ -8,12 +8,16 @@ from .layers import BLUR_KERNEL, ConvLayer, EqualLinear, channel_table, log2_siz
 
 
 class ResBlock(nn.Module):
-    """3x3 ConvLayer, then a blurred stride-2 3x3 ConvLayer; a blurred stride-2 1x1 skip; sum / sqrt 2."""
+    """3x3 ConvLayer, then a blurred stride-2 3x3 ConvLayer; a blurred stride-2 1x1 skip; sum / sqrt 2.
 
-    def __init__(self, in_channel, out_channel, blur_kernel=BLUR_KERNEL):
+    ``clamp`` (NVlabs' conv_clamp) applies to the two 3x3 layers, as in NVlabs' resnet block (its skip
+    has none). NVlabs scales the second one by sqrt 1/2 before the sum and clamps it there to
+    +-conv_clamp * sqrt 1/2: the same as clamping it to +-conv_clamp before this block's division."""
+
+    def __init__(self, in_channel, out_channel, blur_kernel=BLUR_KERNEL, clamp=None):
         super().__init__()
-        self.conv1 = ConvLayer(in_channel, in_channel, 3, blur_kernel=blur_kernel)
-        self.conv2 = ConvLayer(in_channel, out_channel, 3, downsample=True, blur_kernel=blur_kernel)
+        self.conv1 = ConvLayer(in_channel, in_channel, 3, blur_kernel=blur_kernel, clamp=clamp)
+        self.conv2 = ConvLayer(in_channel, out_channel, 3, downsample=True, blur_kernel=blur_kernel, clamp=clamp)
         self.skip = ConvLayer(in_channel, out_channel, 1, downsample=True, activate=False, blur_kernel=blur_kernel)
 
     def forward(self, input):
@@ -22,30 +26,38 @@ class ResBlock(nn.Module):
 
 class Discriminator(nn.Module):
     """1x1 ConvLayer from RGB, a ResBlock per resolution from ``size`` down to 8, minibatch standard
-    deviation, a 3x3 ConvLayer at 4x4 and two linear layers to one logit per image."""
+    deviation, a 3x3 ConvLayer at 4x4 and two linear layers to one logit per image.
 
-    def __init__(self, size=256, channel_multiplier=2, width=1.0, stddev_group=4, blur_kernel=BLUR_KERNEL):
+    ``stddev_group``: images per minibatch-stddev group (None: the whole batch); ``stddev_feat``: the
+    feature maps it appends (0: none). ``channel_base`` / ``channel_max``: NVlabs' channel rule (see
+    ``channel_table``). ``conv_clamp``: every conv layer's output clamped to +-conv_clamp (NVlabs')."""
+
+    def __init__(self, size=256, channel_multiplier=2, width=1.0, stddev_group=4, blur_kernel=BLUR_KERNEL,
+                 stddev_feat=1, channel_base=None, channel_max=512, conv_clamp=None):
         super().__init__()
         log_size = log2_size("Discriminator", size, 8)
         self.size = size
-        channels = channel_table(channel_multiplier, width)
+        channels = channel_table(channel_multiplier, width, channel_base, channel_max)
         in_channel = channels[size]
-        convs = [ConvLayer(3, in_channel, 1)]
+        convs = [ConvLayer(3, in_channel, 1, clamp=conv_clamp)]
         for resolution in (2 ** i for i in range(log_size, 2, -1)):
             out_channel = channels[resolution // 2]
-            convs.append(ResBlock(in_channel, out_channel, blur_kernel))
+            convs.append(ResBlock(in_channel, out_channel, blur_kernel, clamp=conv_clamp))
             in_channel = out_channel
         self.convs = nn.Sequential(*convs)
         self.stddev_group = stddev_group
-        self.stddev_feat = 1
-        self.final_conv = ConvLayer(in_channel + 1, channels[4], 3)
+        self.stddev_feat = stddev_feat
+        self.final_conv = ConvLayer(in_channel + stddev_feat, channels[4], 3, clamp=conv_clamp)
         self.final_linear = nn.Sequential(EqualLinear(channels[4] * 4 * 4, channels[4], activation="fused_lrelu"),
                                           EqualLinear(channels[4], 1))
 
     def minibatch_stddev(self, out):
-        """Append one feature map: the std over groups of images, averaged over channels and pixels."""
+        """Append ``stddev_feat`` feature maps: the std over groups of images, averaged over channels
+        (in ``stddev_feat`` groups) and pixels."""
+        if not self.stddev_feat:
+            return out
         batch, channel, height, width = out.shape
-        group = min(batch, self.stddev_group)
+        group = batch if self.stddev_group is None else min(batch, self.stddev_group)
         if batch % group:
             raise ValueError(f"Discriminator: the batch ({batch}) must be divisible by the minibatch-stddev "
                              f"group ({group})")

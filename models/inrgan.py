@@ -57,7 +57,7 @@ from torch import nn
 
 import pixelfolder_ops as ops
 
-from .generator import StyleGenerator
+from .generator import ConstantNoise, StyleGenerator
 from .layers import EqualLinear, ToRGB, channel_table, log2_size
 
 RANDOM_FOURIER_SCALE = math.sqrt(10)
@@ -190,6 +190,7 @@ class INRGAN(StyleGenerator):
         # As StyleGAN2-ADA: one style per FMM layer, and the last ToRGB's; every other ToRGB shares
         # the style of the layer that follows it.
         self.n_latent = sum(len(block) for block in self.blocks) + 1
+        self.noises = ConstantNoise(self.noise_shapes(1))  # none: INR-GAN has no noise inputs
 
     def noise_shapes(self, batch):
         return []

@@ -88,11 +88,12 @@ def downsample_blur_pad(kernel_size, kernel=BLUR_KERNEL, factor=2):
 
 
 class ConvLayer(nn.Sequential):
-    """[Blur] -> EqualConv2d (no bias) -> FusedLeakyReLU (with the bias), or the bias-free linear version
-    (``activate=False``, the discriminator's skip)."""
+    """[Blur] -> EqualConv2d (no bias) -> FusedLeakyReLU (with the bias, and the clamp to +-``clamp``,
+    NVlabs' conv_clamp, when given), or the bias-free linear version (``activate=False``, the
+    discriminator's skip)."""
 
     def __init__(self, in_channel, out_channel, kernel_size, downsample=False, activate=True,
-                 blur_kernel=BLUR_KERNEL):
+                 blur_kernel=BLUR_KERNEL, clamp=None):
         layers = []
         if downsample:
             layers.append(Blur(blur_kernel, downsample_blur_pad(kernel_size, blur_kernel)))
@@ -101,7 +102,7 @@ class ConvLayer(nn.Sequential):
             stride, padding = 1, kernel_size // 2
         layers.append(EqualConv2d(in_channel, out_channel, kernel_size, stride=stride, padding=padding))
         if activate:
-            layers.append(ops.FusedLeakyReLU(out_channel))
+            layers.append(ops.FusedLeakyReLU(out_channel, clamp=clamp))
         super().__init__(*layers)
 
 
@@ -138,11 +139,14 @@ class NoiseInjection(nn.Module):
 
 
 class StyledConv(nn.Module):
-    """Modulated conv -> noise injection -> fused bias + leaky ReLU, run as one ``styled_conv2d``;
-    the submodules hold the parameters under their official names."""
+    """Modulated conv -> noise injection -> fused bias + leaky ReLU [-> clamp to +-clamp, NVlabs'
+    conv_clamp], run as one ``styled_conv2d``; the submodules hold the parameters under their official
+    names."""
 
-    def __init__(self, in_channel, out_channel, kernel_size, style_dim, upsample=False, blur_kernel=BLUR_KERNEL):
+    def __init__(self, in_channel, out_channel, kernel_size, style_dim, upsample=False, blur_kernel=BLUR_KERNEL,
+                 clamp=None):
         super().__init__()
+        self.clamp = clamp
         self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim, demodulate=True,
                                     upsample=upsample, blur_kernel=blur_kernel)
         self.noise = NoiseInjection()
@@ -159,15 +163,16 @@ class StyledConv(nn.Module):
                                  noise.to(dtype), self.noise.weight.to(dtype), self.activate.bias.to(dtype),
                                  demodulate=conv.demodulate, up=conv.up,
                                  resample_kernel=conv.blur_kernel, negative_slope=self.activate.negative_slope,
-                                 gain=self.activate.scale, unfold_output=unfold_output)
+                                 gain=self.activate.scale, unfold_output=unfold_output, clamp=self.clamp)
 
 
 class ToRGB(nn.Module):
-    """Modulated 1x1 conv to RGB (not demodulated) + bias, plus the previous RGB (x2-upsampled when
-    ``upsample``), run as one ``to_rgb``."""
+    """Modulated 1x1 conv to RGB (not demodulated) + bias [clamped to +-clamp, NVlabs' conv_clamp], plus
+    the previous RGB (x2-upsampled when ``upsample``), run as one ``to_rgb``."""
 
-    def __init__(self, in_channel, style_dim, upsample=True, blur_kernel=BLUR_KERNEL):
+    def __init__(self, in_channel, style_dim, upsample=True, blur_kernel=BLUR_KERNEL, clamp=None):
         super().__init__()
+        self.clamp = clamp
         self.upsample = UpsampleKernel(blur_kernel) if upsample else None
         self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
@@ -176,7 +181,8 @@ class ToRGB(nn.Module):
         dtype = input.dtype
         skip_kernel = None if self.upsample is None else self.upsample.kernel.to(dtype)
         return ops.to_rgb(input, self.conv.modulated_weight(dtype), self.conv.modulation(style).to(dtype),
-                          self.bias.view(-1).to(dtype), None if skip is None else skip.to(dtype), skip_kernel)
+                          self.bias.view(-1).to(dtype), None if skip is None else skip.to(dtype), skip_kernel,
+                          clamp=self.clamp)
 
 
 class ConstantInput(nn.Module):
@@ -237,8 +243,17 @@ def log2_size(model, size, minimum):
     return log_size
 
 
-def channel_table(channel_multiplier=2, width=1.0):
-    """Channels per resolution, c(r); ``width`` scales every entry (small models for tests)."""
-    base = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * channel_multiplier, 128: 128 * channel_multiplier,
-            256: 64 * channel_multiplier, 512: 32 * channel_multiplier, 1024: 16 * channel_multiplier}
+RESOLUTIONS = tuple(2 ** i for i in range(2, 11))
+
+
+def channel_table(channel_multiplier=2, width=1.0, channel_base=None, channel_max=512):
+    """Channels per resolution, c(r): StyleGAN2's table (512 up to 32 px, then 16384 * multiplier / r),
+    or with ``channel_base`` NVlabs' rule min(channel_base // r, channel_max). ``width`` scales every
+    entry to a multiple of 16 (small models for tests); width 1 keeps the table as it is."""
+    if channel_base is None:
+        base = {r: 512 if r <= 32 else 16384 * channel_multiplier // r for r in RESOLUTIONS}
+    else:
+        base = {r: min(channel_base // r, channel_max) for r in RESOLUTIONS}
+    if width == 1:
+        return base
     return {r: max(16, int(round(c * width / 16)) * 16) for r, c in base.items()}

@@ -6,6 +6,7 @@ import os
 import torch
 
 from .discriminator import Discriminator
+from .generator import ConstantNoise
 from .pixelfolder import PixelFolder
 
 
@@ -13,7 +14,10 @@ def _load_exact(model, state_dict, what):
     """load_state_dict that names every missing, unexpected or mis-shaped key when they don't fit."""
     state_dict = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
+    # The model's constant noise is not in official checkpoints: the model keeps its own.
+    own = {f"{name}.{buffer}" for name, module in model.named_modules() if isinstance(module, ConstantNoise)
+           for buffer, _ in module.named_buffers(recurse=False)}
+    missing = sorted(set(expected) - set(state_dict) - own)
     unexpected = sorted(set(state_dict) - set(expected))
     misshaped = sorted(f"{k}: checkpoint {tuple(v.shape)}, model {tuple(expected[k].shape)}"
                        for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape)
@@ -25,6 +29,16 @@ def _load_exact(model, state_dict, what):
         raise ValueError("\n".join(lines))
     model.load_state_dict(state_dict)
     return model
+
+
+def official_size(state_dict):
+    """The resolution of an official PixelFolder generator state dict: its first stage works at the
+    constant's resolution R_0, and each of its K stages folds twice, so size = R_0 * 4^(K - 1)."""
+    state_dict = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    stages = sum(key.startswith("lffs.") and key.endswith(".ffm.conv.weight") for key in state_dict)
+    if "input.input" not in state_dict or not stages:
+        raise ValueError("load_official: the generator has no 'input.input' or 'lffs.*' keys: not PixelFolder")
+    return state_dict["input.input"].shape[-1] * 4 ** (stages - 1)
 
 
 def load_official(path_or_dict, size=256, map_location="cpu"):

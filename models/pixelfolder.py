@@ -6,7 +6,7 @@ from torch import nn
 
 import pixelfolder_ops as ops
 
-from .generator import StyleGenerator
+from .generator import ConstantNoise, StyleGenerator
 from .layers import (BLUR_KERNEL, Blur, ConstantInput, ConvLayer, FourierCoordinateLayer, StyledConv, ToRGB,
                      channel_table, downsample_blur_pad, log2_size)
 
@@ -117,6 +117,7 @@ class PixelFolder(StyleGenerator):
                 self.to_rgbs.append(ToRGB(out_channel, style_dim, blur_kernel=blur_kernel))
                 in_channel = out_channel
             folded = resolution
+        self.noises = ConstantNoise(self.noise_shapes(1))
 
     def noise_shapes(self, batch):
         shapes = []

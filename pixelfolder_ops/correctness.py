@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import itertools
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -49,9 +49,9 @@ SECOND_ORDER = "second order"  # differentiated twice (the discriminator's R1 pe
 BLOCKS = "blocks"  # spans several blocks of the CUDA kernels' reductions
 TILES = "tiles"  # spans several of the Triton kernels' tiles and chunks
 SWEEP = "sweep"  # upfirdn2d's sweep of factors, pads and kernel shapes
-# Sized to reach the CUDA kernels' large-launch paths (more elements than one launch's grid, >= 32
-# channels, more pixels than a block, several chunks per slot): run by the cuda backend and the emulated
-# CUDA build (PIXELFOLDER_CUDA_EMULATION=1), too slow for Triton's interpreter.
+# Sized to reach the CUDA kernels' large-launch paths (more elements than one launch's grid, every lane of
+# a warp, more pixels than a block, several blocks per sum), in float32 only: run by the cuda backend and
+# by the emulated CUDA build (PIXELFOLDER_CUDA_EMULATION=1, tests/test_kernel_paths.py), not by Triton.
 CUDA_PATHS = "cuda paths"
 # Too large for a CPU backend: run on GPUs only.
 LARGE = "large"
@@ -109,6 +109,7 @@ class Case:
     condition: float = 1.0  # how much the op amplifies a relative change of its inputs
     exact: bool = False  # pure data movement: bit-exact in every dtype
     tags: frozenset = frozenset()
+    dtypes: Optional[Tuple[torch.dtype, ...]] = None  # the only dtypes it runs in (None: every one)
 
     @property
     def op(self):
@@ -122,6 +123,9 @@ class Case:
     def option(self, name):
         """The value of a non-tensor argument: the case's, else the record's default."""
         return dict(self.options).get(name, self.record._field_defaults.get(name))
+
+    def runs_in(self, dtype):
+        return self.dtypes is None or dtype in self.dtypes
 
     def tolerance(self, dtype, tf32=False):
         return 0.0 if self.exact else tolerance(dtype, self.reduction, self.condition, tf32)
@@ -405,7 +409,46 @@ def cases():
         _to_rgb_case("to_rgb 64ch 7x7, batch 5, no skip (tiles)", (5, 64, 7, 7), skip=None, tags=(TILES,)),
         _to_rgb_case("to_rgb 128ch 2x2 + skip (tiles)", (1, 128, 2, 2), tags=(TILES,)),
         _to_rgb_case("to_rgb 32ch 6x6 + skip, clamp 4", (2, 32, 6, 6), clamp=4.0, tags=(SMALL,)),
+        *_kernel_path_cases(),
     )
+
+
+def _kernel_path_cases():
+    """Cases that reach the paths of the GPU kernels (csrc/cuda) the others leave out, run in float32 only
+    (the largest are tens of MB): more elements than one launch has threads (65,536 blocks x 256), so
+    that each grid-stride loop takes a second step; reductions over every lane of a warp, over more pixels
+    than a block has threads and over several blocks per sum. The CUDA emulation (csrc/README.md) runs
+    them on the CPU with its memory checks (tests/test_kernel_paths.py)."""
+    cases = (
+        # fold_kernel's second grid-stride step, forward (fold) and backward (unfold): 2^24 + 16,384 elements.
+        _fold_case("fold 4ch 2050x2048, more elements than a launch's threads", (1, 4, 2050, 2048)),
+        # fused_leaky_relu_kernel's and its backward kernel's second step.
+        _leaky_case("leaky relu 16ch 1025x1024, more elements than a launch's threads", (1, 16, 1025, 1024)),
+        # upfirdn2d_kernel's second step, forward and input gradient (the same size; a 1x1 FIR keeps the
+        # reference's float64 convolutions short).
+        _upfirdn_case("upfirdn2d 16ch 1025x1024 1x1, more elements than a launch's threads", (1, 16, 1025, 1024),
+                      (1, 1), 1, 1, (0, 0)),
+        # fourier_embedding_kernel's second step; the backward's block loops over 1,049,600 pixels.
+        _fourier_case("fourier 16ch 1025x1024, more elements than a launch's threads", 16, 1025, 1024),
+        # demod_kernel's second step: one warp per (image, output channel), 524,290 > 2^24 / 32 of them.
+        # (Two input channels: with one, demodulation cancels the style and its gradient is rounding.)
+        _modconv_case("modulated conv 1x1 2->262145 1x1, more warps than a launch's threads", (2, 2, 1, 1), 262145, 1),
+        # epilogue_kernel's second step, stored unfolded; the backward reduces 1,025 chunks per channel.
+        _styled_case("styled conv 2->16 1025x1024, unfold, more elements than a launch's threads", (1, 2, 1025, 1024),
+                     16, unfold_output=True),
+        # demod_kernel's warp sum over 40 input channels: every lane, 8 of them twice.
+        _modconv_case("modulated conv 3x3 40->8 6x5, every lane of the demodulation's warp", (2, 40, 6, 5), 8, 3),
+        # The backward's per-channel sums over three 1,024-pixel chunks (three blocks per sum, so their
+        # order would show in the bits) and two 32-channel tiles, the second partly filled.
+        _styled_case("styled conv 3->36 49x45, unfold, three reduction chunks and two channel tiles", (2, 3, 49, 45),
+                     36, unfold_output=True),
+    )
+    return tuple(dataclasses.replace(case, tags=frozenset({CUDA_PATHS}), dtypes=(torch.float32,)) for case in cases)
+
+
+def kernel_path_cases():
+    """The cases of ``cases()`` that reach the GPU kernels' large-launch paths (tagged CUDA_PATHS)."""
+    return tuple(case for case in cases() if CUDA_PATHS in case.tags)
 
 
 def cases_by_op():

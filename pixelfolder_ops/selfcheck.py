@@ -111,7 +111,7 @@ def correctness_rows(device, backends, dtypes=None, progress=None):
         for dtype in checked_dtypes(name, device, dtypes):
             for op, op_cases in grouped.items():
                 worst = None
-                for case in op_cases:
+                for case in (case for case in op_cases if case.runs_in(dtype)):
                     for layout in LAYOUTS:
                         try:
                             results = correctness.check_case(case, name, dtype, device, layout)
@@ -230,8 +230,8 @@ def main(argv=None):
               "itself in float64.")
     from tqdm import tqdm
 
-    total = (sum(len(checked_dtypes(name, device, args.dtype)) for name in backends) * len(checked_cases(device))
-             * len(LAYOUTS))
+    total = len(LAYOUTS) * sum(case.runs_in(dtype) for name in backends
+                               for dtype in checked_dtypes(name, device, args.dtype) for case in checked_cases(device))
     with tqdm(total=total, desc=f"checking {', '.join(backends)} on {device}", file=sys.stderr,
               leave=False, disable=None) as bar:
         rows = correctness_rows(device, backends, args.dtype, progress=lambda: bar.update())

@@ -6,10 +6,11 @@ import sys
 import pytest
 
 import models
-from benchmarks import gpu_report, model_speed, profile_model, styled_conv_speed, train_speed
+from benchmarks import export_speed, gpu_report, model_speed, profile_model, styled_conv_speed, train_speed
 from benchmarks.complexity import count_gmacs, gmacs_per_image_and_call
 
 
+@pytest.mark.slow
 def test_model_speed_report(tmp_path, monkeypatch):
     monkeypatch.setenv("PIXELFOLDER_OPS_BACKEND", "reference")
     report = model_speed.main(["--out", str(tmp_path), "--device", "cpu", "--models", "PixelFolder",
@@ -47,6 +48,29 @@ def test_model_speed_rejects_unknown_modes(tmp_path):
         model_speed.main(["--out", str(tmp_path), "--modes", "fastest"])
 
 
+@pytest.mark.slow
+def test_export_speed_times_every_mode_at_every_batch_in_rounds(tmp_path):
+    pytest.importorskip("onnxruntime")
+    modes = ["eager", "eager-reference", "export", "onnx", "onnx-dynamic"]
+    export_speed.main(["--out", str(tmp_path), "--size", "16", "--batches", "1,2", "--modes", ",".join(modes),
+                       "--backend", "reference", "--warmup", "0", "--repeats", "2"])
+    saved = json.loads((tmp_path / "export_speed.json").read_text())
+    rows = saved["rows"]
+    assert [(row["batch"], row["mode"]) for row in rows] == [(batch, mode) for batch in (1, 2) for mode in modes]
+    for row in rows:
+        low, high = row["im_per_s_iqr"]
+        assert len(row["seconds"]) == 2 and 0 < low <= row["im_per_s"] <= high
+    assert [row["speedup_vs_eager"] for row in rows if row["mode"] == "eager"] == [1.0, 1.0]
+    assert saved["environment"]["onnxruntime"] and saved["environment"]["onnxruntime_threads"] >= 1
+    assert "| 2 | onnx-dynamic |" in (tmp_path / "export_speed.md").read_text()
+
+
+def test_export_speed_needs_eager_to_compare_with(tmp_path):
+    with pytest.raises(SystemExit):
+        export_speed.main(["--out", str(tmp_path), "--modes", "onnx"])
+
+
+@pytest.mark.slow
 def test_train_speed_report(tmp_path):
     report = train_speed.main(["--out", str(tmp_path), "--device", "cpu", "--models", "PixelFolder",
                                "--modes", "reference,cuda", "--batch", "2", "--size", "16", "--width", "0.0625",
@@ -58,6 +82,7 @@ def test_train_speed_report(tmp_path):
     assert "| PixelFolder | reference |" in (tmp_path / "train_speed.md").read_text()
 
 
+@pytest.mark.slow
 def test_profile_report_lists_kernels_by_time(tmp_path):
     report = profile_model.main(["--out", str(tmp_path), "--device", "cpu", "--backend", "reference", "--batch", "1",
                                  "--dtype", "float32", "--train-batch", "2", "--size", "16", "--width", "0.0625",

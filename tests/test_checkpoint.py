@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import training.checkpoint as checkpoint_module
-from test_train import tiny_config
+from helpers import tiny_config
 from training.checkpoint import (LATEST, PREVIOUS, capture_rng_state, load_checkpoint, load_generator,
                                  restore_rng_state, save_checkpoint)
 from training.train import Trainer
@@ -63,6 +63,7 @@ def test_truncated_and_foreign_files_are_clear_errors(tmp_path):
         load_checkpoint(str(tmp_path / "missing.pt"))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_other_networks_is_a_clear_error_naming_both(tmp_path):
     Trainer(tiny_config(tmp_path, steps=1)).run()
     with pytest.raises(ValueError, match=r"holds PixelFolder at 16x16 px.*but this run builds StyleGAN2 at 16x16"):

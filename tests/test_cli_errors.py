@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from test_generate import our_checkpoint
+from helpers import our_checkpoint
 from training import cli, evaluate, generate, train
 from training.config import TrainConfig, flag
 
@@ -57,6 +57,11 @@ TRAIN_CASES = [
     (["--batch", "two"], ["--batch", "integer", "'two'"]),
     (["--num-workers", "-1"], ["--num-workers", ">= 0", "'-1'"]),
     (["--model", "GAN"], ["--model", "invalid choice", "'GAN'"]),
+    (["--conv-clamp", "256"], ["--conv-clamp", "StyleGAN2 only", "--model PixelFolder"]),
+    (["--channel-base", "16384"], ["--channel-base", "StyleGAN2 only", "--model PixelFolder"]),
+    (["--model", "StyleGAN2", "--conv-clamp", "0"], ["--conv-clamp", "> 0", "'0'"]),
+    (["--mbstd-channels", "-1"], ["--mbstd-channels", ">= 0", "'-1'"]),
+    (["--mbstd-group", "0"], ["--mbstd-group", ">= 1", "'0'"]),
     (["--resume", "nowhere/checkpoint.pt"], ["nowhere/checkpoint.pt", "does not exist"]),
 ]
 
@@ -137,7 +142,7 @@ def test_generate_names_a_missing_empty_truncated_or_foreign_checkpoint(capsys, 
         line = one_line_error(capsys, generate.main, [str(path)])
         assert f"checkpoint {path} cannot be read" in line and "truncated, corrupt or not a checkpoint" in line
     line = one_line_error(capsys, generate.main, [str(foreign)])
-    assert f"checkpoint {foreign} is neither a training checkpoint" in line and "official PixelFolder" in line
+    assert f"checkpoint {foreign} holds no network of a known format" in line and "PixelFolder" in line
 
 
 def test_generate_takes_a_run_folder_for_its_latest_checkpoint(capsys, checkpoint, tmp_path):

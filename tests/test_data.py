@@ -8,21 +8,14 @@ import warnings
 import zipfile
 
 import lmdb
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from helpers import write_image
 from training.data import (BatchStream, ImageFolderDataset, LMDBDataset, MirroredDataset, ProceduralShapesDataset,
                            ignore_stop_signals, make_dataset)
 from training.cli import default_num_workers
 from training.prepare_data import main as prepare_data_main
-
-
-def write_image(path, width, height, seed=0, image_format=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path, format=image_format)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 the learning benchmark's claim in small: training on the digits lowers the digits FID."""
 import functools
 import json
+import re
 import sys
 
 import numpy as np
@@ -10,8 +11,8 @@ import torch
 from PIL import Image
 
 from benchmarks import learning
-from test_generate import our_checkpoint
-from training import digits, evaluate, train
+from helpers import our_checkpoint
+from training import digits, evaluate, extras, train
 from training.config import TrainConfig
 from training.data import make_dataset
 from training.metrics import frechet_distance, mean_and_covariance
@@ -157,7 +158,7 @@ def test_evaluate_with_digits_features_end_to_end(tmp_path, tiny_classifier, cla
 
 
 def test_without_scikit_learn_the_commands_name_the_extra(tmp_path, without_scikit_learn, capsys):
-    with pytest.raises(ValueError, match=r"pixelfolder-ops\[digits\]"):
+    with pytest.raises(ValueError, match=re.escape(extras.install_command("digits"))):
         digits.DigitsDataset(16)
     checkpoint = our_checkpoint(tmp_path / "run")[0]
     capsys.readouterr()
@@ -170,7 +171,7 @@ def test_without_scikit_learn_the_commands_name_the_extra(tmp_path, without_scik
         with pytest.raises(SystemExit, match="1"):
             command()
         error = capsys.readouterr().err.strip()
-        assert len(error.splitlines()) == 1 and "pip install 'pixelfolder-ops[digits]'" in error, error
+        assert len(error.splitlines()) == 1 and extras.install_command("digits") in error, error
 
 
 @pytest.fixture
@@ -199,6 +200,7 @@ def test_600_steps_on_the_digits_halve_the_digits_fid_of_pixelfolder_16(tmp_path
     assert after <= before / 2, (before, after)
 
 
+@pytest.mark.slow
 def test_learning_benchmark_writes_curves_plot_and_grids(tmp_path, tiny_classifier, classifier_cache, monkeypatch):
     monkeypatch.setattr(evaluate, "load_digits_classifier",
                         functools.partial(digits.load_digits_classifier, recipe=TINY_RECIPE))

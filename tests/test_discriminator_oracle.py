@@ -1,5 +1,5 @@
 """The residual discriminator against its data flow written out on the state dict with F.* calls
-(ARCHITECTURE.md section 2; nothing from models/): the logits, the R1 gradient with respect to the
+(docs/design.md, section 4; nothing from models/): the logits, the R1 gradient with respect to the
 images, and the gradient of the R1 penalty with respect to the weights (the double backward the
 trainer's lazy R1 step takes), on every CPU backend."""
 import pytest
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import models
 import pixelfolder_ops as ops
-from test_official import SQRT2, blur, equal_conv, lrelu
+from helpers import SQRT2, blur, equal_conv, lrelu
 
 SIZE = 16
 

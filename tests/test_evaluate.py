@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from test_data import write_image
-from test_generate import our_checkpoint
+from helpers import our_checkpoint, write_image
 from training import evaluate, generate
 from training.data import image_names
 from training.inception import (WEIGHTS_ENV, WEIGHTS_NAME, FIDInceptionV3, average_pool_3x3, load_inception,
@@ -37,6 +36,7 @@ def tiny_checkpoint(tmp_path):
     return our_checkpoint(tmp_path / "run")[0]
 
 
+@pytest.mark.slow
 def test_inception_gives_2048_features_for_any_input_size(inception_weights):
     inception = load_inception(inception_weights)
     with torch.inference_mode():
@@ -158,6 +158,7 @@ def test_cli_names_missing_inception_weights(tmp_path, tiny_checkpoint, capsys):
     assert capsys.readouterr().err.startswith(f"error: FID Inception weights not found at '{tmp_path / 'absent.pth'}'")
 
 
+@pytest.mark.slow
 def test_evaluate_end_to_end_writes_and_reuses_the_dataset_cache(tmp_path, inception_weights, tiny_checkpoint,
                                                                  monkeypatch, capsys):
     dataset = tmp_path / "dataset"

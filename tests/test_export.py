@@ -8,40 +8,22 @@ import sys
 import pytest
 import torch
 
-import models
 from pixelfolder_ops import correctness
+from helpers import GENERATORS, official_checkpoint, tiny_generator
 from training import export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_cpu_backend = pytest.mark.needs_backend("cpu")
-
-GENERATORS = {
-    "PixelFolder": lambda: models.PixelFolder(16, width=0.125),
-    "StyleGAN2": lambda: models.StyleGAN2Generator(16, width=0.125),
-    "CIPS": lambda: models.CIPS(16, width=0.125),
-    "INR-GAN": lambda: models.INRGAN(32, width=0.125, input_size=8),
-}
-
-
-def tiny(name):
-    """A small generator whose noise strengths are not zero (as after training), so noise counts."""
-    torch.manual_seed(0)
-    generator = GENERATORS[name]().eval()
-    with torch.no_grad():
-        for parameter_name, parameter in generator.named_parameters():
-            if parameter_name.endswith("noise.weight"):
-                parameter.normal_(0, 0.5)
-    return generator
-
 
 def assert_same_images(actual, expected, tolerance=1e-5):
     assert correctness.relative_error(actual, expected) <= tolerance
 
 
 @pytest.mark.parametrize("name", GENERATORS)
+@pytest.mark.slow
 def test_reference_program_gives_the_eager_images_at_any_batch(name, tmp_path):
     path = str(tmp_path / "g.pt2")
-    metadata = export.export(tiny(name), path, dynamic_batch=True, truncation=0.7)
+    metadata = export.export(tiny_generator(name), path, dynamic_batch=True, truncation=0.7)
     assert metadata["requires"] == [] and not metadata["needs_pixelfolder_ops"]
     error, tolerance, batches = export.check(path)
     assert error <= tolerance == 1e-5 and batches == [1, 3, 4]
@@ -49,17 +31,18 @@ def test_reference_program_gives_the_eager_images_at_any_batch(name, tmp_path):
 
 def test_fixed_batch_program_rejects_another_batch(tmp_path):
     path = str(tmp_path / "g.pt2")
-    export.export(tiny("PixelFolder"), path, batch=2)
+    export.export(tiny_generator("PixelFolder"), path, batch=2)
     program = torch.export.load(path).module()
     assert program(torch.randn(2, 512)).shape == (2, 3, 16, 16)
     with pytest.raises(Exception):
         program(torch.randn(3, 512))
 
 
+@pytest.mark.slow
 def test_reference_program_runs_without_this_repository(tmp_path):
     path = str(tmp_path / "g.pt2")
-    export.export(tiny("PixelFolder"), path, dynamic_batch=True)
-    expected = torch.load(export.check_path(path), weights_only=True)["images"]
+    export.export(tiny_generator("PixelFolder"), path, dynamic_batch=True)
+    expected = torch.load(export.check_path(path), weights_only=True)["images"][0]  # the whole batch's
     script = (
         "import sys\n"
         "sys.modules['pixelfolder_ops'] = None\nsys.modules['models'] = None\n"  # importing either now fails
@@ -71,34 +54,39 @@ def test_reference_program_runs_without_this_repository(tmp_path):
     assert_same_images(torch.load(tmp_path / "images.pt"), expected)
 
 
+@pytest.mark.slow
 def test_constant_noise_is_deterministic_and_random_noise_is_not(tmp_path):
     z = torch.randn(2, 512)
     const = torch.export.load(_exported(tmp_path / "c.pt2", noise_mode="const")).module()
     random = torch.export.load(_exported(tmp_path / "r.pt2", noise_mode="random")).module()
     assert torch.equal(const(z), const(z))
     assert not torch.equal(random(z), random(z))
+    # Its check seeds torch's RNG before the eager generator and the program alike: same noise, same images.
+    error, tolerance, batches = export.check(str(tmp_path / "r.pt2"))
+    assert error <= tolerance and batches == [1, 3, 4]
 
 
 def _exported(path, **options):
-    export.export(tiny("PixelFolder"), str(path), dynamic_batch=True, **options)
+    export.export(tiny_generator("PixelFolder"), str(path), dynamic_batch=True, **options)
     return str(path)
 
 
+@pytest.mark.slow
 def test_truncation_as_an_input(tmp_path):
-    generator = tiny("PixelFolder")
+    generator = tiny_generator("PixelFolder")
     program = torch.export.load(_exported(tmp_path / "g.pt2", truncation_input=True)).module()
     z = torch.randn(3, 512)
-    noise = [getattr(program, f"noise_{i}") for i in range(len(generator.noise_shapes(1)))]
     with torch.no_grad():
         for psi in (1.0, 0.5):
-            expected = generator(z, truncation=psi, truncation_latent=generator.mean_latent(), noise=noise)
+            expected = generator(z, truncation=psi, truncation_latent=generator.mean_latent(), noise="const")
             assert_same_images(program(z, torch.tensor(psi)), expected)
 
 
 @needs_cpu_backend
+@pytest.mark.slow
 def test_fused_backend_program_names_the_ops_it_needs(tmp_path):
     path = str(tmp_path / "g.pt2")
-    metadata = export.export(tiny("PixelFolder"), path, dynamic_batch=True, backend="cpu")
+    metadata = export.export(tiny_generator("PixelFolder"), path, dynamic_batch=True, backend="cpu")
     assert metadata["needs_pixelfolder_ops"]
     assert {"pixelfolder_ops.styled_conv2d.default", "pixelfolder_ops.to_rgb.default"} <= set(metadata["requires"])
     error, tolerance, _ = export.check(path)
@@ -109,7 +97,7 @@ def test_fused_backend_program_names_the_ops_it_needs(tmp_path):
 @needs_cpu_backend
 def test_aoti_package_of_a_fused_backend_at_any_batch(tmp_path):
     path = str(tmp_path / "g.pt2")
-    export.export(tiny("PixelFolder"), path, dynamic_batch=True, backend="cpu", aoti=True)
+    export.export(tiny_generator("PixelFolder"), path, dynamic_batch=True, backend="cpu", aoti=True)
     runner = torch._inductor.aoti_load_package(path)
     assert runner(torch.randn(3, 512)).shape == (3, 3, 16, 16)
     error, tolerance, batches = export.check(path)
@@ -118,15 +106,10 @@ def test_aoti_package_of_a_fused_backend_at_any_batch(tmp_path):
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    """An official-layout PixelFolder checkpoint at 16x16."""
-    torch.manual_seed(0)
-    generator = models.PixelFolder(16)
-    path = tmp_path / "official.pt"
-    torch.save({"g": generator.state_dict(), "g_ema": generator.state_dict(),
-                "d": models.Discriminator(16).state_dict()}, path)
-    return str(path)
+    return official_checkpoint(tmp_path / "official.pt")
 
 
+@pytest.mark.slow
 def test_command_exports_then_checks(checkpoint, tmp_path, capsys):
     out = str(tmp_path / "programs" / "g.pt2")
     export.main([checkpoint, "--out", out, "--size", "16", "--batch", "2", "--truncation", "0.5"])
@@ -137,7 +120,7 @@ def test_command_exports_then_checks(checkpoint, tmp_path, capsys):
         export.main(["--check", out])
     assert exit_info.value.code == 0
     saved = torch.load(export.check_path(out), weights_only=True)
-    saved["images"] = saved["images"] + 0.01  # what a wrong program would give
+    saved["images"] = [images + 0.01 for images in saved["images"]]  # what a wrong program would give
     torch.save(saved, export.check_path(out))
     with pytest.raises(SystemExit) as exit_info:
         export.main(["--check", out])
@@ -202,7 +185,7 @@ def test_a_truncated_program_is_one_line(checkpoint, tmp_path, capsys):
 @needs_cpu_backend
 def test_a_fused_program_where_the_extension_cannot_load_is_one_line(tmp_path):
     path = str(tmp_path / "g.pt2")
-    export.export(tiny("PixelFolder"), path, dynamic_batch=True, backend="cpu")
+    export.export(tiny_generator("PixelFolder"), path, dynamic_batch=True, backend="cpu")
     # No compiler and an empty build cache: this process cannot have the compiled ops.
     env = {**os.environ, "CXX": str(tmp_path / "no-compiler"), "TORCH_EXTENSIONS_DIR": str(tmp_path / "cache"),
            "PYTHONPATH": ROOT}

@@ -28,21 +28,20 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def names(*tags, op=None):
-    """The cases this backend runs (the CUDA-path cases only in the emulation build, where they reach the
-    CUDA kernels), with every one of ``tags``, of ``op`` when given."""
-    return [case.name for case in correctness.cases()
-            if LARGE not in case.tags and (EMULATION or CUDA_PATHS not in case.tags)
+    """The cases this backend runs, with every one of ``tags``, of ``op`` when given: not a GPU's, nor the
+    CUDA paths' (tests/test_kernel_paths.py runs those, in the emulation build)."""
+    return [case.name for case in correctness.cases() if not {LARGE, CUDA_PATHS} & case.tags
             and set(tags) <= case.tags and op in (None, case.op)]
 
 
 def runs():
     """Every case in every dtype and layout. By default: every dtype in NCHW and every layout in float32,
-    a PixelFolder layer's shape and a CUDA path's in NCHW only; the rest is slow."""
+    a PixelFolder layer's shape in NCHW only; the rest is slow."""
     for name in names():
         case = correctness.find(name)
         for dtype in correctness.DTYPES:
             for layout in correctness.LAYOUTS:
-                default = layout == "contiguous" or (dtype == torch.float32 and not {LAYER, CUDA_PATHS} & case.tags)
+                default = layout == "contiguous" or (dtype == torch.float32 and LAYER not in case.tags)
                 yield pytest.param(name, dtype, layout, id=f"{name}-{str(dtype)[6:]}-{layout}",
                                    marks=() if default else pytest.mark.slow)
 

@@ -60,9 +60,10 @@ def test_cuda_backend_is_available():
 
 
 @needs_cuda
-@pytest.mark.parametrize("layout", correctness.LAYOUTS)
-@pytest.mark.parametrize("dtype", correctness.backend_dtypes(BACKEND, DEVICE), ids=str)
-@pytest.mark.parametrize("case", names())
+@pytest.mark.parametrize("case, dtype, layout", [
+    pytest.param(case.name, dtype, layout, id=f"{case.name}-{str(dtype)[6:]}-{layout}")
+    for case in correctness.cases() for dtype in correctness.backend_dtypes(BACKEND, DEVICE) if case.runs_in(dtype)
+    for layout in correctness.LAYOUTS])
 def test_matches_the_reference(case, dtype, layout, assert_matches_reference):
     assert_matches_reference(case, BACKEND, dtype, DEVICE, layout)
 

@@ -1,28 +1,18 @@
 """training.generate (checkpoints, seeds, interpolation, stages, the CLI) and training.images."""
-import os
-
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 import models
-from test_train import tiny_config
+from helpers import our_checkpoint
 from training import generate
-from training.checkpoint import LATEST
-from training.train import Trainer
 from training.images import from_uint8, read_image, save_grid, save_image, to_uint8
 
 
 def tiny_pixelfolder(size=16):
     torch.manual_seed(0)
     return models.PixelFolder(size, width=0.125).eval()
-
-
-def our_checkpoint(out, **overrides):
-    """A checkpoint of this package's trainer after one step, and its EMA generator."""
-    trainer = Trainer(tiny_config(out, steps=1, **overrides))
-    trainer.run()
-    return os.path.join(out, LATEST), trainer.g_ema.eval()
 
 
 def png(path):
@@ -122,6 +112,7 @@ def test_load_generator_reads_our_checkpoint(tmp_path):
         torch.testing.assert_close(loaded(z, noise=noise), g_ema(z, noise=noise))
 
 
+@pytest.mark.slow
 def test_load_generator_builds_a_variant_from_its_config(tmp_path):
     path, _ = our_checkpoint(tmp_path, variant="Fold+DeConv")
     assert generate.load_generator(path).upsampler == "deconv"
@@ -137,6 +128,7 @@ def test_load_generator_reads_official_checkpoints(tmp_path):
     torch.testing.assert_close(loaded.state_dict(), g_ema.state_dict())
 
 
+@pytest.mark.slow
 def test_cli_writes_seeds_grid_stages_and_strip_deterministically(tmp_path, capsys):
     path, _ = our_checkpoint(tmp_path / "run", size=64)
     for run in ("first", "second"):
@@ -161,3 +153,38 @@ def test_cli_interpolation_alone_writes_only_the_strip(tmp_path):
     generate.main([path, "--outdir", str(tmp_path), "--interpolate", "1", "2", "--steps", "3",
                    "--interpolation", "lerp", "--truncation", "0.7"])
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["interpolation-0001-0002-lerp.png"]
+
+
+def test_constant_noise_takes_only_z_from_the_seed(tmp_path):
+    generator = tiny_pixelfolder()
+    for module in generator.modules():
+        if isinstance(module, models.layers.NoiseInjection):
+            module.weight.data.fill_(0.5)  # noise that counts
+    (images, _), = generate.sample_batches(generator, [3, 4], batch_size=2, noise_mode="const")
+    z, _ = generate.seed_inputs(generator, [3, 4])
+    with torch.no_grad():
+        torch.testing.assert_close(images, generator(z, noise="const"))
+    (random, _), = generate.sample_batches(generator, [3, 4], batch_size=2)
+    assert not torch.allclose(images, random)
+    # psi = 0: every image gets the mean w; with the same noise for all, they are the same image.
+    (collapsed, _), = generate.sample_batches(generator, [3, 4], batch_size=2, truncation=0.0, noise_mode="const")
+    torch.testing.assert_close(collapsed[0], collapsed[1])
+    strip = generate.interpolation_strip(generator, 3, 4, steps=3, noise_mode="const")
+    torch.testing.assert_close(strip[[0, -1]], images, rtol=1e-4, atol=1e-5)
+
+
+def test_cli_constant_noise(tmp_path):
+    path, _ = our_checkpoint(tmp_path / "run")
+    checkpoint = torch.load(path, weights_only=True)
+    for key in checkpoint["g_ema"]:
+        if key.endswith("noise.weight"):
+            checkpoint["g_ema"][key].fill_(0.5)  # noise that counts
+    torch.save(checkpoint, path)
+    g_ema = generate.load_generator(path)
+    for noise in ("const", "random"):
+        generate.main([path, "--outdir", str(tmp_path / noise), "--seeds", "5", "--noise", noise])
+    z, _ = generate.seed_inputs(g_ema, [5])
+    with torch.no_grad():
+        expected = to_uint8(g_ema(z, noise="const"))[0].permute(1, 2, 0).numpy().astype(int)
+    assert np.abs(png(tmp_path / "const" / "seed0005.png").astype(int) - expected).max() <= 1
+    assert np.abs(png(tmp_path / "random" / "seed0005.png").astype(int) - expected).max() > 1

@@ -71,6 +71,7 @@ def test_rejects_a_size_that_is_not_a_power_of_two():
         INRGAN(96)
 
 
+@pytest.mark.slow
 def test_output_shape_stages_and_determinism(small):
     z = torch.randn(2, 512)
     with torch.no_grad():
@@ -172,6 +173,7 @@ def test_style_mixing_switches_styles_at_the_index(small):
     assert mixed.shape == (1, 3, 128, 128)
 
 
+@pytest.mark.slow
 def test_fvcore_gmacs_at_256():
     torch.manual_seed(0)
     assert count_gmacs(INRGAN()) == pytest.approx(14.99, abs=0.005)

@@ -94,6 +94,7 @@ def test_flags_digest_follows_the_flags_and_torch(monkeypatch):
 
 
 @needs_build_tools
+@pytest.mark.slow
 def test_clones_of_the_same_sources_share_a_build_and_other_sources_get_their_own(tmp_path, extensions_dir, capfd,
                                                                                   monkeypatch):
     clone_a = tiny_sources(tmp_path / "clone_a" / "csrc")
@@ -124,6 +125,7 @@ def test_clones_of_the_same_sources_share_a_build_and_other_sources_get_their_ow
 
 
 @needs_build_tools
+@pytest.mark.slow
 def test_an_interrupted_build_is_built_again_with_the_notice(tmp_path, extensions_dir, capfd):
     sources = tiny_sources(tmp_path / "csrc")
     assert _loader._jit_build(sources).error is None
@@ -151,6 +153,7 @@ def test_a_failed_build_says_where_its_log_is_and_is_not_retried(tmp_path, exten
 
 @needs_build_tools
 @pytest.mark.skipif(_toolkit.find_cuda_home()[0] is None, reason="needs a CUDA toolkit")
+@pytest.mark.slow
 def test_a_failed_cuda_build_leaves_the_cpu_kernels(tmp_path, extensions_dir, monkeypatch, capfd):
     """A CUDA build of PyTorch on a machine without a GPU whose CUDA build fails (here: a .cu file that
     does not compile): the CPU kernels are built and loaded, and the cuda backend says why it is missing."""
@@ -307,6 +310,7 @@ def test_load_says_once_why_it_builds_instead_of_using_the_installed_binary(inst
 
 
 @needs_build_tools
+@pytest.mark.slow
 def test_emulation_builds_its_own_variant_from_the_emulation_recipe(tmp_path, installed_c, extensions_dir,
                                                                      monkeypatch):
     """PIXELFOLDER_CUDA_EMULATION=1 builds exactly what _emulation.build_spec lists, with its flags on

@@ -7,7 +7,7 @@ from benchmarks.complexity import count_gmacs, count_params
 from training.config import TrainConfig
 from training.networks import build_discriminator, build_generator
 
-# Exact counts, from the official implementation at 256 (../shared/reference/baselines.md).
+# Exact counts of the official implementation (docs/design.md, sections 4 and 5).
 PARAMS = {
     ("PixelFolder", 256): 20_843_614, ("PixelFolder", 512): 17_478_430, ("PixelFolder", 1024): 21_141_096,
     ("StyleGAN2Generator", 256): 30_034_338, ("StyleGAN2Generator", 512): 30_276_583,
@@ -98,18 +98,6 @@ def test_fourier_frequencies_start_uniform_in_plus_minus_sqrt_9_over_2():
 def test_the_printed_layers_say_which_convs_demodulate_and_up_sample():
     assert "4, 4, 3, demodulate=True, up=2" in repr(models.layers.StyledConv(4, 4, 3, 8, upsample=True))
     assert "4, 3, 1, demodulate=False, up=1" in repr(models.layers.ToRGB(4, 8))
-
-
-def test_the_printed_linear_and_conv_layers_give_their_input_then_output_size():
-    assert (repr(models.layers.EqualLinear(3, 5, lr_mul=0.5, activation="fused_lrelu"))
-            == "EqualLinear(3, 5, lr_mul=0.5, activation=fused_lrelu)")
-    assert repr(models.layers.EqualConv2d(4, 6, 3, 2, 1)) == "EqualConv2d(4, 6, 3, stride=2, padding=1)"
-    # The affine gives (3 + 5) * rank factors.
-    assert repr(models.inrgan.FMMLinear(3, 5, 8, 2)) == ("FMMLinear(\n"
-                                                         "  3, 5, rank=2\n"
-                                                         "  (affine): EqualLinear(8, 16, lr_mul=1.0, activation=None)\n"
-                                                         "  (activate): FusedLeakyReLU()\n"
-                                                         ")")
 
 
 def test_the_networks_a_train_config_describes_have_its_settings():
@@ -249,6 +237,7 @@ def test_pixelfolder_every_layer_resolution():
     lambda: models.StyleGAN2Generator(32, width=0.125),
     lambda: models.CIPS(16, width=0.125),
 ], ids=["PixelFolder", "Fold+DeConv", "Down-Sampling+DeConv", "no-coord", "no-multistage", "StyleGAN2", "CIPS"])
+@pytest.mark.slow
 def test_generator_call_options(factory):
     torch.manual_seed(0)
     g = factory()
@@ -283,6 +272,83 @@ def test_generator_call_options(factory):
     unused = {"posfolders.0.conv_merge.0.weight", "posfolders.0.conv_merge.1.bias"}
     missing = [n for n, p in g.named_parameters() if p.grad is None and n not in unused]
     assert not missing
+
+
+NOISY_GENERATORS = [
+    lambda: models.PixelFolder(64, width=0.125),
+    lambda: models.PixelFolder.variant("Fold+DeConv", size=64, width=0.125),
+    lambda: models.PixelFolder.variant("Down-Sampling+DeConv", size=64, width=0.125),
+    lambda: models.PixelFolder.variant("w/o coordinate embeddings", size=64, width=0.125),
+    lambda: models.PixelFolder.variant("w/o multi-stage connection", size=64, width=0.125),
+    lambda: models.StyleGAN2Generator(32, width=0.125),
+    lambda: models.CIPS(16, width=0.125),
+]
+NOISY_IDS = ["PixelFolder", "Fold+DeConv", "Down-Sampling+DeConv", "no-coord", "no-multistage", "StyleGAN2", "CIPS"]
+
+
+def noisy(generator):
+    """``generator`` with non-zero noise strengths (as after training), so that noise counts."""
+    for module in generator.modules():
+        if isinstance(module, models.layers.NoiseInjection):
+            module.weight.data.fill_(0.5)
+    return generator.eval()
+
+
+@pytest.mark.parametrize("factory", NOISY_GENERATORS, ids=NOISY_IDS)
+def test_constant_noise_is_the_models_own_for_every_image_and_call(factory):
+    torch.manual_seed(0)
+    g = noisy(factory())
+    z = torch.randn(3, 512)
+    with torch.no_grad():
+        image = g(z, noise="const")
+        torch.testing.assert_close(g(z, noise="const"), image, rtol=0, atol=0)
+        torch.testing.assert_close(g(z, noise=g.constant_noise()), image, rtol=0, atol=0)
+        # One noise for the whole batch: each image is the one it would be alone.
+        torch.testing.assert_close(g(z[1:2], noise="const")[0], image[1], rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(g(z, noise="random"), image)
+    noise = g.constant_noise()
+    assert [tuple(n.shape) for n in noise] == [(1,) + tuple(shape[1:]) for shape in g.noise_shapes(1)]
+    # In the state dict under rosinality's names, and the same for every model of this architecture:
+    # drawn from a seed of its own, not from the RNG that drew the weights.
+    state = g.state_dict()
+    assert all(torch.equal(state[f"noises.noise_{i}"], n) for i, n in enumerate(noise))
+    torch.manual_seed(1)
+    again = factory()
+    assert all(torch.equal(a, b) for a, b in zip(again.constant_noise(), noise))
+    assert not torch.equal(next(again.parameters()), next(g.parameters()))
+
+
+@pytest.mark.parametrize("factory", NOISY_GENERATORS, ids=NOISY_IDS)
+def test_the_constant_noise_loads_with_the_weights_and_state_dicts_without_it_keep_the_models(factory):
+    torch.manual_seed(0)
+    source = noisy(factory())
+    for buffer in source.constant_noise():
+        buffer.normal_()  # as a converted network's noise
+    target = factory().eval()
+    target.load_state_dict(source.state_dict())
+    z = torch.randn(2, 512)
+    with torch.no_grad():
+        torch.testing.assert_close(target(z, noise="const"), source(z, noise="const"), rtol=0, atol=0)
+    # A checkpoint from before the constant noise (or an official PixelFolder one) has no noise keys.
+    fresh = factory()
+    without = {k: v for k, v in source.state_dict().items() if not k.startswith("noises.")}
+    assert len(without) < len(source.state_dict())
+    kept = [n.clone() for n in fresh.constant_noise()]
+    fresh.load_state_dict(without)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.constant_noise(), kept))
+    assert torch.equal(next(fresh.parameters()), next(source.parameters()))
+
+
+def test_the_constant_noise_follows_the_models_device_dtype_and_an_unknown_mode_is_refused():
+    g = models.StyleGAN2Generator(16, width=0.125).to(torch.bfloat16)
+    assert all(n.dtype == torch.bfloat16 for n in g.constant_noise())
+    assert torch.isfinite(g(torch.randn(2, 512, dtype=torch.bfloat16), noise="const")).all()
+    with torch.device("meta"):
+        assert all(n.is_meta for n in models.CIPS(16, width=0.125).constant_noise())
+    with pytest.raises(ValueError, match="'noise' must be one of random, const"):
+        g(torch.randn(1, 512, dtype=torch.bfloat16), noise="fixed")
+    inr = models.INRGAN(16, width=0.125)
+    assert inr.constant_noise() == [] and inr(torch.randn(1, 512), noise="const").shape == (1, 3, 16, 16)
 
 
 @pytest.mark.parametrize("variant", ["PixelFolder", "w/o coordinate embeddings", "w/o multi-stage connection"])
@@ -387,6 +453,7 @@ def test_discriminator_shapes_and_r1_double_backward():
         d(torch.randn(6, 3, 32, 32, dtype=torch.float64))
 
 
+@pytest.mark.slow
 def test_fvcore_gmacs_of_the_paper_generators():
     torch.manual_seed(0)
     assert round(count_gmacs(models.PixelFolder()), 2) == 23.75
@@ -395,11 +462,13 @@ def test_fvcore_gmacs_of_the_paper_generators():
     assert round(count_gmacs(stylegan2, convention="paper"), 2) == 83.74
 
 
+@pytest.mark.slow
 def test_paper_convention_of_the_ablations():
     assert round(count_gmacs(models.PixelFolder(), convention="paper"), 2) == 23.74
     assert round(count_gmacs(models.PixelFolder.variant("Down-Sampling+DeConv"), convention="paper"), 2) == 91.58
 
 
+@pytest.mark.slow
 def test_models_run_under_bfloat16_autocast():
     torch.manual_seed(0)
     g, d = models.PixelFolder(64, width=0.125), models.Discriminator(64, width=0.125)

@@ -10,21 +10,11 @@ import threading
 import pytest
 import torch
 
-from test_train import TINY, tiny_config
+from helpers import command_line, tiny_config
 from training import generate
 from training.checkpoint import LATEST, PREVIOUS, load_checkpoint, save_checkpoint
-from training.config import TrainConfig, flag
+from training.config import TrainConfig
 from training.train import StopRequests, Trainer, TrainingDiverged, configure, main
-
-
-def command_line(out, **overrides):
-    """The training.train arguments of the tiny test run in ``out``."""
-    settings = {**TINY, "out": str(out), **overrides}
-    argv = []
-    for name, value in settings.items():
-        argv += ([flag(name)] if value is True else [f"--no-{flag(name)[2:]}"] if value is False
-                 else [flag(name), str(value)])
-    return argv
 
 
 def run_main(argv):
@@ -109,6 +99,7 @@ def test_non_finite_weights_are_never_written(tmp_path):
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.slow
 def test_a_signal_saves_at_the_step_reached_and_says_where(tmp_path, monkeypatch, caplog, signal_number):
     step = Trainer.train_step
 
@@ -130,6 +121,7 @@ def test_a_signal_saves_at_the_step_reached_and_says_where(tmp_path, monkeypatch
     assert {number: signal.getsignal(number) for number in handlers} == handlers  # the previous handlers are back
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, monkeypatch, capsys):
     step = Trainer.train_step
 

@@ -1,9 +1,9 @@
 """Which style vector w_i (row i of the per-layer latent, B x n_latent x style_dim) each layer of each
 generator takes, against the official layer-to-w maps written out here from the specifications:
 
-- PixelFolder and its ablations (ARCHITECTURE.md section 2): the k-th StyledConv takes w_k, the
+- PixelFolder and its ablations (docs/design.md, section 4): the k-th StyledConv takes w_k, the
   ToRGB after fold f of stage i takes w_{4i + 2f + 2}.
-- StyleGAN2 (reference/baselines.md): the 4x4 conv w_0, its ToRGB w_1; the two convs of the j-th
+- StyleGAN2 (docs/design.md, section 5): the 4x4 conv w_0, its ToRGB w_1; the two convs of the j-th
   resolution w_{2j+1} and w_{2j+2}, its ToRGB w_{2j+3}.
 - CIPS: one w for every layer.
 - INR-GAN (StyleGAN2-ADA's synthesis network): each block's layers take consecutive rows, and its
@@ -88,6 +88,7 @@ def test_each_latent_row_reaches_exactly_the_layers_of_the_official_map(name):
 
 
 @pytest.mark.parametrize("name", [name for name, (_, table) in GENERATORS.items() if max(table.values()) > 0])
+@pytest.mark.slow
 def test_style_mixing_at_every_crossover_gives_each_layer_the_w_of_its_side(name):
     generator, table = build(name)
     affines = style_layers(generator)

@@ -7,6 +7,7 @@ import models
 from benchmarks import table1
 
 
+@pytest.mark.slow
 def test_table1_json_and_markdown(tmp_path, capsys):
     json_path, markdown_path = tmp_path / "table1.json", tmp_path / "table1.md"
     table1.main(["--models", "PixelFolder", "--device", "cpu", "--repeats", "1", "--warmup", "0",
@@ -23,6 +24,7 @@ def test_table1_json_and_markdown(tmp_path, capsys):
     assert table in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_table1_interleaves_the_models_and_reports_the_spread(tmp_path, monkeypatch):
     """Each round runs every model once, in turn; the progress bar counts the extension load, each
     model's counting and every timed or warm-up forward."""

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 import pixelfolder_ops as ops
-from test_data import write_image
+from helpers import tiny_config, write_image
 from training import cli
 from training.checkpoint import LATEST, load_checkpoint
-from training.config import TrainConfig, parse_args
+from training.config import parse_args
 from training.distributed import DistributedContext
 from training.ema import ema_decay, update_ema
 from training.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
@@ -23,13 +23,6 @@ from training.monitor import Monitor
 from training.train import Trainer, lazy_adam_hyperparameters, main, seed_everything
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A PixelFolder of 16 channels everywhere at 16x16: a step takes milliseconds on the CPU.
-TINY = dict(dataset="procedural", procedural_images=8, size=16, width=0.03, style_dim=32, n_mlp=2, batch=4,
-            num_workers=0, d_reg_every=2, mixing=0.5, log_every=1, sample_every=1000, checkpoint_every=1000)
-
-
-def tiny_config(out, **overrides):
-    return TrainConfig(**{**TINY, "out": str(out), **overrides})
 
 
 def test_defaults_are_the_papers_recipe():
@@ -95,6 +88,7 @@ def params_and_optimizers(trainer):
             **{f"d_optim.{i}.{k}": v for i, s in trainer.d_optim.state_dict()["state"].items() for k, v in s.items()}}
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path):
     # 8 procedural images and their mirrors make 4 batches an epoch: 6 steps cross into the second
     # epoch; R1 runs every 2 steps and style mixing half the time.
@@ -117,6 +111,7 @@ def test_resume_is_exact(tmp_path):
     assert resumed.data.state_dict() == uninterrupted.data.state_dict() == {"epoch": 1, "batch": 2}
 
 
+@pytest.mark.slow
 def test_the_main_process_samples_at_the_start_every_sample_every_steps_and_at_the_end(tmp_path, capsys):
     Trainer(tiny_config(tmp_path, steps=3, sample_every=2, n_samples=4)).run()
     assert "| 3/3 [" in capsys.readouterr().err  # the progress bar counts to --steps
@@ -124,6 +119,7 @@ def test_the_main_process_samples_at_the_start_every_sample_every_steps_and_at_t
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tensorboard"))
 
 
+@pytest.mark.slow
 def test_another_process_writes_nothing_and_names_the_checkpoint_rank_0_writes(tmp_path):
     out = tmp_path / "run"
     trainer = Trainer(tiny_config(out, steps=1, sample_every=1))
@@ -134,6 +130,7 @@ def test_another_process_writes_nothing_and_names_the_checkpoint_rank_0_writes(t
     assert trainer.last_checkpoint == (str(out / LATEST), 1)
 
 
+@pytest.mark.slow
 def test_losses_are_reported_every_log_every_steps_and_at_the_end_as_means_since_the_last_report(tmp_path,
                                                                                                    monkeypatch):
     reports = []
@@ -152,6 +149,7 @@ def test_losses_are_reported_every_log_every_steps_and_at_the_end_as_means_since
 
 
 @pytest.mark.parametrize("gamma, lazy", [(0.0, False), (0.5, True)])
+@pytest.mark.slow
 def test_r1_and_its_lazy_adam_settings_are_on_exactly_when_gamma_is_positive(tmp_path, gamma, lazy):
     trainer = Trainer(tiny_config(tmp_path, r1_gamma=gamma, d_reg_every=2, beta1=0.5))
     c = 2 / 3 if lazy else 1  # k / (k + 1) for R1 every k = 2 steps
@@ -231,6 +229,7 @@ def test_cli_reports_bad_data_without_a_traceback(tmp_path, capsys):
     assert error.count("\n") == 1 and error.endswith("\n")
 
 
+@pytest.mark.slow
 def test_cli_short_run_writes_a_checkpoint_and_sample_grids(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "training.train", "--dataset", "procedural", "--size", "16", "--width", "0.03",
@@ -247,6 +246,7 @@ def test_cli_short_run_writes_a_checkpoint_and_sample_grids(tmp_path):
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(out / "tensorboard"))
 
 
+@pytest.mark.slow
 def test_compiled_training_lets_auto_measure_before_tracing(tmp_path, monkeypatch):
     # torch.compile traces on the first step, where 'auto' measures nothing: the trainer runs one
     # eager forward first, so that the compiled graphs hold measured choices.
@@ -258,7 +258,7 @@ def test_compiled_training_lets_auto_measure_before_tracing(tmp_path, monkeypatc
         patch.setattr(Trainer, "_measure_auto_backends", lambda self: pytest.fail("measured without need"))
         Trainer(tiny_config(tmp_path, compile=True))
     Trainer(tiny_config(tmp_path, compile=True))
-    chosen = {op for op, _, _ in ops.backend.auto_choices()}
+    chosen = {op for op, _, mode, _ in ops.backend.auto_choices() if mode == "training"}
     assert {"styled_conv2d", "to_rgb", "fused_leaky_relu"} <= chosen
 
 
@@ -277,9 +277,10 @@ def test_bf16_amp_runs_matrix_products_in_bfloat16_and_none_in_float32(tmp_path,
         assert (a @ a).dtype == dtype
 
 
-def test_a_seed_of_2_to_the_32_or_more_seeds_numpy_with_its_remainder():
-    seed_everything(2 ** 32 + 5)
-    drawn = (random.random(), np.random.rand(), torch.rand(1).item())
-    random.seed(2 ** 32 + 5)
-    torch.manual_seed(2 ** 32 + 5)
-    assert drawn == (random.random(), np.random.RandomState(5).rand(), torch.rand(1).item())
+def test_a_seed_gives_the_same_draws_of_every_generator_however_large():
+    """Seeds of 2 ** 32 and more too, which numpy's global generator does not take as they are."""
+    def draws(seed):
+        seed_everything(seed)
+        return random.random(), np.random.rand(), torch.rand(1).item()
+    first, same, other = draws(2 ** 32 + 5), draws(2 ** 32 + 5), draws(2 ** 32 + 6)
+    assert first == same and all(a != b for a, b in zip(first, other))

@@ -5,11 +5,12 @@ import pickle
 import signal
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
 from pixelfolder_ops import backend
-from test_train import tiny_config
+from helpers import tiny_config
 from training.checkpoint import LATEST, load_checkpoint
 from training.train import Trainer, train
 
@@ -27,7 +28,7 @@ def train_one_rank(rank, port, out):
     # 'auto' measures, and each process would choose differently: rank 0 the last candidate, rank 1
     # the first. The trainer must make them agree (on rank 0's).
     os.environ["PIXELFOLDER_OPS_AUTO"] = "measure"
-    backend._fastest = lambda op, candidates, device, args: candidates[-1 if rank == 0 else 0]
+    backend._fastest = lambda op, candidates, device, args, training: candidates[-1 if rank == 0 else 0]
     trainer = train(tiny_config(out, batch=8, steps=3, device="cpu"))
     with open(os.path.join(out, f"auto-rank{rank}.pkl"), "wb") as f:
         pickle.dump(backend.auto_choices(), f)
@@ -36,6 +37,7 @@ def train_one_rank(rank, port, out):
     torch.save(weights, os.path.join(out, f"weights-rank{rank}.pt"))
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     initial = tiny_config(tmp_path).architecture()
     mp.spawn(train_one_rank, args=(free_port(), str(tmp_path)), nprocs=2)
@@ -71,6 +73,7 @@ def train_until_rank1_is_signalled(rank, port, out):
         pickle.dump((trainer.step, trainer.stopped_by), f)
 
 
+@pytest.mark.slow
 def test_a_signal_to_one_process_stops_all_of_them_at_the_same_step(tmp_path):
     mp.spawn(train_until_rank1_is_signalled, args=(free_port(), str(tmp_path)), nprocs=2)
     stopped = [pickle.loads((tmp_path / f"stopped-rank{rank}.pkl").read_bytes()) for rank in (0, 1)]

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 import training.train as train_module
-from test_resume import command_line
-from test_train import tiny_config
+from helpers import command_line, tiny_config
 from training.checkpoint import LATEST, load_checkpoint
 from training.distributed import DistributedContext
 

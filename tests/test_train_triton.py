@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("triton", reason="Triton is not installed (pip install triton)")
 
-from test_train import tiny_config  # noqa: E402
+from helpers import tiny_config  # noqa: E402
 from training.train import Trainer  # noqa: E402
 
 STEPS = 3

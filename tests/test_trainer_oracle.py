@@ -118,6 +118,7 @@ def recording_generator(trainer, calls):
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.slow
 def test_one_step_follows_the_recipes_formulas(tmp_path, float64_default, channels_last):
     trainer = Trainer(TrainConfig(out=str(tmp_path), channels_last=channels_last, **CONFIG))
     for module in (trainer.g_module, trainer.d_module):  # non-zero biases and noise strengths

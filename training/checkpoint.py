@@ -1,9 +1,12 @@
-"""Training checkpoints: written atomically with the previous one kept, read back with clear errors.
+"""Training checkpoints: written atomically with the previous one kept, read back with clear errors;
+and the one way the commands open any network file (``load_networks``, ``load_ema_generator``).
 
 A run folder holds ``checkpoint-latest.pt`` and ``checkpoint-previous.pt``. A checkpoint is a dict of
 tensors, plain containers and primitives (``torch.load(weights_only=True)`` reads it): the format
 marker, the config (a dict), the step, the state dicts of g, d, g_ema and both optimizers, the data
-stream's position and every process's RNG states.
+stream's position and every process's RNG states. A converted checkpoint (``training.convert``) has
+the marker, the config, step 0, g_ema, and g, d and the optimizer states where its source had them,
+and ``source``, a record of where the networks came from.
 """
 import contextlib
 import glob
@@ -18,15 +21,20 @@ import numpy as np
 import torch
 
 from training import cli
-from training.config import ARCHITECTURE_FIELDS, TrainConfig
-from training.networks import build_generator
+from models.architecture import DEFAULTS, complete
+from training.config import ARCHITECTURE_FIELDS, NETWORK_FIELDS, TrainConfig
+from models.formats import FormatError
+from models.pretrained import Pretrained, pretrained_from, read_file
+from training.networks import build_discriminator, build_generator
 
 logger = logging.getLogger(__name__)
 FORMAT = "pixelfolder-training-checkpoint"
 VERSION = 1
 LATEST = "checkpoint-latest.pt"
 PREVIOUS = "checkpoint-previous.pt"
+FIRST_VERSION_FIELDS = ("width", "style_dim", "n_mlp", "channel_multiplier")
 REQUIRED_KEYS = ("config", "step", "g", "d", "g_ema", "g_optim", "d_optim", "data", "rng")
+CONVERTED_REQUIRED_KEYS = ("config", "step", "g_ema", "source")
 
 
 def _fsync_directory(directory):
@@ -39,12 +47,13 @@ def _fsync_directory(directory):
             os.close(descriptor)
 
 
-def _write_durably(obj, directory, name):
-    """torch.save ``obj`` to a temporary file in ``directory``, flushed to disk; returns its path."""
+def _write_durably(obj, directory, name, dump=None):
+    """``dump(obj, file)`` (torch.save where None) to a temporary file in ``directory``, flushed to disk;
+    returns its path."""
     descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(descriptor, "wb") as file:
-            torch.save(obj, file)
+            (dump or torch.save)(obj, file)
             file.flush()
             os.fsync(file.fileno())
     except BaseException:
@@ -79,6 +88,23 @@ def save_checkpoint(state, directory):
         raise
     _fsync_directory(directory)
     return latest
+
+
+def write_file(obj, path, dump=None):
+    """Write ``obj`` to ``path`` with ``dump(obj, file)`` (torch.save where None): in full to a
+    temporary file beside it first, then renamed into place, so that ``path`` is never a partly written
+    file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = _write_durably(obj, directory, os.path.basename(path), dump)
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+    _fsync_directory(directory)
+    return path
 
 
 def temporary_files(directory):
@@ -127,10 +153,21 @@ def find_checkpoint(resume, out):
 
 
 def describe(architecture):
+    """The networks in words; the settings added since the first version only where they are not the default."""
+    architecture = complete(architecture)
     model = architecture["model"] + (f" ({architecture['variant']})" if architecture.get("variant") else "")
-    details = ", ".join(f"{name} {architecture[name]}" for name in ARCHITECTURE_FIELDS
-                        if name not in ("model", "variant", "size"))
+    details = ", ".join(f"{name} {architecture[name]}" for name in NETWORK_FIELDS
+                        if name not in ("model", "variant", "size")
+                        and (name in FIRST_VERSION_FIELDS or architecture[name] != DEFAULTS[name]))
     return f"{model} at {architecture['size']}x{architecture['size']} px ({details})"
+
+
+def way_back(path):
+    """Where to turn when ``path``, a run's latest checkpoint, cannot be read."""
+    previous = os.path.join(os.path.dirname(path), PREVIOUS)
+    if os.path.basename(path) == LATEST and os.path.isfile(previous):
+        return f"; the checkpoint before it is {previous}"
+    return ""
 
 
 def read_checkpoint(path, mmap=False):
@@ -144,11 +181,8 @@ def read_checkpoint(path, mmap=False):
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as error:  # torch.load raises many types for a damaged file
-        previous = os.path.join(os.path.dirname(path), PREVIOUS)
-        way_back = (f"; the checkpoint before it is {previous}"
-                    if os.path.basename(path) == LATEST and os.path.isfile(previous) else "")
         raise ValueError(f"checkpoint {path} cannot be read: it is truncated, corrupt or not a checkpoint "
-                         f"({cli.reason(error)}){way_back}") from error
+                         f"({cli.reason(error)}){way_back(path)}") from error
 
 
 def is_training_checkpoint(checkpoint):
@@ -165,11 +199,13 @@ def check_checkpoint(checkpoint, path, architecture=None):
     if checkpoint.get("version") != VERSION:
         raise ValueError(f"checkpoint {path} has format version {checkpoint.get('version')}; this version of "
                          f"training reads version {VERSION}")
-    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
+    required = CONVERTED_REQUIRED_KEYS if "source" in checkpoint else REQUIRED_KEYS
+    missing = [key for key in required if key not in checkpoint]
     if missing:
         raise ValueError(f"checkpoint {path} is incomplete: it lacks {', '.join(missing)}")
     if architecture is not None:
-        saved = {name: checkpoint["config"].get(name) for name in ARCHITECTURE_FIELDS}
+        saved = {name: complete(checkpoint["config"])[name] for name in ARCHITECTURE_FIELDS}
+        architecture = {name: architecture[name] for name in ARCHITECTURE_FIELDS}
         if saved != architecture:
             raise ValueError(f"checkpoint {path} holds {describe(saved)}, but this run builds "
                              f"{describe(architecture)}")
@@ -193,6 +229,48 @@ def ema_generator(checkpoint):
 def load_generator(path):
     """The EMA generator of the training checkpoint at ``path``, in eval mode, on the CPU."""
     return ema_generator(load_checkpoint(path))
+
+
+def networks_of(checkpoint):
+    """The networks of a loaded (and checked) checkpoint of ours, as models.pretrained.Pretrained."""
+    config = TrainConfig.from_dict(checkpoint["config"])
+    networks = {}
+    for name, build in (("g", build_generator), ("g_ema", build_generator), ("d", build_discriminator)):
+        if checkpoint.get(name) is not None:
+            networks[name] = build(config)
+            networks[name].load_state_dict(checkpoint[name])
+    optimizers = {name: checkpoint[name] for name in ("g_optim", "d_optim") if checkpoint.get(name) is not None}
+    kind = "converted checkpoint of this package" if "source" in checkpoint else "training checkpoint of this package"
+    return Pretrained(kind, config.architecture(), optimizers=optimizers, details=checkpoint.get("source", {}),
+                      **networks)
+
+
+def load_networks(path, size=None):
+    """The networks of any file ``training.convert`` reads: our training or converted checkpoints (a run
+    folder: its latest), official PixelFolder checkpoints, rosinality and CIPS checkpoints, NVlabs
+    pickles; as models.pretrained.Pretrained. ``size``: the resolution expected where the file's is
+    checked against one. ValueError (FormatError) or FileNotFoundError naming the file."""
+    path = checkpoint_file(os.fspath(path))
+    try:
+        kind, content = read_file(path)
+    except FormatError as error:
+        raise FormatError(f"{error}{way_back(path)}") from None
+    if kind == "torch" and is_training_checkpoint(content):
+        check_checkpoint(content, path)
+        pretrained = networks_of(content)
+        if size is not None and pretrained.architecture["size"] != size:
+            raise FormatError(f"checkpoint {path} holds {pretrained.architecture['size']} px networks, not the "
+                              f"--size {size} asked for")
+        return pretrained
+    return pretrained_from(kind, content, path, size)
+
+
+def load_ema_generator(path, size=None, device="cpu"):
+    """The EMA generator (else the generator) of any file ``load_networks`` reads, in eval mode on
+    ``device``: what training.generate, training.evaluate and training.export run."""
+    pretrained = load_networks(path, size)
+    generator = pretrained.g_ema if pretrained.g_ema is not None else pretrained.g
+    return generator.to(device).eval()
 
 
 def capture_rng_state(device):

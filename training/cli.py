@@ -13,6 +13,8 @@ import sys
 
 import torch
 
+from models.formats import reason  # noqa: F401  (the commands quote errors with it)
+
 
 class CommandLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line (the usage is in ``--help``), exit status 2."""
@@ -88,6 +90,14 @@ def output_folder(text):
     return str(text)
 
 
+def output_file(text):
+    """A file to write: not a folder, and no part of its folder a file."""
+    if os.path.isdir(os.path.expanduser(str(text))):
+        raise argparse.ArgumentTypeError(f"expected a file path, got the folder {str(text)!r}")
+    output_folder(os.path.dirname(os.path.abspath(os.path.expanduser(str(text)))))
+    return str(text)
+
+
 def existing_path(text):
     """A file or folder that exists."""
     if not os.path.exists(os.path.expanduser(str(text))):
@@ -134,13 +144,6 @@ def check_value(flag, validator, value):
         return validator(value)
     except argparse.ArgumentTypeError as error:
         raise ValueError(f"argument {flag}: {error}") from None
-
-
-def reason(error):
-    """The first sentence of an exception's message (its type where it has none), to quote in one line:
-    the rest of a library's message is often advice that does not apply."""
-    text = str(error).strip()
-    return text.splitlines()[0].split(". ")[0] if text else type(error).__name__
 
 
 def fail(message, status=1):

@@ -12,7 +12,10 @@ from training import cli
 from training.networks import GENERATORS
 
 # The fields that decide the networks' shapes: a checkpoint resumes only into the same ones.
-ARCHITECTURE_FIELDS = ("model", "variant", "size", "width", "style_dim", "n_mlp", "channel_multiplier")
+ARCHITECTURE_FIELDS = ("model", "variant", "size", "width", "style_dim", "n_mlp", "channel_multiplier",
+                       "channel_base", "channel_max", "mbstd_channels")
+# The fields that decide what the networks compute: the shapes' and these two.
+NETWORK_FIELDS = ARCHITECTURE_FIELDS + ("conv_clamp", "mbstd_group")
 # Sizes every model is built for: the discriminator needs 8 px, the channel table ends at 1024.
 MINIMUM_SIZE, MAXIMUM_SIZE = 8, 1024
 MODEL_MINIMUM_SIZES = {"PixelFolder": 16}
@@ -31,7 +34,7 @@ class TrainConfig:
     # Data
     dataset: str = _setting("procedural", "'procedural' (built-in shapes, no download), 'digits' (scikit-learn's "
                                           "1,797 handwritten digits, up-sampled; pip install "
-                                          "'pixelfolder-ops[digits]'), a folder of "
+                                          "'.[digits]'), a folder of "
                                           "images (png/jpg/jpeg/webp, searched recursively), a zip of images "
                                           "(StyleGAN2-ADA's dataset_tool format, read in place) or an LMDB from "
                                           "training.prepare_data")
@@ -53,6 +56,15 @@ class TrainConfig:
                                                "per image as the official code does (same images, slower; for "
                                                "speed comparisons)")
     channel_multiplier: int = _setting(2, "channel multiplier of G and D (StyleGAN2 config-f: 2)", cli.integer(1))
+    channel_base: int = _setting(None, "StyleGAN2: NVlabs' channel rule, min(channel_base / r, channel_max) "
+                                       "channels at r x r in G and D, instead of --channel-multiplier's table "
+                                       "(converted NVlabs networks)", cli.integer(1))
+    channel_max: int = _setting(512, "StyleGAN2: the cap of --channel-base's rule", cli.integer(1))
+    conv_clamp: float = _setting(None, "StyleGAN2: clamp every conv layer's output of G and D to +-this (NVlabs' "
+                                       "conv_clamp; their pickles have 256)", cli.number(above=0))
+    mbstd_group: int = _setting(4, "images per minibatch-standard-deviation group of D", cli.integer(1))
+    mbstd_channels: int = _setting(1, "feature maps the minibatch standard deviation appends in D (0: none)",
+                                   cli.integer(0))
     # The paper's recipe
     batch: int = _setting(32, "images per step over all GPUs together", cli.integer(1))
     lr: float = _setting(0.002, "Adam learning rate (D's is scaled for lazy R1, as StyleGAN2)", cli.number(above=0))
@@ -91,7 +103,8 @@ class TrainConfig:
             self.hflip = self.dataset != "digits"
 
     def architecture(self):
-        return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
+        """The settings that decide what the networks compute (models.architecture builds them)."""
+        return {name: getattr(self, name) for name in NETWORK_FIELDS}
 
     def validate(self):
         """Raise ValueError for settings that cannot train, before anything is built: each value by the
@@ -103,6 +116,9 @@ class TrainConfig:
         if self.variant is not None and self.model != "PixelFolder":
             raise ValueError(f"--variant {self.variant!r} is a PixelFolder ablation; it does not apply to "
                              f"--model {self.model}")
+        for name in ("channel_base", "conv_clamp"):
+            if getattr(self, name) is not None and self.model != "StyleGAN2":
+                raise ValueError(f"{flag(name)} applies to StyleGAN2 only, not --model {self.model}")
         if self.official_data_flow and self.model != "PixelFolder":
             raise ValueError(f"--official-data-flow applies to PixelFolder only, not --model {self.model}")
         if self.mixing > 0 and self.model == "CIPS":
@@ -155,9 +171,10 @@ def resumed_config(saved, explicit):
     """The config of a resumed run: the checkpoint's settings ``saved`` (a dict), with those given
     ``explicit``ly on the command line instead. ValueError for an explicit setting that would change the
     networks the checkpoint holds."""
+    saved = dataclasses.asdict(TrainConfig.from_dict(saved))  # the defaults of settings added since it was written
     for name in ARCHITECTURE_FIELDS:
-        if name in explicit and explicit[name] != saved.get(name):
+        if name in explicit and explicit[name] != saved[name]:
             raise ValueError(f"argument {flag(name)}: a resumed run keeps the networks of its checkpoint, which "
-                             f"has {flag(name)} {saved.get(name)}, not {explicit[name]} (train in another --out "
+                             f"has {flag(name)} {saved[name]}, not {explicit[name]} (train in another --out "
                              f"to start a new run)")
     return TrainConfig.from_dict({**saved, **explicit})

@@ -3,7 +3,7 @@ shipped inside its wheel, so nothing is downloaded) as a training dataset, and a
 trained on them whose penultimate-layer features give a digits FID and KID (the MNIST-FID practice
 of the GAN literature; not comparable with Inception FIDs).
 
-scikit-learn is an optional dependency: ``pip install 'pixelfolder-ops[digits]'``.
+scikit-learn is an optional dependency, in the ``digits`` extra: ``pip install '.[digits]'``.
 
 Up-sampling: an 8x8 digit is scaled to the training size with bicubic interpolation (PyTorch's,
 align_corners=False), clamped to the grey range and rounded to 8 bits. Bicubic keeps the strokes
@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training import extras
 from training.images import from_uint8
 
-EXTRA = "pip install 'pixelfolder-ops[digits]' (or pip install scikit-learn)"
 GREY_LEVELS = 16  # the digits' values run from 0 to 16
 CLASSIFIER_INPUT_SIZE = 32
 FEATURE_DIM = 128
@@ -44,7 +44,8 @@ def load_digit_arrays():
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise ValueError(f"the digits dataset comes with scikit-learn, which is not installed: {EXTRA}") from None
+        raise ValueError("the digits dataset comes with scikit-learn, which is not installed: "
+                         f"{extras.install_command('digits')}") from None
     digits = load_digits()
     return digits.images, digits.target
 

@@ -6,7 +6,7 @@ MNIST-FID practice; its values are not comparable with Inception FIDs).
     python -m training.evaluate CHECKPOINT --dataset FOLDER_OR_STATISTICS [--num-samples 50000]
                                 [--batch-size 50] [--truncation 1.0] [--features inception|digits]
                                 [--inception PATH] [--cache-dir DIR] [--resolution R] [--workers N]
-                                [--kid-subsets 100] [--kid-subset-size 1000] [--size 256]
+                                [--kid-subsets 100] [--kid-subset-size 1000] [--size N]
                                 [--device cpu|cuda]
 
 --dataset is a folder of images (searched recursively for png, jpg, jpeg and webp) or a zip of
@@ -22,6 +22,11 @@ N images are generated (seeds 0 to N-1, see training/generate.py) and quantized 
 real ones; where the folder holds more than N images, N of them are drawn at random (fixed seed).
 The results are printed as one JSON object.
 """
+from training import extras
+
+if __name__ == "__main__":
+    extras.require("train")  # before the imports that need it
+
 import hashlib
 import json
 import logging
@@ -36,7 +41,7 @@ from tqdm import tqdm
 from training import cli
 from training.data import ImageFolderDataset, image_names
 from training.digits import DigitsDataset, load_digits_classifier
-from training.generate import OFFICIAL_SIZE, load_generator, sample_batches
+from training.generate import NETWORK_SIZE, load_generator, sample_batches
 from training.images import from_uint8, to_uint8
 from training.inception import WEIGHTS_ENV, load_inception, weights_path
 from training.metrics import frechet_distance, kernel_inception_distance, mean_and_covariance, precision_recall
@@ -205,8 +210,8 @@ def dataset_argument(text):
 
 def parse_args(argv=None):
     parser = cli.CommandLineParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="our training checkpoint, a run folder (its latest checkpoint) or an "
-                                           "official PixelFolder checkpoint")
+    parser.add_argument("checkpoint", help="our training or converted checkpoint, a run folder (its latest "
+                                           "checkpoint), or any network file training.convert reads")
     parser.add_argument("--dataset", required=True, type=dataset_argument,
                         help=f"an image folder or zip, '{DIGITS}', or an .npz of statistics")
     parser.add_argument("--num-samples", type=cli.integer(PRECISION_RECALL_K + 1), default=50000,
@@ -229,8 +234,8 @@ def parse_args(argv=None):
                              "at most 8: %(default)s)")
     parser.add_argument("--kid-subsets", type=cli.integer(1), default=100, help="(default: %(default)s)")
     parser.add_argument("--kid-subset-size", type=cli.integer(2), default=1000, help="(default: %(default)s)")
-    parser.add_argument("--size", type=OFFICIAL_SIZE, default=256,
-                        help="resolution of an official checkpoint (default: 256)")
+    parser.add_argument("--size", type=NETWORK_SIZE,
+                        help="the resolution the checkpoint's networks must have (default: any)")
     parser.add_argument("--device", type=cli.device, default="auto",
                         help="'auto' (the GPU if there is one), 'cpu', 'cuda' or 'cuda:N' (default: auto)")
     return parser.parse_args(argv)

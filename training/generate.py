@@ -2,13 +2,22 @@
 paper's Fig. 4), and the RGB of every stage side by side (the paper's Fig. 6).
 
     python -m training.generate CHECKPOINT [--outdir DIR] [--seeds 0-15] [--truncation 1.0]
-                                [--batch-size 16] [--nrow N] [--stages]
+                                [--noise random|const] [--batch-size 16] [--nrow N] [--stages]
                                 [--interpolate SEED_A SEED_B [--steps 8] [--interpolation slerp|lerp]]
-                                [--size 256] [--device cpu|cuda]
+                                [--size N] [--device cpu|cuda]
 
-CHECKPOINT is one of our training checkpoints or an official PixelFolder one (``--size`` is its
-resolution). An image depends only on its seed: z and the noise inputs are drawn from it.
+CHECKPOINT is one of our training or converted checkpoints (a run folder: its latest), or any file
+``training.convert`` reads (official PixelFolder and rosinality checkpoints, CIPS releases, NVlabs
+pickles), whose EMA generator draws the images. An image depends only on its seed: z and the noise
+inputs are drawn from it; with ``--noise const`` every image takes the noise stored with the model
+(``G(z, noise="const")``: for a converted network, its source's constant noise) and only z comes from
+the seed.
 """
+from training import extras
+
+if __name__ == "__main__":
+    extras.require("train")  # before the imports that need it
+
 import argparse
 import math
 import os
@@ -16,31 +25,14 @@ import os
 import torch
 import torch.nn.functional as F
 
-import models
 from training import checkpoint as training_checkpoint
 from training import cli
 from training.images import save_grid, save_image
 
-# The sizes an official PixelFolder checkpoint can have (models.PixelFolder's).
-OFFICIAL_SIZE = cli.power_of_two(16, 1024)
-
-
-def load_generator(path, size=256, device="cpu"):
-    """The EMA generator, in eval mode, from our training checkpoint (it has a "config"), a run folder
-    (its latest checkpoint), or an official PixelFolder checkpoint (top-level "g", "g_ema", "d"; ``size``
-    is its resolution). ValueError or FileNotFoundError naming the file for anything else."""
-    path = training_checkpoint.checkpoint_file(os.fspath(path))
-    checkpoint = training_checkpoint.read_checkpoint(path)
-    if training_checkpoint.is_training_checkpoint(checkpoint):
-        training_checkpoint.check_checkpoint(checkpoint, path)
-        generator = training_checkpoint.ema_generator(checkpoint)
-    else:
-        try:
-            generator = models.load_official(checkpoint, size=size)[1]
-        except ValueError as error:
-            raise ValueError(f"checkpoint {path} is neither a training checkpoint of this package nor an official "
-                             f"PixelFolder checkpoint at --size {size} ({cli.reason(error)})") from None
-    return generator.to(device).eval()
+# The sizes a --size can ask for (every model's).
+NETWORK_SIZE = cli.power_of_two(8, 1024)
+# The EMA generator of any network file training.convert reads (see training.checkpoint).
+load_generator = training_checkpoint.load_ema_generator
 
 
 def seed_inputs(generator, seeds):
@@ -54,16 +46,22 @@ def seed_inputs(generator, seeds):
     return torch.cat(zs), [torch.cat(level) for level in zip(*noises)]
 
 
+def on_device(noise, device, noise_mode):
+    """The seed-drawn ``noise`` on ``device``, or "const" for the model's own (``noise_mode``)."""
+    return "const" if noise_mode == "const" else [n.to(device) for n in noise]
+
+
 @torch.inference_mode()
-def sample_batches(generator, seeds, batch_size, truncation=1.0, return_stages=False):
+def sample_batches(generator, seeds, batch_size, truncation=1.0, return_stages=False, noise_mode="random"):
     """Yields (images, stages) for ``seeds`` in batches, on the generator's device; ``stages`` (the
-    RGB of every stage, see ``StyleGenerator.forward``) is None unless ``return_stages``."""
+    RGB of every stage, see ``StyleGenerator.forward``) is None unless ``return_stages``.
+    ``noise_mode`` "random": each seed's noise; "const": the model's constant noise."""
     device = next(generator.parameters()).device
     center = generator.mean_latent() if truncation != 1 else None
     for start in range(0, len(seeds), batch_size):
         z, noise = seed_inputs(generator, seeds[start:start + batch_size])
         out = generator(z.to(device), truncation=truncation, truncation_latent=center,
-                        noise=[n.to(device) for n in noise], return_stages=return_stages)
+                        noise=on_device(noise, device, noise_mode), return_stages=return_stages)
         yield out if return_stages else (out, None)
 
 
@@ -78,14 +76,15 @@ def slerp(a, b, t):
 
 
 @torch.inference_mode()
-def interpolation_strip(generator, seed_a, seed_b, steps, mode="slerp", truncation=1.0, batch_size=16):
+def interpolation_strip(generator, seed_a, seed_b, steps, mode="slerp", truncation=1.0, batch_size=16,
+                        noise_mode="random"):
     """(steps, 3, S, S): z interpolated from ``seed_a``'s to ``seed_b``'s, endpoints included, with
-    ``seed_a``'s noise throughout so that only z changes."""
+    ``seed_a``'s noise (or the model's constant noise) throughout so that only z changes."""
     device = next(generator.parameters()).device
     (z_a, z_b), noise = seed_inputs(generator, [seed_a, seed_b])
     t = torch.linspace(0, 1, steps)[:, None]
     z = slerp(z_a[None], z_b[None], t) if mode == "slerp" else torch.lerp(z_a[None], z_b[None], t)
-    noise = [n[:1].to(device) for n in noise]  # batch 1 broadcasts over the strip
+    noise = on_device([n[:1] for n in noise], device, noise_mode)  # batch 1 broadcasts over the strip
     center = generator.mean_latent() if truncation != 1 else None
     return torch.cat([generator(chunk.to(device), truncation=truncation, truncation_latent=center, noise=noise).cpu()
                       for chunk in z.split(batch_size)])
@@ -121,8 +120,8 @@ def parse_seeds(text):
 
 def parse_args(argv=None):
     parser = cli.CommandLineParser(prog="python -m training.generate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="our training checkpoint, a run folder (its latest checkpoint) or an "
-                                           "official PixelFolder checkpoint")
+    parser.add_argument("checkpoint", help="our training or converted checkpoint, a run folder (its latest "
+                                           "checkpoint), or any network file training.convert reads")
     parser.add_argument("--outdir", type=cli.output_folder, default="generated",
                         help="where the PNGs go (default: %(default)s)")
     parser.add_argument("--seeds", type=parse_seeds,
@@ -130,6 +129,9 @@ def parse_args(argv=None):
                              "--interpolate is given alone)")
     parser.add_argument("--truncation", type=cli.number(), default=1.0,
                         help="psi, towards G.mean_latent() (default: 1)")
+    parser.add_argument("--noise", choices=("random", "const"), default="random",
+                        help="'random': each seed's own noise; 'const': the noise stored with the model, the same "
+                             "for every image (a converted network's source noise) (default: %(default)s)")
     parser.add_argument("--batch-size", type=cli.integer(1), default=16)
     parser.add_argument("--nrow", type=cli.integer(1), help="grid images per row (default: about the square root)")
     parser.add_argument("--stages", action="store_true",
@@ -140,8 +142,8 @@ def parse_args(argv=None):
                         help="images in the interpolation strip, both ends included (default: 8)")
     parser.add_argument("--interpolation", choices=("slerp", "lerp"), default="slerp",
                         help="spherical or linear in z (default: slerp)")
-    parser.add_argument("--size", type=OFFICIAL_SIZE, default=256,
-                        help="resolution of an official checkpoint (default: 256)")
+    parser.add_argument("--size", type=NETWORK_SIZE,
+                        help="the resolution the checkpoint's networks must have (default: any)")
     parser.add_argument("--device", type=cli.device, default="auto",
                         help="'auto' (the GPU if there is one), 'cpu', 'cuda' or 'cuda:N' (default: auto)")
     args = parser.parse_args(argv)
@@ -160,7 +162,8 @@ def main(argv=None):
     written = []
     if args.seeds:
         images, tiles = [], []
-        batches = sample_batches(generator, args.seeds, args.batch_size, args.truncation, return_stages=args.stages)
+        batches = sample_batches(generator, args.seeds, args.batch_size, args.truncation, return_stages=args.stages,
+                                 noise_mode=args.noise)
         for batch, stages in batches:
             images.append(batch.cpu())
             if stages is not None:
@@ -178,7 +181,7 @@ def main(argv=None):
     if args.interpolate:
         seed_a, seed_b = args.interpolate
         strip = interpolation_strip(generator, seed_a, seed_b, args.steps, args.interpolation, args.truncation,
-                                    args.batch_size)
+                                    args.batch_size, args.noise)
         name = f"interpolation-{seed_a:04d}-{seed_b:04d}-{args.interpolation}.png"
         save_grid(strip, os.path.join(args.outdir, name), nrow=len(strip))
         written.append(name)

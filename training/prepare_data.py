@@ -10,6 +10,11 @@ f"{index:07d}" (utf-8), with b"length" holding the count as a decimal string. Fi
 read are skipped (indices stay contiguous) and counted; an image smaller than a size is an error.
 Train on the result with ``python -m training.train --dataset OUT --size SIZE``.
 """
+from training import extras
+
+if __name__ == "__main__":
+    extras.require("train")  # before the imports that need it
+
 import argparse
 import functools
 import io

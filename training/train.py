@@ -11,6 +11,11 @@ A run folder gets checkpoint-latest.pt / checkpoint-previous.pt, samples/step-NN
 tensorboard/. A resumed run continues exactly where its checkpoint left off (same losses and
 weights as an uninterrupted run on the same machine and number of processes).
 """
+from training import extras
+
+if __name__ == "__main__":
+    extras.require("train")  # before the imports that need it
+
 import contextlib
 import copy
 import dataclasses
@@ -28,7 +33,7 @@ from models import to_channels_last
 from training import cli
 from training.checkpoint import (LATEST, capture_rng_state, find_checkpoint, load_checkpoint, remove_stale_temporaries,
                                  restore_rng_state, save_checkpoint)
-from training.config import RESUMABLE_CHANGES, explicit_settings, flag, parse_args, resumed_config
+from training.config import RESUMABLE_CHANGES, TrainConfig, explicit_settings, flag, parse_args, resumed_config
 from training.data import BatchStream, ImageFolderDataset, make_dataset
 from training.distributed import (DistributedContext, all_gather_objects, all_reduce_max, barrier,
                                   distributed_context, launched_rank, resolve_device, wrap_ddp)
@@ -104,7 +109,7 @@ class Trainer:
         self.g_module = build_generator(config).to(device)
         self.d_module = build_discriminator(config).to(device)
         group = self.d_module.stddev_group
-        if self.batch_per_process > group and self.batch_per_process % group:
+        if group is not None and self.batch_per_process > group and self.batch_per_process % group:
             raise ValueError(f"the batch per process ({self.batch_per_process}) must be a multiple of the "
                              f"discriminator's minibatch-stddev group ({group}) or smaller than it")
         if config.channels_last:
@@ -147,17 +152,19 @@ class Trainer:
         if checkpoint_path is not None:
             self.load(checkpoint_path)
 
-    @torch.no_grad()
     def _measure_auto_backends(self):
-        """One eager G and D forward at the training shapes, so that the 'auto' backend measures its
-        choices before torch.compile traces (it measures nothing while compiling); with several
-        processes, all then take rank 0's choices. Its z and noise come from their own generator: the
-        training RNGs are untouched."""
+        """Eager G and D forwards at the training shapes, so that the 'auto' backend measures its choices
+        before torch.compile traces (it measures nothing while compiling): G without gradients, as the
+        D step runs it, then G and D with them (auto times those ops forward and backward, and keeps
+        training choices apart). With several processes, all then take rank 0's choices. Its z and noise
+        come from their own generator: the training RNGs are untouched; no gradient is accumulated."""
         rng = torch.Generator().manual_seed(0)
         device = self.context.device
         z = torch.randn(self.batch_per_process, self.config.style_dim, generator=rng).to(device)
         noise = [n.to(device) for n in self.g_module.make_noise(self.batch_per_process, device="cpu", generator=rng)]
         with self._autocast():
+            with torch.no_grad():
+                self.g_module(z, noise=noise)
             images = self.g_module(z, noise=noise)
             if self.config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -339,28 +346,48 @@ class Trainer:
         of this run's settings differ from the checkpoint's."""
         config, context = self.config, self.context
         checkpoint = load_checkpoint(path, config.architecture())
-        saved = checkpoint["config"]
-        changed = {name: (saved.get(name), value) for name, value in dataclasses.asdict(config).items()
-                   if name != "resume" and saved.get(name) != value}
-        if context.is_main:
+        converted = "source" in checkpoint  # training.convert's: networks and no run to continue
+        saved = dataclasses.asdict(TrainConfig.from_dict(checkpoint["config"]))
+        changed = {name: (saved[name], value) for name, value in dataclasses.asdict(config).items()
+                   if name != "resume" and saved[name] != value}
+        if context.is_main and not converted:
             for name, (old, new) in changed.items():
                 logger.info(f"{flag(name)} {new} overrides the checkpoint's {old}")
             if set(changed) - set(RESUMABLE_CHANGES):
                 logger.warning("the run will not continue as the original would have: "
                                + ", ".join(flag(name) for name in changed if name not in RESUMABLE_CHANGES)
                                + " changed")
-        self.g_module.load_state_dict(checkpoint["g"])
-        self.d_module.load_state_dict(checkpoint["d"])
+        # A converted checkpoint (training.convert) has what its source had: at least g_ema.
+        fresh = []
         self.g_ema.load_state_dict(checkpoint["g_ema"])
-        for optimizer, state, regularize_every in ((self.g_optim, checkpoint["g_optim"], 0),
-                                                   (self.d_optim, checkpoint["d_optim"], self.d_reg_every)):
-            optimizer.load_state_dict(state)
+        self.g_module.load_state_dict(checkpoint.get("g") or checkpoint["g_ema"])
+        if checkpoint.get("d") is not None:
+            self.d_module.load_state_dict(checkpoint["d"])
+        else:
+            fresh.append("D is freshly initialised (the checkpoint has none)")
+        for module in (self.g_module, self.g_ema):
+            if module.latent_avg is not None:  # a converted network's average w: training does not track it
+                module.latent_avg = None
+        optimizers = ((self.g_optim, "g_optim", 0), (self.d_optim, "d_optim", self.d_reg_every))
+        for optimizer, name, regularize_every in optimizers:
+            if checkpoint.get(name) is not None:
+                optimizer.load_state_dict(checkpoint[name])
+            else:
+                fresh.append(f"{name[0].upper()}'s Adam states are fresh")
             for group in optimizer.param_groups:  # this run's lr and betas
                 group.update(lazy_adam_hyperparameters(config, regularize_every))
-        self.data.load_state_dict(checkpoint["data"])
+        if "data" in checkpoint:
+            self.data.load_state_dict(checkpoint["data"])
         self.step = checkpoint["step"]
         self.last_checkpoint = (path, self.step)
-        if len(checkpoint["rng"]) == context.world_size:
+        if context.is_main and converted:
+            logger.info(f"fine-tuning the networks converted from {checkpoint['source'].get('file')} "
+                        f"({checkpoint['source'].get('format')}): " + "; ".join(
+                            fresh + ["truncation centres on the mean w again (training does not track the "
+                                     "source's average w)", "the data starts from the beginning"]))
+        if converted:
+            pass  # this run's own seed draws from here on
+        elif len(checkpoint["rng"]) == context.world_size:
             restore_rng_state(checkpoint["rng"][context.rank], context.device)
         elif context.is_main:
             logger.warning(f"the checkpoint was written by {len(checkpoint['rng'])} processes and this run has "

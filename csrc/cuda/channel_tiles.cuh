@@ -19,7 +19,7 @@ static_assert(kTile == 32 && kTileRowsPerStep * kElementsPerThread == kTile, "a 
 
 // A step's tile, padded by a column so that walking either axis touches different banks.
 template <typename opmath_t>
-using StepTile = opmath_t[kTile][kTile + 1];
+using StepTile = SharedArray<opmath_t, kTile, kTile + 1>;
 
 // One block's share and one thread's place in each step. Element k of a thread sits in tile slot
 // (row + kTileRowsPerStep * k, lane). Lanes walk the channels of channels-last tensors and the pixels
@@ -46,6 +46,7 @@ struct ChannelTile {
 
   // The sum, in slot order, of the tile's kTile values that belong to channel (or, with
   // `of_channel` false, to pixel) number i of the step; every thread waits for the tile first.
+  // Callers name opmath_t: nvcc cannot deduce it through SharedArray.
   template <typename opmath_t>
   __device__ opmath_t sum_of(const StepTile<opmath_t>& tile, int i, bool of_channel) const {
     const bool along_rows = of_channel == channels_fast;  // the i's values fill column i
@@ -70,14 +71,15 @@ inline int64_t chunks_of(int64_t pixels) { return (pixels + kChunkPixels - 1) / 
 // partial[(image * channels + channel) * chunks + chunk].
 template <typename opmath_t, typename index_t>
 __device__ void store_channel_sums(const ChannelTile<index_t>& tile, StepTile<opmath_t>& scratch,
-                                   const opmath_t (&sums)[kElementsPerThread], opmath_t* partial, index_t channels) {
+                                   const opmath_t (&sums)[kElementsPerThread], DevicePointer<opmath_t> partial,
+                                   index_t channels) {
   __syncthreads();  // the scratch tile may still be read from the last step
   for (int k = 0; k < kElementsPerThread; ++k) scratch[tile.slot_row(k)][tile.lane] = sums[k];
   __syncthreads();
   const index_t c = tile.first_channel + static_cast<index_t>(threadIdx.x);
   if (threadIdx.x < kTile && c < channels) {
     partial[(tile.image * channels + c) * static_cast<index_t>(gridDim.x) + static_cast<index_t>(blockIdx.x)] =
-        tile.sum_of(scratch, threadIdx.x, true);
+        tile.template sum_of<opmath_t>(scratch, threadIdx.x, true);
   }
 }
 

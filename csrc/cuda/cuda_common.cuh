@@ -1,6 +1,7 @@
 // Launch helpers shared by the CUDA kernels. The same sources build for the GPU (nvcc) and, with
 // PIXELFOLDER_CUDA_EMULATION, as host C++ whose kernels run on the CPU (csrc/emulation): the device
-// type, dispatch key, device guard and launch below are the only places the two builds differ.
+// type, dispatch key, device guard, launch and shared arrays below, and the kernels' pointers
+// (device_pointer.h), are the only places the two builds differ.
 #pragma once
 
 #include <ATen/Dispatch.h>
@@ -10,6 +11,7 @@
 #include <utility>
 
 #include "../common.h"
+#include "../device_pointer.h"
 
 #ifdef PIXELFOLDER_CUDA_EMULATION
 #include <c10/core/DeviceGuard.h>
@@ -32,6 +34,26 @@ using CudaDeviceGuard = c10::DeviceGuard;
 #else
 constexpr c10::DeviceType kCudaKernelDevice = c10::kCUDA;
 using CudaDeviceGuard = c10::cuda::CUDAGuard;
+#endif
+
+// A __shared__ array T[Dims[0]][Dims[1]]...: the plain array on the GPU, one whose accesses the
+// emulation checks for races and bounds (checked_memory.h) in the emulation build. On the GPU the
+// alias goes through a struct, so a function template cannot deduce T from it.
+#ifdef PIXELFOLDER_CUDA_EMULATION
+using cuda_emulation::SharedArray;
+#else
+template <typename T, int Extent, int... Rest>
+struct PlainArray {
+  using type = typename PlainArray<T, Rest...>::type[Extent];
+};
+
+template <typename T, int Extent>
+struct PlainArray<T, Extent> {
+  using type = T[Extent];
+};
+
+template <typename T, int... Dims>
+using SharedArray = typename PlainArray<T, Dims...>::type;
 #endif
 
 // kernel<<<blocks, threads, 0, current stream>>>(args...), then the launch error check.

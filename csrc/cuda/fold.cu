@@ -10,8 +10,8 @@ namespace {
 
 // fold: coarse out[n, (dy * 2 + dx) * C + c, i, j] = fine in[n, c, 2i + dy, 2j + dx]; unfold reads back.
 template <typename scalar_t, bool kFold, typename index_t>
-__global__ void fold_kernel(const scalar_t* __restrict__ input, scalar_t* __restrict__ output, Strides4<index_t> in,
-                            Strides4<index_t> out, bool channels_last, index_t numel) {
+__global__ void fold_kernel(RestrictPointer<const scalar_t> input, RestrictPointer<scalar_t> output,
+                            Strides4<index_t> in, Strides4<index_t> out, bool channels_last, index_t numel) {
   PIXELFOLDER_GRID_STRIDE_LOOP(index_t, index, numel) {
     const auto o = coordinates_of(index, out.size, channels_last);
     if (kFold) {
@@ -41,8 +41,8 @@ at::Tensor fold_cuda(const Arguments& args) {
   PIXELFOLDER_DISPATCH_CUDA_TYPES(input.scalar_type(), "fold", [&] {
     PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({input, output}), [&] {
       launch_kernel(fold_kernel<scalar_t, kFold, index_t>, blocks_for(numel), kThreadsPerBlock,
-                    input.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), Strides4<index_t>(input),
-                    Strides4<index_t>(output), channels_last, static_cast<index_t>(numel));
+                    pointer_to<scalar_t>(input, "input"), pointer_to<scalar_t>(output, "output"),
+                    Strides4<index_t>(input), Strides4<index_t>(output), channels_last, static_cast<index_t>(numel));
     });
   });
   return output;

@@ -10,8 +10,8 @@ namespace pixelfolder {
 namespace {
 
 template <typename scalar_t, typename opmath_t, typename index_t>
-__global__ void fourier_embedding_kernel(const scalar_t* __restrict__ weight, const scalar_t* __restrict__ bias,
-                                         scalar_t* __restrict__ output, index_t height, index_t width,
+__global__ void fourier_embedding_kernel(RestrictPointer<const scalar_t> weight, RestrictPointer<const scalar_t> bias,
+                                         RestrictPointer<scalar_t> output, index_t height, index_t width,
                                          index_t numel) {
   PIXELFOLDER_GRID_STRIDE_LOOP(index_t, index, numel) {
     const index_t x = index % width, y = index / width % height, c = index / (width * height);
@@ -23,10 +23,11 @@ __global__ void fourier_embedding_kernel(const scalar_t* __restrict__ weight, co
 
 // One block per channel: sums of g * cos(phase) weighted by x, by y and by 1.
 template <typename scalar_t, typename opmath_t, typename index_t>
-__global__ void fourier_embedding_backward_kernel(const scalar_t* __restrict__ grad_output, Strides4<index_t> grad,
-                                                  const scalar_t* __restrict__ weight,
-                                                  const scalar_t* __restrict__ bias, scalar_t* __restrict__ grad_weight,
-                                                  scalar_t* __restrict__ grad_bias) {
+__global__ void fourier_embedding_backward_kernel(RestrictPointer<const scalar_t> grad_output, Strides4<index_t> grad,
+                                                  RestrictPointer<const scalar_t> weight,
+                                                  RestrictPointer<const scalar_t> bias,
+                                                  RestrictPointer<scalar_t> grad_weight,
+                                                  RestrictPointer<scalar_t> grad_bias) {
   const index_t c = blockIdx.x, height = grad.size[2], width = grad.size[3];
   const opmath_t frequency_x = weight[2 * c], frequency_y = weight[2 * c + 1], phase = bias[c];
   opmath_t sums[3] = {0, 0, 0};
@@ -38,7 +39,7 @@ __global__ void fourier_embedding_backward_kernel(const scalar_t* __restrict__ g
     sums[1] += d * cy;
     sums[2] += d;
   }
-  __shared__ opmath_t partial[3][kThreadsPerBlock];
+  __shared__ SharedArray<opmath_t, 3, kThreadsPerBlock> partial;
   for (int k = 0; k < 3; ++k) partial[k][threadIdx.x] = sums[k];
   __syncthreads();
   for (int active = kThreadsPerBlock / 2; active > 0; active /= 2) {
@@ -69,7 +70,8 @@ at::Tensor fourier_embedding_cuda(const Arguments& args) {
   PIXELFOLDER_DISPATCH_CUDA_TYPES(weight.scalar_type(), op, [&] {
     PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({output}), [&] {
       launch_kernel(fourier_embedding_kernel<scalar_t, at::opmath_type<scalar_t>, index_t>, blocks_for(numel),
-                    kThreadsPerBlock, w.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(),
+                    kThreadsPerBlock, pointer_to<scalar_t>(w, "weight"), pointer_to<scalar_t>(b, "bias"),
+                    pointer_to<scalar_t>(output, "output"),
                     static_cast<index_t>(height), static_cast<index_t>(width), static_cast<index_t>(numel));
     });
   });
@@ -92,9 +94,10 @@ std::tuple<at::Tensor, at::Tensor> fourier_embedding_backward_cuda(const Argumen
   PIXELFOLDER_DISPATCH_CUDA_TYPES(weight.scalar_type(), op, [&] {
     PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({grad_output}), [&] {
       launch_kernel(fourier_embedding_backward_kernel<scalar_t, at::opmath_type<scalar_t>, index_t>,
-                    static_cast<unsigned int>(channels), kThreadsPerBlock, grad_output.data_ptr<scalar_t>(),
-                    Strides4<index_t>(grad_output), w.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
-                    grad_weight.data_ptr<scalar_t>(), grad_bias.data_ptr<scalar_t>());
+                    static_cast<unsigned int>(channels), kThreadsPerBlock,
+                    pointer_to<scalar_t>(grad_output, "grad_output"), Strides4<index_t>(grad_output),
+                    pointer_to<scalar_t>(w, "weight"), pointer_to<scalar_t>(b, "bias"),
+                    pointer_to<scalar_t>(grad_weight, "grad_weight"), pointer_to<scalar_t>(grad_bias, "grad_bias"));
     });
   });
   return {grad_weight, grad_bias};

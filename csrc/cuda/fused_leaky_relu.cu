@@ -9,8 +9,8 @@ namespace pixelfolder {
 namespace {
 
 template <typename scalar_t, typename opmath_t, typename index_t>
-__global__ void fused_leaky_relu_kernel(const scalar_t* __restrict__ input, const scalar_t* __restrict__ bias,
-                                        scalar_t* __restrict__ output, ChannelLayout layout,
+__global__ void fused_leaky_relu_kernel(RestrictPointer<const scalar_t> input, RestrictPointer<const scalar_t> bias,
+                                        RestrictPointer<scalar_t> output, ChannelLayout layout,
                                         LeakyReLU<opmath_t> act, index_t numel) {
   PIXELFOLDER_GRID_STRIDE_LOOP(index_t, index, numel) {
     const opmath_t shift = bias ? opmath_t(bias[layout.channel(index)]) : opmath_t(0);
@@ -19,9 +19,9 @@ __global__ void fused_leaky_relu_kernel(const scalar_t* __restrict__ input, cons
 }
 
 template <typename scalar_t, typename opmath_t, typename index_t>
-__global__ void fused_leaky_relu_backward_kernel(const scalar_t* __restrict__ grad_output,
-                                                 const scalar_t* __restrict__ output,
-                                                 scalar_t* __restrict__ grad_input, LeakyReLU<opmath_t> act,
+__global__ void fused_leaky_relu_backward_kernel(RestrictPointer<const scalar_t> grad_output,
+                                                 RestrictPointer<const scalar_t> output,
+                                                 RestrictPointer<scalar_t> grad_input, LeakyReLU<opmath_t> act,
                                                  index_t numel) {
   PIXELFOLDER_GRID_STRIDE_LOOP(index_t, index, numel) {
     grad_input[index] = opmath_t(grad_output[index]) * act.gradient(opmath_t(output[index]));
@@ -45,8 +45,9 @@ at::Tensor fused_leaky_relu_cuda(const Arguments& args) {
     using opmath_t = at::opmath_type<scalar_t>;
     PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({x}), [&] {
       launch_kernel(fused_leaky_relu_kernel<scalar_t, opmath_t, index_t>, blocks_for(numel), kThreadsPerBlock,
-                    x.data_ptr<scalar_t>(), bias ? b.data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(),
-                    layout, act_arguments.as<opmath_t>(), static_cast<index_t>(numel));
+                    pointer_to<scalar_t>(x, "input"), bias ? pointer_to<scalar_t>(b, "bias") : nullptr,
+                    pointer_to<scalar_t>(output, "output"), layout, act_arguments.as<opmath_t>(),
+                    static_cast<index_t>(numel));
     });
   });
   return output;
@@ -69,8 +70,9 @@ at::Tensor fused_leaky_relu_backward_cuda(const Arguments& args) {
     using opmath_t = at::opmath_type<scalar_t>;
     PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({y}), [&] {
       launch_kernel(fused_leaky_relu_backward_kernel<scalar_t, opmath_t, index_t>, blocks_for(numel),
-                    kThreadsPerBlock, g.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), grad_input.data_ptr<scalar_t>(),
-                    act_arguments.as_read_from<opmath_t, scalar_t>(), static_cast<index_t>(numel));
+                    kThreadsPerBlock, pointer_to<scalar_t>(g, "grad_output"), pointer_to<scalar_t>(y, "output"),
+                    pointer_to<scalar_t>(grad_input, "grad_input"), act_arguments.as_read_from<opmath_t, scalar_t>(),
+                    static_cast<index_t>(numel));
     });
   });
   return grad_input;

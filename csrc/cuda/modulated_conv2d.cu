@@ -15,8 +15,8 @@ constexpr int kWarp = 32;
 
 // d[b, o] = rsqrt(sum_i s[b, i]^2 * sum_k W[o, i, k]^2 + eps): lanes split i, then a warp sum.
 template <typename scalar_t, typename opmath_t, typename index_t>
-__global__ void demod_kernel(const scalar_t* __restrict__ weight, const scalar_t* __restrict__ styles,
-                             opmath_t* __restrict__ demod, index_t batch, index_t out_channels, index_t in_channels,
+__global__ void demod_kernel(RestrictPointer<const scalar_t> weight, RestrictPointer<const scalar_t> styles,
+                             RestrictPointer<opmath_t> demod, index_t batch, index_t out_channels, index_t in_channels,
                              index_t taps, opmath_t eps) {
   const index_t warps = static_cast<index_t>(gridDim.x) * static_cast<index_t>(blockDim.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
@@ -25,7 +25,7 @@ __global__ void demod_kernel(const scalar_t* __restrict__ weight, const scalar_t
     const index_t b = bo / out_channels, o = bo % out_channels;
     opmath_t sum = 0;
     for (index_t i = lane; i < in_channels; i += kWarp) {
-      const scalar_t* w = weight + (o * in_channels + i) * taps;
+      const auto w = weight + (o * in_channels + i) * taps;
       opmath_t energy = 0;
       for (index_t k = 0; k < taps; ++k) energy += opmath_t(w[k]) * opmath_t(w[k]);
       const opmath_t style = styles[b * in_channels + i];
@@ -39,9 +39,9 @@ __global__ void demod_kernel(const scalar_t* __restrict__ weight, const scalar_t
 // Per (image, channel), sum over the block's chunk of pixels of a * b, each read through its own
 // strides (channel_tiles.cuh: the lanes walk the contiguous axis of `a`).
 template <typename scalar_t, typename opmath_t, typename index_t>
-__global__ void spatial_dot_kernel(const scalar_t* __restrict__ a, Strides4<index_t> as,
-                                   const scalar_t* __restrict__ b, Strides4<index_t> bs,
-                                   opmath_t* __restrict__ partial, bool channels_fast) {
+__global__ void spatial_dot_kernel(RestrictPointer<const scalar_t> a, Strides4<index_t> as,
+                                   RestrictPointer<const scalar_t> b, Strides4<index_t> bs,
+                                   RestrictPointer<opmath_t> partial, bool channels_fast) {
   const index_t channels = as.size[1], width = as.size[3];
   const ChannelTile<index_t> tile(as.size[2] * width, channels_fast);
   __shared__ StepTile<opmath_t> scratch;
@@ -72,8 +72,9 @@ at::Tensor spatial_dot_cuda(const Arguments& args) {
       using opmath_t = at::opmath_type<scalar_t>;
       PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({a, b, partial}), [&] {
         launch_kernel(spatial_dot_kernel<scalar_t, opmath_t, index_t>, channel_tile_grid(batch, channels, pixels),
-                      kThreadsPerBlock, a.data_ptr<scalar_t>(), Strides4<index_t>(a), b.data_ptr<scalar_t>(),
-                      Strides4<index_t>(b), partial.data_ptr<opmath_t>(), channels_fast);
+                      kThreadsPerBlock, pointer_to<scalar_t>(a, "a"), Strides4<index_t>(a),
+                      pointer_to<scalar_t>(b, "b"), Strides4<index_t>(b), pointer_to<opmath_t>(partial, "partial"),
+                      channels_fast);
       });
     });
   }
@@ -96,7 +97,8 @@ at::Tensor modulated_conv2d_demod_cuda(const Arguments& args) {
     using opmath_t = at::opmath_type<scalar_t>;
     PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({w, s, demod}), [&] {
       launch_kernel(demod_kernel<scalar_t, opmath_t, index_t>, blocks_for(demod.numel() * kWarp), kThreadsPerBlock,
-                    w.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(), demod.data_ptr<opmath_t>(),
+                    pointer_to<scalar_t>(w, "weight"), pointer_to<scalar_t>(s, "styles"),
+                    pointer_to<opmath_t>(demod, "demod"),
                     static_cast<index_t>(batch), static_cast<index_t>(out_channels),
                     static_cast<index_t>(weight.size(1)), static_cast<index_t>(weight.size(2) * weight.size(3)),
                     opmath_t(eps));

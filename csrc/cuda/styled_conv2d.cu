@@ -16,8 +16,8 @@ namespace {
 
 // One thread per conv output element, in the conv output's memory order (coalesced reads).
 template <typename scalar_t, typename opmath_t, typename index_t>
-__global__ void epilogue_kernel(const scalar_t* __restrict__ conv_output, Strides4<index_t> in,
-                                scalar_t* __restrict__ output, Strides4<index_t> out,
+__global__ void epilogue_kernel(RestrictPointer<const scalar_t> conv_output, Strides4<index_t> in,
+                                RestrictPointer<scalar_t> output, Strides4<index_t> out,
                                 EpiloguePointers<scalar_t, opmath_t> epilogue, LeakyReLU<opmath_t> act,
                                 bool unfold_output, bool channels_last, index_t numel) {
   PIXELFOLDER_GRID_STRIDE_LOOP(index_t, index, numel) {
@@ -33,12 +33,14 @@ __global__ void epilogue_kernel(const scalar_t* __restrict__ conv_output, Stride
 // channel) over the block's chunk g * conv (demod's gradient) and g (the bias's); with noise, per
 // pixel of the chunk, g over the block's channels (noise_partial[image][channel tile][pixel]).
 template <typename scalar_t, typename opmath_t, typename index_t>
-__global__ void epilogue_backward_kernel(const scalar_t* __restrict__ grad_output, Strides4<index_t> grad,
-                                         const scalar_t* __restrict__ conv_output, Strides4<index_t> in,
-                                         scalar_t* __restrict__ grad_conv, Strides4<index_t> out,
+__global__ void epilogue_backward_kernel(RestrictPointer<const scalar_t> grad_output, Strides4<index_t> grad,
+                                         RestrictPointer<const scalar_t> conv_output, Strides4<index_t> in,
+                                         RestrictPointer<scalar_t> grad_conv, Strides4<index_t> out,
                                          EpiloguePointers<scalar_t, opmath_t> epilogue, LeakyReLU<opmath_t> act,
-                                         bool unfold_output, bool channels_fast, opmath_t* __restrict__ demod_partial,
-                                         opmath_t* __restrict__ bias_partial, opmath_t* __restrict__ noise_partial) {
+                                         bool unfold_output, bool channels_fast,
+                                         RestrictPointer<opmath_t> demod_partial,
+                                         RestrictPointer<opmath_t> bias_partial,
+                                         RestrictPointer<opmath_t> noise_partial) {
   const index_t channels = in.size[1], width = in.size[3], pixels = in.size[2] * width;
   const ChannelTile<index_t> tile(pixels, channels_fast);
   __shared__ StepTile<opmath_t> scratch;
@@ -64,7 +66,7 @@ __global__ void epilogue_backward_kernel(const scalar_t* __restrict__ grad_outpu
       const index_t p = step + static_cast<index_t>(threadIdx.x);
       if (threadIdx.x < kTile && p < tile.end_pixel) {
         noise_partial[(tile.image * static_cast<index_t>(gridDim.y) + static_cast<index_t>(blockIdx.y)) * pixels + p] =
-            tile.sum_of(scratch, threadIdx.x, false);
+            tile.template sum_of<opmath_t>(scratch, threadIdx.x, false);
       }
       __syncthreads();
     }
@@ -89,9 +91,9 @@ at::Tensor epilogue_cuda(const Arguments& args) {
     using opmath_t = at::opmath_type<scalar_t>;
     PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({conv_output, output}), [&] {
       launch_kernel(epilogue_kernel<scalar_t, opmath_t, index_t>, blocks_for(numel), kThreadsPerBlock,
-                    conv_output.data_ptr<scalar_t>(), Strides4<index_t>(conv_output), output.data_ptr<scalar_t>(),
-                    Strides4<index_t>(output), operands.pointers<scalar_t>(), activation.as<opmath_t>(),
-                    unfold_output, channels_last,
+                    pointer_to<scalar_t>(conv_output, "conv_output"), Strides4<index_t>(conv_output),
+                    pointer_to<scalar_t>(output, "output"), Strides4<index_t>(output), operands.pointers<scalar_t>(),
+                    activation.as<opmath_t>(), unfold_output, channels_last,
                     static_cast<index_t>(numel));
     });
   });
@@ -123,12 +125,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> epilogue_backward_cud
       using opmath_t = at::opmath_type<scalar_t>;
       PIXELFOLDER_DISPATCH_INDEX_TYPE(fits_32bit_index({grad_output, conv_output, grad_conv, demod_partial, noise_partial}), [&] {
         launch_kernel(epilogue_backward_kernel<scalar_t, opmath_t, index_t>, grid, kThreadsPerBlock,
-                      grad_output.data_ptr<scalar_t>(), Strides4<index_t>(grad_output),
-                      conv_output.data_ptr<scalar_t>(), Strides4<index_t>(conv_output),
-                      grad_conv.data_ptr<scalar_t>(), Strides4<index_t>(grad_conv),
+                      pointer_to<scalar_t>(grad_output, "grad_output"), Strides4<index_t>(grad_output),
+                      pointer_to<scalar_t>(conv_output, "conv_output"), Strides4<index_t>(conv_output),
+                      pointer_to<scalar_t>(grad_conv, "grad_conv"), Strides4<index_t>(grad_conv),
                       operands.pointers<scalar_t>(), activation.as<opmath_t>(), unfold_output, channels_fast,
-                      demod_partial.data_ptr<opmath_t>(), bias_partial.data_ptr<opmath_t>(),
-                      noise ? noise_partial.data_ptr<opmath_t>() : nullptr);
+                      pointer_to<opmath_t>(demod_partial, "demod_partial"),
+                      pointer_to<opmath_t>(bias_partial, "bias_partial"),
+                      noise ? pointer_to<opmath_t>(noise_partial, "noise_partial") : nullptr);
       });
     });
   }

@@ -9,13 +9,13 @@ namespace pixelfolder {
 namespace {
 
 template <typename scalar_t, typename opmath_t, typename index_t>
-__global__ void upfirdn2d_kernel(const scalar_t* __restrict__ input, const scalar_t* __restrict__ kernel,
-                                 scalar_t* __restrict__ output, Strides4<index_t> in, Strides4<index_t> out,
+__global__ void upfirdn2d_kernel(RestrictPointer<const scalar_t> input, RestrictPointer<const scalar_t> kernel,
+                                 RestrictPointer<scalar_t> output, Strides4<index_t> in, Strides4<index_t> out,
                                  BasicUpFirDnAxis<index_t> axis_x, BasicUpFirDnAxis<index_t> axis_y,
                                  bool channels_last, index_t numel) {
   PIXELFOLDER_GRID_STRIDE_LOOP(index_t, index, numel) {
     const auto o = coordinates_of(index, out.size, channels_last);
-    const scalar_t* plane = input + o.n * in.stride[0] + o.c * in.stride[1];
+    const auto plane = input + o.n * in.stride[0] + o.c * in.stride[1];
     opmath_t sum = 0;
     axis_y.for_each_tap(o.y, [&](index_t iy, index_t ty) {
       axis_x.for_each_tap(o.x, [&](index_t ix, index_t tx) {
@@ -44,7 +44,8 @@ at::Tensor upfirdn2d_cuda(const Arguments& args) {
   PIXELFOLDER_DISPATCH_CUDA_TYPES(input.scalar_type(), op, [&] {
     PIXELFOLDER_DISPATCH_INDEX_TYPE(fits, [&] {
       launch_kernel(upfirdn2d_kernel<scalar_t, at::opmath_type<scalar_t>, index_t>, blocks_for(numel),
-                    kThreadsPerBlock, input.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(),
+                    kThreadsPerBlock, pointer_to<scalar_t>(input, "input"), pointer_to<scalar_t>(k, "kernel"),
+                    pointer_to<scalar_t>(output, "output"),
                     Strides4<index_t>(input), Strides4<index_t>(output), axes.x.as<index_t>(), axes.y.as<index_t>(),
                     channels_last, static_cast<index_t>(numel));
     });

@@ -3,7 +3,9 @@
 // on the calling thread, so __syncthreads and the warp shuffles are real barriers. Block order and
 // the order in which a block's threads run between barriers are drawn at random per launch from
 // the seed $PIXELFOLDER_CUDA_EMULATION_SEED (a fresh one per process when unset, reported by
-// seed()), so a kernel whose result depends on either order gives wrong results or fails.
+// seed()), so a kernel whose result depends on either order gives wrong results or fails. The
+// kernels' global pointers and shared arrays are checked (checked_memory.h): a launch that accessed
+// memory out of bounds or raced throws an error naming the kernel, the threads and the memory.
 // Included by cuda/cuda_common.cuh when PIXELFOLDER_CUDA_EMULATION is defined; needs only the C++
 // standard library (tests/test_cuda_emulation.py builds it alone).
 #pragma once
@@ -15,6 +17,8 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+
+#include "checked_memory.h"
 
 #define __global__
 #define __device__
@@ -46,13 +50,22 @@ struct ThreadIndex {
   dim3 thread, block, block_dim, grid_dim;
 };
 
-const ThreadIndex& current();
+// The running thread's indices, null outside a kernel (one kernel runs at a time in the process).
+extern const ThreadIndex* running_index;
+
+[[noreturn]] void called_outside_a_kernel();
+
+inline const ThreadIndex& current() {
+  if (running_index == nullptr) called_outside_a_kernel();
+  return *running_index;
+}
 
 // The seed block and thread orders are drawn from.
 std::uint64_t seed();
 
-// Runs `thread` once per thread of every block of the grid (see the top of this file).
-void run_grid(dim3 grid, dim3 block, const std::function<void()>& thread);
+// Runs `thread` once per thread of every block of the grid (see the top of this file); `kernel` is
+// the kernel's address, which the reports name it by.
+void run_grid(const void* kernel, dim3 grid, dim3 block, const std::function<void()>& thread);
 
 // A warp barrier: every lane of the warp publishes `bytes` bytes of `value`, then `result` receives
 // those of lane `source` (its own value when `source` is negative). `mask` must name every lane of
@@ -62,12 +75,24 @@ void warp_exchange(unsigned int mask, const void* value, void* result, std::size
 // The running thread's lane in its warp.
 int lane();
 
+template <typename T>
+void watch_writes_of(const GlobalPointer<T>& pointer) {
+  if constexpr (!std::is_const_v<T>) pointer.watch_writes();
+}
+
+template <typename Param>
+void watch_writes_of(const Param&) {}
+
 // Launches `kernel` as kernel<<<grid, block>>>(args...): each thread gets its own copy of the
 // arguments, converted to the kernel's parameter types.
 template <typename... Params, typename... Args>
 void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Args&&... args) {
+  static_assert(!(std::is_pointer_v<std::decay_t<Params>> || ...),
+                "a kernel takes its pointers to global memory as RestrictPointer or DevicePointer "
+                "(csrc/device_pointer.h), which the emulation checks");
   const std::tuple<Params...> params(std::forward<Args>(args)...);
-  run_grid(grid, block, [&] { std::apply(kernel, params); });
+  std::apply([](const auto&... param) { (watch_writes_of(param), ...); }, params);
+  run_grid(reinterpret_cast<const void*>(kernel), grid, block, [&] { std::apply(kernel, params); });
 }
 
 // A warp shuffle: the value of lane `source`, or the lane's own value when `source` is -1.

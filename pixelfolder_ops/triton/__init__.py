@@ -1,6 +1,7 @@
-"""The Triton backend: one kernel per StyledConv and per ToRGB layer (see ARCHITECTURE.md section 3),
-and Triton fold / unfold and Fourier embedding. Each op is a torch.library custom op with a fake kernel
-and autograd, so torch.compile(fullgraph=True) traces through it. ``modulated_conv2d`` runs the
+"""The Triton backend: one kernel per StyledConv and per ToRGB layer (docs/design.md, section 7),
+and Triton fold / unfold and Fourier embedding. Each op is a torch.ops.pixelfolder_triton op, its schema
+generated from the op's record (pixelfolder_ops/_protocol.py), with a fake kernel and autograd, so
+torch.compile(fullgraph=True) traces through it. ``modulated_conv2d`` runs the
 StyledConv kernel; ``fused_leaky_relu`` and ``upfirdn2d`` are the reference's (see their files).
 
 The kernels run on CUDA GPUs, or on the CPU under Triton's interpreter (TRITON_INTERPRET=1, for tests).
