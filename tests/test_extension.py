@@ -178,6 +178,7 @@ def test_backward_gives_the_same_bits_twice(digest_of_the_backward):
     assert digest_of_the_backward(DETERMINISM_CASES, BACKEND) == digest_of_the_backward(DETERMINISM_CASES, BACKEND)
 
 
+@pytest.mark.slow
 def test_backward_gives_the_same_bits_under_other_emulation_seeds():
     # In the emulation build the seed draws the order of blocks and of threads between barriers: a
     # reduction whose result depended on either would give other bits under another seed.

@@ -237,6 +237,8 @@ def test_each_case_calls_its_op_on_the_backend_it_is_given(monkeypatch, case_nam
 
 def test_the_cases_draw_the_same_tensors_from_the_same_seed():
     for case in correctness.cases():
+        if {correctness.LARGE, correctness.CUDA_PATHS} & case.tags:  # tens of MB each
+            continue
         first, again = (case.inputs(torch.float64, seed=3) for _ in range(2))
         assert all(torch.equal(first[name], again[name]) for name in first)
         assert set(case.make(torch.Generator().manual_seed(0))) == set(case.differentiable)

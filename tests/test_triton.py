@@ -49,8 +49,8 @@ FLOAT64_OPS = ("fold", "unfold", "modulated_conv2d", "styled_conv2d")
 
 def runs():
     """Every case in every dtype in NCHW, in every layout in float32, the tiles in float64 too. Under the
-    interpreter, whose time goes by the tile, by default only every small case in every dtype, the first
-    of each op in every layout and the tiles in float32; the rest is slow."""
+    interpreter, whose time goes by the tile, by default only every small case in every dtype and the
+    first of each op in every layout; the rest (the tiles: seconds each) is slow."""
     first = first_of_each_op()
     for name in names():
         case = correctness.find(name)
@@ -61,9 +61,8 @@ def runs():
                     continue
                 if layout != "contiguous" and dtype != torch.float32:
                     continue
-                default = ON_CUDA or (dtype != torch.float64 and (
-                    SMALL in case.tags and (layout == "contiguous" or name in first)
-                    or (TILES in case.tags and dtype == torch.float32 and layout == "contiguous")))
+                default = ON_CUDA or (dtype != torch.float64 and SMALL in case.tags
+                                      and (layout == "contiguous" or name in first))
                 yield pytest.param(name, dtype, layout, id=f"{name}-{str(dtype)[6:]}-{layout}",
                                    marks=() if default else pytest.mark.slow)
 
@@ -127,6 +126,7 @@ def test_styled_conv2d_second_order_is_a_clear_error(second_order_error):
     second_order_error(names(SMALL, op="styled_conv2d")[0], BACKEND, DEVICE)
 
 
+@pytest.mark.slow
 def test_backward_gives_the_same_bits_twice(digest_of_the_backward):
     cases, layouts = ["styled conv 80->72 9x11 (tiles)"], ("contiguous",)
     assert digest_of_the_backward(cases, BACKEND, device=DEVICE, layouts=layouts) == \
@@ -155,7 +155,8 @@ def test_compiles_to_one_graph(case, compiles_to_one_graph):
     compiles_to_one_graph(case, BACKEND, DEVICE, "inductor" if ON_CUDA else "aot_eager")
 
 
-@pytest.mark.parametrize("size,batch", [(16, 2), pytest.param(64, 1, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("size,batch", [(16, 2), (64, 1)])
 def test_pixelfolder_matches_the_reference(size, batch, assert_model_matches_reference):
     torch.manual_seed(0)
     generator = models.PixelFolder(size, width=0.125).to(DEVICE)
