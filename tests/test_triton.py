@@ -43,8 +43,8 @@ def first_of_each_op():
 
 
 # The kernels that compute float64 in float64 (gradcheck needs it): the Fourier embedding computes in
-# float32 whatever its dtype; ToRGB's float64 is wrong (test_to_rgb_in_float64_matches_the_reference).
-FLOAT64_OPS = ("fold", "unfold", "modulated_conv2d", "styled_conv2d")
+# float32 whatever its dtype.
+FLOAT64_OPS = ("fold", "unfold", "modulated_conv2d", "styled_conv2d", "to_rgb")
 
 
 def runs():
@@ -91,9 +91,7 @@ def layout_runs():
         if correctness.find(name).op == "fourier_embedding":  # made from a grid, always NCHW
             continue
         for layout in correctness.LAYOUTS:
-            bug = correctness.find(name).op == "to_rgb" and layout == "channels_last"
-            yield pytest.param(name, layout, marks=pytest.mark.xfail(
-                strict=True, reason="the Triton ToRGB writes NCHW for a channels-last input") if bug else ())
+            yield name, layout
 
 
 # Its own kernels' outputs follow the layout rule (pixelfolder_ops._layout).
@@ -110,16 +108,6 @@ def test_gradcheck(case, gradchecks):
 @pytest.mark.parametrize("case", [name for name in names(SECOND_ORDER) if correctness.find(name).op in FLOAT64_OPS])
 def test_gradgradcheck(case, gradchecks):
     gradchecks(case, BACKEND, DEVICE, second_order=True)
-
-
-# Under the interpreter it returns wrong values without an error (tl.dot of float64 tiles into a float32
-# accumulator); not yet seen on a GPU.
-@pytest.mark.xfail(strict=not ON_CUDA, reason="the Triton ToRGB kernel gives wrong values for float64 tensors")
-def test_to_rgb_in_float64_matches_the_reference():
-    case = correctness.find(names(SMALL, op="to_rgb")[0])
-    tensors = case.inputs(torch.float64, DEVICE)
-    assert correctness.relative_error(case.call(tensors, BACKEND), case.call(tensors, "reference")) <= \
-        case.tolerance(torch.float64)
 
 
 def test_styled_conv2d_second_order_is_a_clear_error(second_order_error):

@@ -8,6 +8,7 @@ import math
 import triton
 import triton.language as tl
 
+from .. import _layout
 from .._gradients import modulated_1x1_conv_backward, stored_clamp
 from ..reference.upfirdn2d import resample
 from ..to_rgb import ToRgbArguments, skip_pad
@@ -55,19 +56,20 @@ def _to_rgb_kernel(
     pixels, pixel_ok, h, w = pixel_tile(tl.program_id(0), pixels_per_image, width, BLOCK_P)
     rgb = tl.arange(0, BLOCK_R)
     rgb_ok = rgb < rgb_channels
+    ACC_DTYPE: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
 
-    acc = tl.zeros((BLOCK_P, BLOCK_R), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_P, BLOCK_R), dtype=ACC_DTYPE)
     for c0 in range(0, in_channels, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         c_ok = c < in_channels
         x = tl.load(x_ptr + b * x_stride_b + (h * x_stride_h + w * x_stride_w)[:, None] + c[None, :] * x_stride_c,
                     mask=pixel_ok[:, None] & c_ok[None, :], other=0.0)
-        style = tl.load(styles_ptr + b * in_channels + c, mask=c_ok, other=0.0).to(tl.float32)
+        style = tl.load(styles_ptr + b * in_channels + c, mask=c_ok, other=0.0).to(ACC_DTYPE)
         # Three outputs per pixel: modulating the (C, RGB) weight tile is cheaper than the activations.
         weight = scaled_rows(weight_ptr + c[:, None] * rgb_channels + rgb[None, :], c_ok[:, None] & rgb_ok[None, :],
                              style, x_ptr.dtype.element_ty)
-        acc = tl.dot(x, weight, acc, input_precision=DOT_PRECISION)
-    acc += tl.load(bias_ptr + rgb, mask=rgb_ok, other=0.0).to(tl.float32)[None, :]
+        acc = tl.dot(x, weight, acc, input_precision=DOT_PRECISION, out_dtype=ACC_DTYPE)
+    acc += tl.load(bias_ptr + rgb, mask=rgb_ok, other=0.0).to(ACC_DTYPE)[None, :]
     acc = tl.minimum(tl.maximum(acc, -clamp), clamp)  # clamp is +inf without one
     if STORE_CLAMPED:  # where the clamp cut, for the backward: the layer's output before the skip is added
         tl.store(clamped_ptr + (b * rgb_channels + rgb[None, :]) * pixels_per_image + pixels[:, None],
@@ -76,7 +78,7 @@ def _to_rgb_kernel(
     skip_channel = rgb[None, :] * skip_stride_c
     if HAS_SKIP and not UPSAMPLE_SKIP:
         acc += tl.load(skip_ptr + b * skip_stride_b + (h * skip_stride_h + w * skip_stride_w)[:, None] + skip_channel,
-                       mask=pixel_ok[:, None] & rgb_ok[None, :], other=0.0).to(tl.float32)
+                       mask=pixel_ok[:, None] & rgb_ok[None, :], other=0.0).to(ACC_DTYPE)
     if HAS_SKIP and UPSAMPLE_SKIP:
         # upfirdn2d(up=2): output (h, w) sums the skip pixels at the even positions (up_y, up_x) of the
         # zero-upsampled grid, up_y = h + ty - SKIP_PAD, times the flipped kernel's tap (ty, tx). Only taps
@@ -96,18 +98,19 @@ def _to_rgb_kernel(
                 skip_pixel = (up_y // 2) * skip_stride_h + (up_x // 2) * skip_stride_w
                 skip = tl.load(skip_ptr + b * skip_stride_b + skip_pixel[:, None] + skip_channel,
                                mask=tap_ok[:, None] & rgb_ok[None, :], other=0.0)
-                acc += coefficient.to(tl.float32)[:, None] * skip.to(tl.float32)
+                acc += coefficient.to(ACC_DTYPE)[:, None] * skip.to(ACC_DTYPE)
 
     tl.store(out_ptr + b * out_stride_b + (h * out_stride_h + w * out_stride_w)[:, None] + rgb[None, :] * out_stride_c,
              acc.to(out_ptr.dtype.element_ty), mask=pixel_ok[:, None] & rgb_ok[None, :])
 
 
 def _empty_outputs(args):
-    """The output (NCHW), and with a clamp and a skip the clamped layer output the backward reads (else empty)."""
+    """The output (in the input's layout), and with a clamp and a skip the clamped layer output the
+    backward reads (NCHW; else empty)."""
     batch, _, height, width = args.input.shape
     shape = (batch, args.weight.shape[0], height, width)
     store_clamped = args.clamp is not None and args.skip is not None
-    return args.input.new_empty(shape), args.input.new_empty(shape if store_clamped else (0,))
+    return _layout.empty(shape, args.input), args.input.new_empty(shape if store_clamped else (0,))
 
 
 def _to_rgb(args):
