@@ -52,6 +52,26 @@ at::Tensor broadcast_per_channel(const at::Tensor& values) {  // (B, C) -> (B, C
   return values.view({values.size(0), values.size(1), 1, 1});
 }
 
+// The arguments of a modulated conv, as modulated_conv2d and styled_conv2d (which has no 'down') and their
+// backwards read them: read and checked in one place.
+struct ModulatedConv {
+  at::Tensor input, weight, styles;
+  int64_t up, down;
+  c10::optional<at::Tensor> kernel;
+};
+
+ModulatedConv read_modulated_conv(const Arguments& args, bool has_down) {
+  ModulatedConv conv{args.tensor("input"), args.tensor("weight"), args.tensor("styles"), args.integer("up"),
+                     has_down ? args.integer("down") : 1, args.optional_tensor("resample_kernel")};
+  check_modulated_arguments(args.op(), conv.input, conv.weight, conv.styles, conv.up, conv.down, conv.kernel);
+  return conv;
+}
+
+// The demodulation (B, C_out) in the compute type; undefined when the op does not demodulate.
+at::Tensor demodulation(const Arguments& args, const ModulatedConv& modulated) {
+  return args.flag("demodulate") ? call_demod(modulated.weight, modulated.styles, args.real("eps")) : at::Tensor();
+}
+
 // sum over (h, w) of a * b, (B, C) in the compute type: a kernel that reads each tensor once in its own
 // layout (an einsum would copy channels-last operands into its batched-GEMM layout first).
 at::Tensor spatial_dot(const at::Tensor& a, const at::Tensor& b) {
@@ -72,6 +92,11 @@ at::Tensor conv(const at::Tensor& modulated_input, const at::Tensor& weight, int
     return at::conv2d(blurred, weight, {}, 2);
   }
   return at::conv2d(modulated_input, weight, {}, 1, kernel_size / 2);
+}
+
+// conv(input * s, W): the modulated conv, not demodulated.
+at::Tensor modulated_conv(const ModulatedConv& args) {
+  return conv(args.input.mul(broadcast_per_channel(args.styles)), args.weight, args.up, args.down, args.kernel);
 }
 
 // Gradients of conv() for its input and weight.
@@ -111,9 +136,8 @@ std::tuple<at::Tensor, at::Tensor> conv_backward(const at::Tensor& grad_output, 
 // is left to the caller (pixelfolder_ops/_gradients.py, shared with the Triton backend): returned is the
 // gradient of t = 1 / demod^2 - eps, (B, C_out) in the compute type (empty without demodulation).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> modulated_backward(
-    const at::Tensor& grad_conv, const at::Tensor& demod, const at::Tensor& grad_demod, const at::Tensor& input,
-    const at::Tensor& weight, const at::Tensor& styles, int64_t up, int64_t down,
-    const c10::optional<at::Tensor>& kernel) {
+    const at::Tensor& grad_conv, const at::Tensor& demod, const at::Tensor& grad_demod, const ModulatedConv& args) {
+  const auto& [input, weight, styles, up, down, kernel] = args;
   const auto scale = broadcast_per_channel(styles);
   auto [grad_modulated, grad_weight] = conv_backward(grad_conv, input.mul(scale), weight, up, down, kernel);
   auto grad_input = grad_modulated.mul(scale);
@@ -127,45 +151,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> modulated_backward(
 }  // namespace
 
 at::Tensor modulated_conv2d(const Arguments& args) {
-  const auto& input = args.tensor("input");
-  const auto& weight = args.tensor("weight");
-  const auto& styles = args.tensor("styles");
-  const int64_t up = args.integer("up"), down = args.integer("down");
-  const auto kernel = args.optional_tensor("resample_kernel");
-  check_modulated_arguments(args.op(), input, weight, styles, up, down, kernel);
-  auto output = conv(input.mul(broadcast_per_channel(styles)), weight, up, down, kernel);
-  if (args.flag("demodulate")) output.mul_(broadcast_per_channel(call_demod(weight, styles, args.real("eps"))));
-  return output.contiguous(output_memory_format(input));
+  const auto modulated = read_modulated_conv(args, true);
+  auto output = modulated_conv(modulated);
+  const auto demod = demodulation(args, modulated);
+  if (demod.defined()) output.mul_(broadcast_per_channel(demod));
+  return output.contiguous(output_memory_format(modulated.input));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> modulated_conv2d_backward(const Arguments& args) {
   const auto& grad_output = args.tensor("grad_output");
-  const auto& input = args.tensor("input");
-  const auto& weight = args.tensor("weight");
-  const auto& styles = args.tensor("styles");
-  const int64_t up = args.integer("up"), down = args.integer("down");
-  const auto kernel = args.optional_tensor("resample_kernel");
-  check_modulated_arguments(args.op(), input, weight, styles, up, down, kernel);
-  if (!args.flag("demodulate")) return modulated_backward(grad_output, {}, {}, input, weight, styles, up, down, kernel);
+  const auto modulated = read_modulated_conv(args, true);
+  const auto demod = demodulation(args, modulated);
+  if (!demod.defined()) return modulated_backward(grad_output, {}, {}, modulated);
   const auto output = args.optional_tensor("output");
   TORCH_CHECK(output.has_value(), args.op(), ": argument 'output' is needed when demodulating");
-  const auto demod = call_demod(weight, styles, args.real("eps"));
   // d(loss)/d(demod) = sum_hw grad * conv = sum_hw grad * output / demod.
   const auto grad_demod = spatial_dot(grad_output, *output).div(demod);
   const auto grad_conv = grad_output.mul(broadcast_per_channel(demod)).to(grad_output.scalar_type());
-  return modulated_backward(grad_conv, demod, grad_demod, input, weight, styles, up, down, kernel);
+  return modulated_backward(grad_conv, demod, grad_demod, modulated);
 }
 
 std::tuple<at::Tensor, at::Tensor> styled_conv2d(const Arguments& args) {
-  const auto& input = args.tensor("input");
-  const auto& weight = args.tensor("weight");
-  const auto& styles = args.tensor("styles");
-  const int64_t up = args.integer("up");
-  const auto kernel = args.optional_tensor("resample_kernel");
-  check_modulated_arguments(args.op(), input, weight, styles, up, 1, kernel);
-  const auto conv_output =
-      conv(input.mul(broadcast_per_channel(styles)), weight, up, 1, kernel).contiguous(output_memory_format(input));
-  const auto demod = args.flag("demodulate") ? call_demod(weight, styles, args.real("eps")) : at::Tensor();
+  const auto modulated = read_modulated_conv(args, false);
+  const auto conv_output = modulated_conv(modulated).contiguous(output_memory_format(modulated.input));
+  const auto demod = demodulation(args, modulated);
   // The epilogue takes its noise, bias and options from this op's arguments.
   auto output = call_op_for_tensor("styled_conv2d_epilogue",
                                    {{"conv_output", conv_output}, {"demod", optional_value(demod)}}, &args);
@@ -174,20 +183,14 @@ std::tuple<at::Tensor, at::Tensor> styled_conv2d(const Arguments& args) {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> styled_conv2d_backward(
     const Arguments& args) {
-  const auto& input = args.tensor("input");
-  const auto& weight = args.tensor("weight");
-  const auto& styles = args.tensor("styles");
-  const int64_t up = args.integer("up");
-  const auto kernel = args.optional_tensor("resample_kernel");
-  check_modulated_arguments(args.op(), input, weight, styles, up, 1, kernel);
-  const auto demod = args.flag("demodulate") ? call_demod(weight, styles, args.real("eps")) : at::Tensor();
+  const auto modulated = read_modulated_conv(args, false);
+  const auto demod = demodulation(args, modulated);
   // One pass over the output gradient gives the conv's gradient (demodulated) and every reduction.
   const auto reductions =
       call_op("styled_conv2d_epilogue_backward", {{"demod", optional_value(demod)}}, &args);
   const auto grad_conv = reductions[0].toTensor(), grad_demod = reductions[1].toTensor();
   auto [grad_input, grad_weight, grad_styles, grad_t] =
-      modulated_backward(grad_conv, demod, demod.defined() ? grad_demod : at::Tensor(), input, weight, styles, up, 1,
-                         kernel);
+      modulated_backward(grad_conv, demod, demod.defined() ? grad_demod : at::Tensor(), modulated);
   return {grad_input, grad_weight, grad_styles, grad_t, reductions[2].toTensor(), reductions[3].toTensor()};
 }
 

@@ -9,6 +9,8 @@ when the test runs, never at import or collection: asking about cpu or cuda load
 import copy
 import hashlib
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -136,6 +138,27 @@ def backward_digest(case_names, backend, dtype=torch.float32, device="cpu", layo
 @pytest.fixture
 def digest_of_the_backward():
     return backward_digest
+
+
+def _digests_under_emulation_seeds(case_names, backend, layouts, seeds=(1, 2)):
+    """The set of backward_digest's digests, one run each in a new process under each emulation seed (the
+    seed of the block and thread order the emulation build draws once per process)."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code = f"import conftest; print(conftest.backward_digest({list(case_names)!r}, {backend!r}, layouts={layouts!r}))"
+    digests = set()
+    for seed in seeds:
+        environment = dict(os.environ, PIXELFOLDER_CUDA_EMULATION_SEED=str(seed),
+                           PYTHONPATH=os.pathsep.join([tests, os.path.dirname(tests), os.environ.get("PYTHONPATH", "")]))
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment,
+                                cwd=os.path.dirname(tests))
+        assert result.returncode == 0, result.stderr[-2000:]
+        digests.add(result.stdout.split()[-1])
+    return digests
+
+
+@pytest.fixture
+def digests_under_emulation_seeds():
+    return _digests_under_emulation_seeds
 
 
 class _OpCalls(TorchDispatchMode):

@@ -228,7 +228,7 @@ def test_pixelfolder_every_layer_resolution():
     assert [shape for _, shape in seen] == expected
 
 
-@pytest.mark.parametrize("factory", [
+GENERATORS = [
     lambda: models.PixelFolder(64, width=0.125),
     lambda: models.PixelFolder.variant("Fold+DeConv", size=64, width=0.125),
     lambda: models.PixelFolder.variant("Down-Sampling+DeConv", size=64, width=0.125),
@@ -236,7 +236,11 @@ def test_pixelfolder_every_layer_resolution():
     lambda: models.PixelFolder.variant("w/o multi-stage connection", size=64, width=0.125),
     lambda: models.StyleGAN2Generator(32, width=0.125),
     lambda: models.CIPS(16, width=0.125),
-], ids=["PixelFolder", "Fold+DeConv", "Down-Sampling+DeConv", "no-coord", "no-multistage", "StyleGAN2", "CIPS"])
+]
+GENERATOR_IDS = ["PixelFolder", "Fold+DeConv", "Down-Sampling+DeConv", "no-coord", "no-multistage", "StyleGAN2", "CIPS"]
+
+
+@pytest.mark.parametrize("factory", GENERATORS, ids=GENERATOR_IDS)
 @pytest.mark.slow
 def test_generator_call_options(factory):
     torch.manual_seed(0)
@@ -274,18 +278,6 @@ def test_generator_call_options(factory):
     assert not missing
 
 
-NOISY_GENERATORS = [
-    lambda: models.PixelFolder(64, width=0.125),
-    lambda: models.PixelFolder.variant("Fold+DeConv", size=64, width=0.125),
-    lambda: models.PixelFolder.variant("Down-Sampling+DeConv", size=64, width=0.125),
-    lambda: models.PixelFolder.variant("w/o coordinate embeddings", size=64, width=0.125),
-    lambda: models.PixelFolder.variant("w/o multi-stage connection", size=64, width=0.125),
-    lambda: models.StyleGAN2Generator(32, width=0.125),
-    lambda: models.CIPS(16, width=0.125),
-]
-NOISY_IDS = ["PixelFolder", "Fold+DeConv", "Down-Sampling+DeConv", "no-coord", "no-multistage", "StyleGAN2", "CIPS"]
-
-
 def noisy(generator):
     """``generator`` with non-zero noise strengths (as after training), so that noise counts."""
     for module in generator.modules():
@@ -294,7 +286,7 @@ def noisy(generator):
     return generator.eval()
 
 
-@pytest.mark.parametrize("factory", NOISY_GENERATORS, ids=NOISY_IDS)
+@pytest.mark.parametrize("factory", GENERATORS, ids=GENERATOR_IDS)
 def test_constant_noise_is_the_models_own_for_every_image_and_call(factory):
     torch.manual_seed(0)
     g = noisy(factory())
@@ -318,7 +310,7 @@ def test_constant_noise_is_the_models_own_for_every_image_and_call(factory):
     assert not torch.equal(next(again.parameters()), next(g.parameters()))
 
 
-@pytest.mark.parametrize("factory", NOISY_GENERATORS, ids=NOISY_IDS)
+@pytest.mark.parametrize("factory", GENERATORS, ids=GENERATOR_IDS)
 def test_the_constant_noise_loads_with_the_weights_and_state_dicts_without_it_keep_the_models(factory):
     torch.manual_seed(0)
     source = noisy(factory())

@@ -10,6 +10,7 @@ and ``source``, a record of where the networks came from.
 """
 import contextlib
 import glob
+import hashlib
 import logging
 import os
 import random
@@ -88,6 +89,12 @@ def save_checkpoint(state, directory):
         raise
     _fsync_directory(directory)
     return latest
+
+
+def file_digest(path):
+    """The SHA-256 of a file's bytes, as hex."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def write_file(obj, path, dump=None):

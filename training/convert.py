@@ -15,7 +15,6 @@ docs/pretrained.md.
 """
 import copy
 import dataclasses
-import hashlib
 import os
 
 import torch
@@ -23,19 +22,11 @@ import torch
 from models.architecture import build_discriminator
 from models.formats import FormatError, nvlabs, rosinality
 from training import cli
-from training.checkpoint import FORMAT, VERSION, checkpoint_file, describe, load_networks, write_file
+from training.checkpoint import FORMAT, VERSION, checkpoint_file, describe, file_digest, load_networks, write_file
 from training.config import TrainConfig
 
 TARGETS = ("ours", "nvlabs", "rosinality")
 NETWORK_NAMES = {"g": "G", "d": "D", "g_ema": "G_ema"}
-
-
-def file_digest(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def plain(value):

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from training import cli
+from training.checkpoint import file_digest
 from training.data import ImageFolderDataset, image_names
 from training.digits import DigitsDataset, load_digits_classifier
 from training.generate import NETWORK_SIZE, load_generator, sample_batches
@@ -120,14 +121,6 @@ def load_statistics(path):
                              f"has {sorted(data.files)}")
         return {"mu": data["mu"], "sigma": data["sigma"],
                 "features": data["features"] if "features" in data.files else None}
-
-
-def file_digest(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def statistics_cache_path(folder, files, resolution, num_samples, network_digest, cache_dir):
