@@ -8,6 +8,7 @@
 #include <ATen/ops/convolution_backward.h>
 
 #include "common.h"
+#include "op_arguments.h"
 
 namespace pixelfolder {
 namespace {
@@ -235,6 +236,8 @@ std::tuple<at::Tensor, at::Tensor> to_rgb(const Arguments& args) {
   return {output.contiguous(output_memory_format(input)), clamped};
 }
 
+namespace {
+
 void check_epilogue_arguments(const Arguments& args) {
   const char* op = args.op();
   const auto& conv_output = args.tensor("conv_output");
@@ -274,6 +277,30 @@ void check_epilogue_arguments(const Arguments& args) {
   }
   TORCH_CHECK(!args.flag("unfold_output") || channels % 4 == 0, op,
               ": unfold_output needs a channel count divisible by 4, got ", channels);
+}
+
+// The backward reads grad_output where the forward stored, so it must have the forward output's shape.
+void check_epilogue_grad_output(const Arguments& args) {
+  const auto& grad_output = args.tensor("grad_output");
+  const auto& conv_output = args.tensor("conv_output");
+  check_tensor(args.op(), "grad_output", grad_output, 4, conv_output.device());
+  check_same_dtype(args.op(), "grad_output", grad_output, conv_output);
+  const auto expected = epilogue_output_sizes(conv_output, args.flag("unfold_output"));
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(expected), args.op(), ": argument 'grad_output' must have the "
+              "output's shape ", at::IntArrayRef(expected), ", got ", grad_output.sizes());
+}
+
+}  // namespace
+
+EpilogueOptions checked_epilogue_options(const Arguments& args) {
+  check_epilogue_arguments(args);
+  return {args.flag("unfold_output"), leaky_relu_arguments(args, "gain")};
+}
+
+EpilogueOptions checked_epilogue_backward_options(const Arguments& args) {
+  const auto options = checked_epilogue_options(args);
+  check_epilogue_grad_output(args);
+  return options;
 }
 
 }  // namespace pixelfolder

@@ -7,6 +7,7 @@
 
 #include <tuple>
 
+#include "activation.h"
 #include "arguments.h"
 
 namespace pixelfolder {
@@ -29,7 +30,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 // The layer's output and, with a clamp and a skip, its clamped output before the skip is added (else empty).
 std::tuple<at::Tensor, at::Tensor> to_rgb(const Arguments& args);
 
-// Argument checks of the epilogue kernels, shared by their CPU and CUDA versions.
-void check_epilogue_arguments(const Arguments& args);
+// The options of styled_conv2d_epilogue and its backward, read once their arguments are checked (the
+// backward's grad_output included): what the CPU and CUDA kernels share of their argument handling.
+struct EpilogueOptions {
+  bool unfold_output;
+  LeakyReLU<double> activation;
+};
+EpilogueOptions checked_epilogue_options(const Arguments& args);
+EpilogueOptions checked_epilogue_backward_options(const Arguments& args);
 
 }  // namespace pixelfolder

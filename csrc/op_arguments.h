@@ -93,17 +93,6 @@ inline at::Tensor empty_epilogue_output(const at::Tensor& conv_output, bool unfo
   return empty_4d(epilogue_output_sizes(conv_output, unfold_output), conv_output);
 }
 
-// styled_conv2d_epilogue_backward's grad_output, after check_epilogue_arguments (composite.h): the
-// kernels read it where the forward stored, so it must have the forward output's shape.
-inline void check_epilogue_grad_output(const char* op, const at::Tensor& grad_output,
-                                       const at::Tensor& conv_output, bool unfold_output) {
-  check_tensor(op, "grad_output", grad_output, 4, conv_output.device());
-  check_same_dtype(op, "grad_output", grad_output, conv_output);
-  const auto expected = epilogue_output_sizes(conv_output, unfold_output);
-  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(expected), op, ": argument 'grad_output' must have the "
-              "output's shape ", at::IntArrayRef(expected), ", got ", grad_output.sizes());
-}
-
 // spatial_dot: a and b (B, C, H, W) of one dtype and shape, any layouts.
 inline void check_spatial_dot_arguments(const char* op, const at::Tensor& a, const at::Tensor& b,
                                         c10::DeviceType kernel_device) {

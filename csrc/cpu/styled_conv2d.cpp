@@ -45,21 +45,19 @@ int64_t output_column_step(bool unfold_output) { return unfold_output ? 2 : 1; }
 
 at::Tensor epilogue_cpu(const Arguments& args) {
   constexpr const char* op = "styled_conv2d_epilogue";
+  const auto options = checked_epilogue_options(args);
   const auto& conv_output = args.tensor("conv_output");
-  const bool unfold_output = args.flag("unfold_output");
-  const auto activation = leaky_relu_arguments(args, "gain");
-  check_epilogue_arguments(args);
-  auto output = empty_epilogue_output(conv_output, unfold_output);
+  auto output = empty_epilogue_output(conv_output, options.unfold_output);
   const EpilogueTensors operands(args);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, conv_output.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    const auto act = activation.as<opmath_t>();
+    const auto act = options.activation.as<opmath_t>();
     const auto epilogue = operands.pointers<scalar_t>();
     scalar_t* out = output.data_ptr<scalar_t>();
     const auto os = output.strides();
     const int64_t width = conv_output.size(3), in_step = conv_output.stride(3);
-    const int64_t out_step = output_column_step(unfold_output) * os[3];
-    for_each_row(conv_output, epilogue, unfold_output,
+    const int64_t out_step = output_column_step(options.unfold_output) * os[3];
+    for_each_row(conv_output, epilogue, options.unfold_output,
                  [&](int64_t n, int64_t, int64_t, const scalar_t* conv_row,
                      const EpilogueRow<scalar_t, opmath_t> row, OutputIndex<int64_t> to) {
                    const auto f = act;
@@ -78,13 +76,10 @@ at::Tensor epilogue_cpu(const Arguments& args) {
 // one pass over the tensors (benchmarks.byte_ledger counts an op that calls none as one kernel).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> epilogue_backward_cpu(const Arguments& args) {
   constexpr const char* op = "styled_conv2d_epilogue_backward";
+  const auto options = checked_epilogue_backward_options(args);
   const auto& grad_output = args.tensor("grad_output");
   const auto& conv_output = args.tensor("conv_output");
   const auto noise = args.optional_tensor("noise");
-  const bool unfold_output = args.flag("unfold_output");
-  const auto activation = leaky_relu_arguments(args, "gain");
-  check_epilogue_arguments(args);
-  check_epilogue_grad_output(op, grad_output, conv_output, unfold_output);
   const int64_t batch = conv_output.size(0), channels = conv_output.size(1), height = conv_output.size(2);
   const int64_t width = conv_output.size(3);
   auto grad_conv = empty_4d(conv_output.sizes(), conv_output);
@@ -95,7 +90,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> epilogue_backward_cpu
   const EpilogueTensors operands(args);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, conv_output.scalar_type(), op, [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    const auto act = activation.as<opmath_t>();
+    const auto act = options.activation.as<opmath_t>();
     const auto epilogue = operands.pointers<scalar_t>();
     const scalar_t* g = grad_output.data_ptr<scalar_t>();
     scalar_t* out = grad_conv.data_ptr<scalar_t>();
@@ -104,9 +99,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> epilogue_backward_cpu
     const auto gs = grad_output.strides();
     const auto os = grad_conv.strides();
     const int64_t in_step = conv_output.stride(3);
-    const int64_t grad_step = output_column_step(unfold_output) * gs[3];
+    const int64_t grad_step = output_column_step(options.unfold_output) * gs[3];
     // a is recomputed rather than stored by the forward: it is one multiply-add away.
-    for_each_row(conv_output, epilogue, unfold_output,
+    for_each_row(conv_output, epilogue, options.unfold_output,
                  [&](int64_t n, int64_t c, int64_t y, const scalar_t* conv_row,
                      const EpilogueRow<scalar_t, opmath_t> row, OutputIndex<int64_t> from) {
                    const auto f = act;

@@ -77,12 +77,10 @@ __global__ void epilogue_backward_kernel(RestrictPointer<const scalar_t> grad_ou
 
 at::Tensor epilogue_cuda(const Arguments& args) {
   constexpr const char* op = "styled_conv2d_epilogue";
+  const auto options = checked_epilogue_options(args);
   const auto& conv_output = args.tensor("conv_output");
-  const bool unfold_output = args.flag("unfold_output");
-  const auto activation = leaky_relu_arguments(args, "gain");
-  check_epilogue_arguments(args);
   const CudaDeviceGuard guard(conv_output.device());
-  auto output = empty_epilogue_output(conv_output, unfold_output);
+  auto output = empty_epilogue_output(conv_output, options.unfold_output);
   const int64_t numel = conv_output.numel();
   if (numel == 0) return output;
   const EpilogueTensors operands(args);
@@ -93,7 +91,7 @@ at::Tensor epilogue_cuda(const Arguments& args) {
       launch_kernel(epilogue_kernel<scalar_t, opmath_t, index_t>, blocks_for(numel), kThreadsPerBlock,
                     pointer_to<scalar_t>(conv_output, "conv_output"), Strides4<index_t>(conv_output),
                     pointer_to<scalar_t>(output, "output"), Strides4<index_t>(output), operands.pointers<scalar_t>(),
-                    activation.as<opmath_t>(), unfold_output, channels_last,
+                    options.activation.as<opmath_t>(), options.unfold_output, channels_last,
                     static_cast<index_t>(numel));
     });
   });
@@ -102,13 +100,10 @@ at::Tensor epilogue_cuda(const Arguments& args) {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> epilogue_backward_cuda(const Arguments& args) {
   constexpr const char* op = "styled_conv2d_epilogue_backward";
+  const auto options = checked_epilogue_backward_options(args);
   const auto& grad_output = args.tensor("grad_output");
   const auto& conv_output = args.tensor("conv_output");
   const auto noise = args.optional_tensor("noise");
-  const bool unfold_output = args.flag("unfold_output");
-  const auto activation = leaky_relu_arguments(args, "gain");
-  check_epilogue_arguments(args);
-  check_epilogue_grad_output(op, grad_output, conv_output, unfold_output);
   const CudaDeviceGuard guard(conv_output.device());
   const int64_t batch = conv_output.size(0), channels = conv_output.size(1);
   const int64_t pixels = conv_output.size(2) * conv_output.size(3);
@@ -128,7 +123,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> epilogue_backward_cud
                       pointer_to<scalar_t>(grad_output, "grad_output"), Strides4<index_t>(grad_output),
                       pointer_to<scalar_t>(conv_output, "conv_output"), Strides4<index_t>(conv_output),
                       pointer_to<scalar_t>(grad_conv, "grad_conv"), Strides4<index_t>(grad_conv),
-                      operands.pointers<scalar_t>(), activation.as<opmath_t>(), unfold_output, channels_fast,
+                      operands.pointers<scalar_t>(), options.activation.as<opmath_t>(), options.unfold_output,
+                      channels_fast,
                       pointer_to<opmath_t>(demod_partial, "demod_partial"),
                       pointer_to<opmath_t>(bias_partial, "bias_partial"),
                       noise ? pointer_to<opmath_t>(noise_partial, "noise_partial") : nullptr);
