@@ -22,6 +22,27 @@ def modulated_1x1_conv_backward(grad_output, input, weight, styles):
     return grad_input, grad_weight, grad_styles
 
 
+def save_to_rgb_context(ctx, args, outputs):
+    """What a ToRGB backward keeps from ``outputs`` (the output, and with a clamp and a skip the clamped
+    layer output before the skip, else empty): where the clamp cut is read from the clamped layer
+    output, which without a skip is the output itself."""
+    output, clamped = outputs
+    ctx.mark_non_differentiable(clamped)  # kept for the backward only
+    ctx.clamp = args.clamp
+    ctx.skip_size = None if args.skip is None else args.skip.shape[-2:]
+    ctx.save_for_backward(args.input, args.weight, args.styles, args.skip_kernel,
+                          output if args.clamp is not None and args.skip is None else clamped)
+
+
+def to_rgb_layer_gradients(ctx, grad_output, input, weight, styles, clamped):
+    """The gradients of ToRGB's input, weight, styles and bias (the skip's is the caller's): an output the
+    clamp saturated has none."""
+    if ctx.clamp is not None:
+        grad_output = grad_output * (clamped.abs() < stored_clamp(ctx.clamp, clamped.dtype))
+    grad_input, grad_weight, grad_styles = modulated_1x1_conv_backward(grad_output, input, weight, styles)
+    return {"input": grad_input, "weight": grad_weight, "styles": grad_styles, "bias": grad_output.sum((0, 2, 3))}
+
+
 def demodulation_backward(grad_weight, grad_styles, grad_t, weight, styles):
     """The weight's and styles' gradients of a modulated conv, in their dtypes: those of its conv
     (``grad_weight``, ``grad_styles``) plus, when demodulating, the demodulation's share. d = rsqrt(t + eps)

@@ -48,7 +48,6 @@ SMALL = "small"  # cheap enough for gradcheck, opcheck and Triton's interpreter
 SECOND_ORDER = "second order"  # differentiated twice (the discriminator's R1 penalty): gradgradcheck
 BLOCKS = "blocks"  # spans several blocks of the CUDA kernels' reductions
 TILES = "tiles"  # spans several of the Triton kernels' tiles and chunks
-SWEEP = "sweep"  # upfirdn2d's sweep of factors, pads and kernel shapes
 # Sized to reach the CUDA kernels' large-launch paths (more elements than one launch's grid, every lane of
 # a warp, more pixels than a block, several blocks per sum), in float32 only: run by the cuda backend and
 # by the emulated CUDA build (PIXELFOLDER_CUDA_EMULATION=1, tests/test_kernel_paths.py), not by Triton.
@@ -294,7 +293,7 @@ def _upfirdn_sweep():
         for up_pair, down_pair in dict.fromkeys([((up, up), (down, down)), ((up, 1), (1, down))]):
             yield _upfirdn_case(f"upfirdn2d sweep up {up_pair} down {down_pair}, kernel {kernel_shape[0]}x"
                                 f"{kernel_shape[1]}, pad {pad}", (2, 3, 7, 6), kernel_shape, up_pair, down_pair,
-                                pad, tags=(SWEEP,))
+                                pad)
 
 
 def _styled_option_grid():
@@ -457,6 +456,16 @@ def cases_by_op():
     for case in cases():
         grouped.setdefault(case.op, []).append(case)
     return grouped
+
+
+def case_names(*tags, op=None, leave_out=()):
+    """The names of the cases with every one of ``tags`` and none of ``leave_out``, of ``op`` when given."""
+    return [case.name for case in cases() if set(tags) <= case.tags and not set(leave_out) & case.tags
+            and op in (None, case.op)]
+
+
+# What a CPU leaves out of the table: a GPU's shapes, and the kernel paths' (tests/test_kernel_paths.py).
+NOT_ON_A_CPU = (LARGE, CUDA_PATHS)
 
 
 def find(name):

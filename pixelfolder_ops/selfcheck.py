@@ -96,7 +96,7 @@ def checked_dtypes(name, device, asked=None):
 
 def checked_cases(device):
     """The cases checked on ``device``: every one on a GPU; on the CPU, not those sized for a GPU."""
-    too_large = () if device.type == "cuda" else (correctness.LARGE, correctness.CUDA_PATHS)
+    too_large = () if device.type == "cuda" else correctness.NOT_ON_A_CPU
     return [case for case in correctness.cases() if not case.tags.intersection(too_large)]
 
 

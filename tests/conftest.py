@@ -136,6 +136,13 @@ def backward_digest(case_names, backend, dtype=torch.float32, device="cpu", layo
 
 
 @pytest.fixture
+def exact_float32():
+    """float32 convs and matmuls without TF32, so that float32 is compared at float32's precision."""
+    with correctness.tf32_mode(False):
+        yield
+
+
+@pytest.fixture
 def digest_of_the_backward():
     return backward_digest
 

@@ -8,7 +8,7 @@ import torch
 
 import training.checkpoint as checkpoint_module
 from helpers import tiny_config
-from training.checkpoint import (LATEST, PREVIOUS, capture_rng_state, load_checkpoint, load_generator,
+from training.checkpoint import (LATEST, PREVIOUS, capture_rng_state, load_checkpoint, load_ema_generator,
                                  restore_rng_state, save_checkpoint)
 from training.train import Trainer
 
@@ -72,13 +72,28 @@ def test_a_checkpoint_of_other_networks_is_a_clear_error_naming_both(tmp_path):
         Trainer(tiny_config(tmp_path, size=32, steps=2, resume="auto"))
 
 
-def test_load_generator_returns_the_ema_generator(tmp_path):
+def test_load_ema_generator_returns_the_ema_generator(tmp_path):
     trainer = Trainer(tiny_config(tmp_path, steps=1))
     trainer.run()
-    generator = load_generator(str(tmp_path / LATEST))
+    generator = load_ema_generator(str(tmp_path / LATEST))
     assert not generator.training
     for name, value in trainer.g_ema.state_dict().items():
         assert torch.equal(generator.state_dict()[name], value)
+
+
+@pytest.mark.parametrize("damage", ["unknown model", "weights of other shapes"])
+def test_a_checkpoint_whose_networks_cannot_be_built_is_one_line_naming_it(tmp_path, damage):
+    Trainer(tiny_config(tmp_path, steps=1)).run()
+    path = str(tmp_path / LATEST)
+    checkpoint = torch.load(path, weights_only=True)
+    if damage == "unknown model":
+        checkpoint["config"]["model"] = "Foo"
+    else:
+        checkpoint["g_ema"] = {name: value[:1] for name, value in checkpoint["g_ema"].items()}
+    torch.save(checkpoint, path)
+    with pytest.raises(ValueError, match=f"^checkpoint {path}: its networks cannot be built from it") as error:
+        load_ema_generator(path)
+    assert "\n" not in str(error.value)
 
 
 def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):

@@ -130,7 +130,7 @@ def test_command_exports_then_checks(checkpoint, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     ([], "expected CHECKPOINT and --out"),
     (["{checkpoint}"], "expected CHECKPOINT and --out"),
-    (["{checkpoint}", "--out", "{tmp}"], "argument --out: expected a file path for the program, got the folder"),
+    (["{checkpoint}", "--out", "{tmp}"], "argument --out: expected a file path, got the folder"),
     (["{checkpoint}", "--out", "{tmp}/g.pt2", "--batch", "0"], "argument --batch: expected an integer >= 1, got '0'"),
     (["{checkpoint}", "--out", "{tmp}/g.pt2", "--batch", "2", "--dynamic-batch"], "not allowed with argument"),
     (["{checkpoint}", "--out", "{tmp}/g.pt2", "--truncation", "nan"], "argument --truncation: expected a finite"),

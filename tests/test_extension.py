@@ -17,7 +17,7 @@ import models
 import pixelfolder_ops as ops
 from pixelfolder_ops import _layout as ops_layout
 from pixelfolder_ops import correctness, extension
-from pixelfolder_ops.correctness import CUDA_PATHS, LARGE, LAYER, SECOND_ORDER, SMALL
+from pixelfolder_ops.correctness import LAYER, SECOND_ORDER, SMALL
 from pixelfolder_ops.extension import LIBRARY
 from pixelfolder_ops.triton._indexing import fits_int32_offsets
 
@@ -28,10 +28,7 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def names(*tags, op=None):
-    """The cases this backend runs, with every one of ``tags``, of ``op`` when given: not a GPU's, nor the
-    CUDA paths' (tests/test_kernel_paths.py runs those, in the emulation build)."""
-    return [case.name for case in correctness.cases() if not {LARGE, CUDA_PATHS} & case.tags
-            and set(tags) <= case.tags and op in (None, case.op)]
+    return correctness.case_names(*tags, op=op, leave_out=correctness.NOT_ON_A_CPU)
 
 
 def runs():

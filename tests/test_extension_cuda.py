@@ -39,19 +39,12 @@ def test_every_cuda_source_compiles(tmp_path):
     assert not failures, "\n\n".join(failures)
 
 
-def names(*tags, op=None):
-    return [case.name for case in correctness.cases() if set(tags) <= case.tags and op in (None, case.op)]
+names = correctness.case_names
 
 
 def first_of_each_op():
     """The first small case of each op: together they call every op of the extension (tested below)."""
     return [names(SMALL, op=op)[0] for op in correctness.cases_by_op()]
-
-
-@pytest.fixture
-def exact_float32():
-    with correctness.tf32_mode(False):
-        yield
 
 
 @needs_cuda

@@ -1,8 +1,8 @@
 """Every GPU kernel compiled for Hopper without a GPU: no register spills, shared memory within a
 block's limit, tensor-core (wgmma) GEMMs, 64-bit divisions only where a 64-bit index needs them.
 
-The Triton checks run in a fresh Python: other test modules set TRITON_INTERPRET=1, under which Triton's
-kernels are interpreted and cannot be compiled."""
+The Triton checks run in a fresh Python: conftest.py sets TRITON_INTERPRET=1 where no GPU is visible,
+under which Triton's kernels are interpreted and cannot be compiled."""
 import os
 import re
 

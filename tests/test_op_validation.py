@@ -75,6 +75,19 @@ def test_bad_arguments_are_the_same_value_error_on_every_backend(backend, case, 
     assert str(error.value) == str(reference_error.value)
 
 
+@pytest.mark.needs_backend
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_a_gradient_asked_of_a_fixed_filter_is_refused(backend):
+    # The compiled and Triton backends keep resampling filters fixed: a gradient asked of one is an
+    # error, never a silent None.
+    device = "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
+    skip_kernel = (4 * BLUR).to(device).requires_grad_()
+    tensors = [randn(*shape).to(device) for shape in ((2, 4, 8, 8), (3, 4, 1, 1), (2, 4), (3,), (2, 3, 4, 4))]
+    output = ops.to_rgb(*tensors, skip_kernel, backend=backend)
+    with pytest.raises(RuntimeError, match="to_rgb has no gradient for its 'skip_kernel'"):
+        output.sum().backward()
+
+
 def test_make_resample_kernel_refuses_taps_it_cannot_normalise():
     with pytest.raises(ValueError, match="make_resample_kernel: argument 'kernel' must be a filter of finite taps"):
         ops.make_resample_kernel([1.0, float("inf")])

@@ -237,9 +237,7 @@ def test_fourier_embedding_matches_its_formula():
 # ------------------------------------------------------- the cases of pixelfolder_ops.correctness
 
 def names(*tags, op=None):
-    """The cases a CPU runs (not a GPU's), with every one of ``tags``, of ``op`` when given."""
-    return [case.name for case in correctness.cases() if not {correctness.LARGE, correctness.CUDA_PATHS} & case.tags
-            and set(tags) <= case.tags and op in (None, case.op)]
+    return correctness.case_names(*tags, op=op, leave_out=correctness.NOT_ON_A_CPU)
 
 
 def first_of_each_op():

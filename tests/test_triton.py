@@ -14,7 +14,7 @@ import models
 from pixelfolder_ops import correctness
 from pixelfolder_ops.correctness import BLOCKS, CUDA_PATHS, LARGE, LAYER, SECOND_ORDER, SMALL, TILES
 
-pytestmark = pytest.mark.needs_backend("triton")
+pytestmark = [pytest.mark.needs_backend("triton"), pytest.mark.usefixtures("exact_float32")]
 BACKEND = "triton"
 ON_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if ON_CUDA else "cpu"
@@ -73,12 +73,6 @@ def runs():
                                   if SMALL in case.tags and not on_triton_kernels(case)])
 def test_the_ops_it_takes_from_the_reference_run(case, assert_matches_reference):
     assert_matches_reference(case, BACKEND, torch.float32, DEVICE)
-
-
-@pytest.fixture(autouse=True)
-def no_tf32():
-    with correctness.tf32_mode(False):
-        yield
 
 
 @pytest.mark.parametrize("case, dtype, layout", list(runs()))

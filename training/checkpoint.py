@@ -226,18 +226,6 @@ def load_checkpoint(path, architecture=None, mmap=False):
     return checkpoint
 
 
-def ema_generator(checkpoint):
-    """The EMA generator of a loaded training checkpoint, in eval mode, on the CPU."""
-    generator = build_generator(TrainConfig.from_dict(checkpoint["config"]))
-    generator.load_state_dict(checkpoint["g_ema"])
-    return generator.eval()
-
-
-def load_generator(path):
-    """The EMA generator of the training checkpoint at ``path``, in eval mode, on the CPU."""
-    return ema_generator(load_checkpoint(path))
-
-
 def networks_of(checkpoint):
     """The networks of a loaded (and checked) checkpoint of ours, as models.pretrained.Pretrained."""
     config = TrainConfig.from_dict(checkpoint["config"])
@@ -264,7 +252,11 @@ def load_networks(path, size=None):
         raise FormatError(f"{error}{way_back(path)}") from None
     if kind == "torch" and is_training_checkpoint(content):
         check_checkpoint(content, path)
-        pretrained = networks_of(content)
+        try:
+            pretrained = networks_of(content)
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:  # settings or weights that do not fit
+            raise FormatError(f"checkpoint {path}: its networks cannot be built from it "
+                              f"({type(error).__name__}: {cli.reason(error)})") from None
         if size is not None and pretrained.architecture["size"] != size:
             raise FormatError(f"checkpoint {path} holds {pretrained.architecture['size']} px networks, not the "
                               f"--size {size} asked for")

@@ -90,6 +90,10 @@ def output_folder(text):
     return str(text)
 
 
+# --size of the commands that read a network file: the resolution its networks must have.
+network_size = power_of_two(8, 1024)
+
+
 def output_file(text):
     """A file to write: not a folder, and no part of its folder a file."""
     if os.path.isdir(os.path.expanduser(str(text))):

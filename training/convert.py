@@ -123,7 +123,7 @@ def parse_args(argv=None):
     parser.add_argument("--to", choices=TARGETS, default="ours",
                         help="ours: a checkpoint of this package; nvlabs: an NVlabs pickle; rosinality: a rosinality "
                              "stylegan2-pytorch checkpoint (the last two: StyleGAN2 only) (default: %(default)s)")
-    parser.add_argument("--size", type=cli.power_of_two(8, 1024),
+    parser.add_argument("--size", type=cli.network_size,
                         help="the resolution INPUT's networks must have (default: any)")
     return parser.parse_args(argv)
 

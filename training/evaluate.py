@@ -42,7 +42,7 @@ from training import cli
 from training.checkpoint import file_digest
 from training.data import ImageFolderDataset, image_names
 from training.digits import DigitsDataset, load_digits_classifier
-from training.generate import NETWORK_SIZE, load_generator, sample_batches
+from training.generate import load_generator, sample_batches
 from training.images import from_uint8, to_uint8
 from training.inception import WEIGHTS_ENV, load_inception, weights_path
 from training.metrics import frechet_distance, kernel_inception_distance, mean_and_covariance, precision_recall
@@ -227,7 +227,7 @@ def parse_args(argv=None):
                              "at most 8: %(default)s)")
     parser.add_argument("--kid-subsets", type=cli.integer(1), default=100, help="(default: %(default)s)")
     parser.add_argument("--kid-subset-size", type=cli.integer(2), default=1000, help="(default: %(default)s)")
-    parser.add_argument("--size", type=NETWORK_SIZE,
+    parser.add_argument("--size", type=cli.network_size,
                         help="the resolution the checkpoint's networks must have (default: any)")
     parser.add_argument("--device", type=cli.device, default="auto",
                         help="'auto' (the GPU if there is one), 'cpu', 'cuda' or 'cuda:N' (default: auto)")

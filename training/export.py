@@ -34,7 +34,6 @@ from training import extras
 if __name__ == "__main__":
     extras.require("train")  # before the imports that need it
 
-import argparse
 import json
 import math
 import os
@@ -290,19 +289,12 @@ def check(path, device=None):
     return worst, tolerance, sorted({size for split in splits for size in split})
 
 
-def output_file(text):
-    """A file to write: not a folder, and no part of its folder a file."""
-    if os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"expected a file path for the program, got the folder {text!r}")
-    cli.output_folder(os.path.dirname(os.path.abspath(text)))
-    return text
-
-
 def parse_args(argv=None):
     parser = cli.CommandLineParser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", nargs="?", type=cli.existing_path,
-                        help="our training checkpoint, a run folder, or an official PixelFolder checkpoint")
-    parser.add_argument("--out", type=output_file, help="where to write the program (e.g. generator.pt2)")
+                        help="any network file training.convert reads (our checkpoints and run folders, "
+                             "official PixelFolder, NVlabs, rosinality and CIPS files)")
+    parser.add_argument("--out", type=cli.output_file, help="where to write the program (e.g. generator.pt2)")
     parser.add_argument("--format", choices=FORMATS,
                         help="pt2: a torch.export program (or --aoti package); onnx: an ONNX graph "
                              "(default: onnx for an --out ending in .onnx, else pt2)")
@@ -327,7 +319,7 @@ def parse_args(argv=None):
     parser.add_argument("--aoti", action="store_true", help="compile an AOTInductor package instead")
     parser.add_argument("--device", type=cli.device, default="cpu")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
-    parser.add_argument("--size", type=cli.power_of_two(16, 1024),
+    parser.add_argument("--size", type=cli.network_size,
                         help="the resolution the checkpoint's networks must have (default: any)")
     args = parser.parse_args(argv)
     if args.check is None and (args.checkpoint is None or args.out is None):

@@ -30,7 +30,6 @@ from training import cli
 from training.images import save_grid, save_image
 
 # The sizes a --size can ask for (every model's).
-NETWORK_SIZE = cli.power_of_two(8, 1024)
 # The EMA generator of any network file training.convert reads (see training.checkpoint).
 load_generator = training_checkpoint.load_ema_generator
 
@@ -142,7 +141,7 @@ def parse_args(argv=None):
                         help="images in the interpolation strip, both ends included (default: 8)")
     parser.add_argument("--interpolation", choices=("slerp", "lerp"), default="slerp",
                         help="spherical or linear in z (default: slerp)")
-    parser.add_argument("--size", type=NETWORK_SIZE,
+    parser.add_argument("--size", type=cli.network_size,
                         help="the resolution the checkpoint's networks must have (default: any)")
     parser.add_argument("--device", type=cli.device, default="auto",
                         help="'auto' (the GPU if there is one), 'cpu', 'cuda' or 'cuda:N' (default: auto)")

@@ -385,13 +385,12 @@ class Trainer:
                         f"({checkpoint['source'].get('format')}): " + "; ".join(
                             fresh + ["truncation centres on the mean w again (training does not track the "
                                      "source's average w)", "the data starts from the beginning"]))
-        if converted:
-            pass  # this run's own seed draws from here on
-        elif len(checkpoint["rng"]) == context.world_size:
-            restore_rng_state(checkpoint["rng"][context.rank], context.device)
-        elif context.is_main:
-            logger.warning(f"the checkpoint was written by {len(checkpoint['rng'])} processes and this run has "
-                           f"{context.world_size}: its random draws start afresh")
+        if not converted:  # from a converted checkpoint, this run's own seed draws from here on
+            if len(checkpoint["rng"]) == context.world_size:
+                restore_rng_state(checkpoint["rng"][context.rank], context.device)
+            elif context.is_main:
+                logger.warning(f"the checkpoint was written by {len(checkpoint['rng'])} processes and this run "
+                               f"has {context.world_size}: its random draws start afresh")
         if context.is_main:
             logger.info(f"resumed from {path} at step {self.step}")
 

@@ -1,7 +1,7 @@
 """ToRGB on the compiled kernels: the modulated 1x1 conv as one batched GEMM with the bias (clamped when
 asked), plus the skip (x2 upfirdn2d) added. Its gradients are ATen ops (the conv's two batched GEMMs),
 so they differentiate again: double backward works; only the skip kernel's gradient is refused."""
-from .._gradients import modulated_1x1_conv_backward, stored_clamp
+from .._gradients import save_to_rgb_context, to_rgb_layer_gradients
 from .._layout import empty
 from .._protocol import needs_grad, refuse_filter_gradient
 from ..to_rgb import ToRgbArguments, skip_pad
@@ -13,16 +13,6 @@ def to_rgb(args):
     return output
 
 
-def _setup_context(ctx, args, output):
-    output, clamped = output
-    ctx.mark_non_differentiable(clamped)  # kept for the backward only
-    ctx.clamp = args.clamp
-    ctx.skip_size = None if args.skip is None else args.skip.shape[-2:]
-    # Where the clamp cut: read from the clamped layer output, which without a skip is the output.
-    ctx.save_for_backward(args.input, args.weight, args.styles, args.skip_kernel,
-                          output if args.clamp is not None and args.skip is None else clamped)
-
-
 def _backward(ctx, grad_output, _grad_clamped):
     refuse_filter_gradient(ctx, "to_rgb", "skip_kernel")
     input, weight, styles, skip_kernel, clamped = ctx.saved_tensors
@@ -31,11 +21,7 @@ def _backward(ctx, grad_output, _grad_clamped):
         grad_skip = grad_output if skip_kernel is None else LIBRARY.call(
             "upfirdn2d_backward", grad_output=grad_output, kernel=skip_kernel, up=[2, 2], down=[1, 1],
             pad=skip_pad(skip_kernel), input_height=ctx.skip_size[0], input_width=ctx.skip_size[1])
-    if ctx.clamp is not None:  # a saturated output has no gradient (the skip's is not clamped)
-        grad_output = grad_output * (clamped.abs() < stored_clamp(ctx.clamp, clamped.dtype))
-    grad_input, grad_weight, grad_styles = modulated_1x1_conv_backward(grad_output, input, weight, styles)
-    return {"input": grad_input, "weight": grad_weight, "styles": grad_styles, "bias": grad_output.sum((0, 2, 3)),
-            "skip": grad_skip}
+    return {**to_rgb_layer_gradients(ctx, grad_output, input, weight, styles, clamped), "skip": grad_skip}
 
 
 def register(library):
@@ -50,4 +36,4 @@ def register(library):
         clamped = output_shape if args.clamp is not None and args.skip is not None else (0,)
         return empty(output_shape, args.input), args.input.new_empty(clamped)
 
-    library.register_autograd("to_rgb", _backward, _setup_context)
+    library.register_autograd("to_rgb", _backward, save_to_rgb_context)

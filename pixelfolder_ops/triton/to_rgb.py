@@ -9,7 +9,8 @@ import triton
 import triton.language as tl
 
 from .. import _layout
-from .._gradients import modulated_1x1_conv_backward, stored_clamp
+from .._gradients import save_to_rgb_context, to_rgb_layer_gradients
+from .._protocol import refuse_filter_gradient
 from ..reference.upfirdn2d import resample
 from ..to_rgb import ToRgbArguments, skip_pad
 from ._library import LIBRARY
@@ -136,37 +137,24 @@ def _to_rgb(args):
     return out, clamped
 
 
-def _setup_context(ctx, args, outputs):
-    output, clamped = outputs
-    ctx.mark_non_differentiable(clamped)  # kept for the backward only
-    ctx.clamp = args.clamp
-    # Where the clamp cut: read from the clamped layer output, which without a skip is the output.
-    ctx.save_for_backward(args.input, args.weight, args.styles, args.skip_kernel,
-                          output if args.clamp is not None and args.skip is None else clamped)
-    ctx.has_skip = args.skip is not None
-
-
 def _backward(ctx, grad, _grad_clamped):
+    refuse_filter_gradient(ctx, "to_rgb", "skip_kernel")
     input, weight, styles, skip_kernel, clamped = ctx.saved_tensors
     grad_skip = None
-    if ctx.has_skip:
+    if ctx.skip_size is not None:
         grad_skip = grad
         if skip_kernel is not None:
             # The adjoint of the x2 upfirdn2d: correlate with the kernel (a flipped convolution) at stride 2.
             before = skip_kernel.shape[0] - 1 - skip_pad(skip_kernel)[0]
             after = skip_kernel.shape[0] - 2 - before
             grad_skip = resample(grad, skip_kernel.flip((0, 1)), (1, 1), (2, 2), (before, after) * 2)
-    if ctx.clamp is not None:  # a saturated output has no gradient (the skip's is not clamped)
-        grad = grad * (clamped.abs() < stored_clamp(ctx.clamp, clamped.dtype))
-    grad_input, grad_weight, grad_styles = modulated_1x1_conv_backward(grad, input, weight, styles)
-    return {"input": grad_input, "weight": grad_weight, "styles": grad_styles, "bias": grad.sum(dim=(0, 2, 3)),
-            "skip": grad_skip}
+    return {**to_rgb_layer_gradients(ctx, grad, input, weight, styles, clamped), "skip": grad_skip}
 
 
 LIBRARY.define("to_rgb", ToRgbArguments, "(Tensor, Tensor)")
 LIBRARY.impl("to_rgb", _to_rgb)
 LIBRARY.register_fake("to_rgb", _empty_outputs)
-LIBRARY.register_autograd("to_rgb", _backward, _setup_context)
+LIBRARY.register_autograd("to_rgb", _backward, save_to_rgb_context)
 
 
 def to_rgb(args):
