@@ -101,7 +101,9 @@ def pretrained_from(kind, content, path, size=None):
     """The Pretrained networks of a file ``read_file`` read."""
     try:
         pretrained = _pretrained_from(kind, content, path)
-    except (KeyError, IndexError, TypeError, AttributeError) as error:  # a part the layout has is not there
+    except FormatError:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as error:  # a part is not there or misshapen
         raise FormatError(f"{path}: its networks lack a part of the layout they claim ({type(error).__name__}: "
                           f"{reason(error)})") from None
     if size is not None and pretrained.architecture["size"] != size:

@@ -450,10 +450,10 @@ def kernel_path_cases():
     return tuple(case for case in cases() if CUDA_PATHS in case.tags)
 
 
-def cases_by_op():
-    """{op name: its cases}, the ops in the order of ``cases()``."""
+def cases_by_op(selected=None):
+    """{op name: its cases} of ``selected`` (default: every case), the ops in their order."""
     grouped = {}
-    for case in cases():
+    for case in cases() if selected is None else selected:
         grouped.setdefault(case.op, []).append(case)
     return grouped
 

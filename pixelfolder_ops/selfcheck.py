@@ -103,9 +103,7 @@ def checked_cases(device):
 def correctness_rows(device, backends, dtypes=None, progress=None):
     """One row per op, backend and dtype: the worst error relative to its tolerance over the op's
     cases, in each checked layout, forward and backward."""
-    grouped = {}
-    for case in checked_cases(device):
-        grouped.setdefault(case.op, []).append(case)
+    grouped = correctness.cases_by_op(checked_cases(device))
     rows = []
     for name in backends:
         for dtype in checked_dtypes(name, device, dtypes):

@@ -67,6 +67,15 @@ ABLATIONS = {name: functools.partial(models.PixelFolder.variant, name, size=16, 
              for name in models.VARIANTS if name != "PixelFolder"}
 
 
+def noisy(generator, strength=0.5):
+    """``generator`` with every noise strength set to ``strength`` (zero at initialisation), so that its
+    noise counts."""
+    for module in generator.modules():
+        if isinstance(module, models.layers.NoiseInjection):
+            module.weight.data.fill_(strength)
+    return generator
+
+
 def tiny_generator(name):
     """A small generator whose noise strengths are not zero (as after training), so noise counts."""
     torch.manual_seed(0)
@@ -78,12 +87,16 @@ def tiny_generator(name):
     return generator
 
 
+def official_state(state):
+    """A generator's state dict as official checkpoints hold it: without our constant noise."""
+    return {key: value for key, value in state.items() if not key.startswith("noises.")}
+
+
 def official_checkpoint(path):
     """An official-layout PixelFolder checkpoint at 16x16 written to ``path``; returns the path as a string."""
     torch.manual_seed(0)
-    generator = models.PixelFolder(16)
-    torch.save({"g": generator.state_dict(), "g_ema": generator.state_dict(),
-                "d": models.Discriminator(16).state_dict()}, path)
+    generator = official_state(models.PixelFolder(16).state_dict())
+    torch.save({"g": generator, "g_ema": generator, "d": models.Discriminator(16).state_dict()}, path)
     return str(path)
 
 

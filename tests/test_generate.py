@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 import models
-from helpers import our_checkpoint
+from helpers import noisy, our_checkpoint
 from training import generate
 from training.images import from_uint8, read_image, save_grid, save_image, to_uint8
 
@@ -156,10 +156,7 @@ def test_cli_interpolation_alone_writes_only_the_strip(tmp_path):
 
 
 def test_constant_noise_takes_only_z_from_the_seed(tmp_path):
-    generator = tiny_pixelfolder()
-    for module in generator.modules():
-        if isinstance(module, models.layers.NoiseInjection):
-            module.weight.data.fill_(0.5)  # noise that counts
+    generator = noisy(tiny_pixelfolder())
     (images, _), = generate.sample_batches(generator, [3, 4], batch_size=2, noise_mode="const")
     z, _ = generate.seed_inputs(generator, [3, 4])
     with torch.no_grad():

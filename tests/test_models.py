@@ -4,6 +4,7 @@ import torch
 
 import models
 from benchmarks.complexity import count_gmacs, count_params
+from helpers import noisy, official_state
 from training.config import TrainConfig
 from training.networks import build_discriminator, build_generator
 
@@ -258,10 +259,7 @@ def test_generator_call_options(factory):
     sizes = [stage.shape[-1] for stage in stages]
     assert torch.equal(same, image) and stages[-1] is same and sizes == sorted(sizes)
     assert all(stage.shape == (2, 3, size, size) for stage, size in zip(stages, sizes))
-    for module in g.modules():
-        if isinstance(module, models.layers.NoiseInjection):
-            module.weight.data.fill_(0.5)
-    assert not torch.equal(g(z), g(z))
+    assert not torch.equal(noisy(g)(z), g(z))
     # Truncation 0 collapses every z onto the mean w (noise shared by the batch).
     mean = g.mean_latent(256)
     same = g(z, truncation=0.0, truncation_latent=mean, noise=g.make_noise(1))
@@ -278,18 +276,10 @@ def test_generator_call_options(factory):
     assert not missing
 
 
-def noisy(generator):
-    """``generator`` with non-zero noise strengths (as after training), so that noise counts."""
-    for module in generator.modules():
-        if isinstance(module, models.layers.NoiseInjection):
-            module.weight.data.fill_(0.5)
-    return generator.eval()
-
-
 @pytest.mark.parametrize("factory", GENERATORS, ids=GENERATOR_IDS)
 def test_constant_noise_is_the_models_own_for_every_image_and_call(factory):
     torch.manual_seed(0)
-    g = noisy(factory())
+    g = noisy(factory()).eval()
     z = torch.randn(3, 512)
     with torch.no_grad():
         image = g(z, noise="const")
@@ -313,7 +303,7 @@ def test_constant_noise_is_the_models_own_for_every_image_and_call(factory):
 @pytest.mark.parametrize("factory", GENERATORS, ids=GENERATOR_IDS)
 def test_the_constant_noise_loads_with_the_weights_and_state_dicts_without_it_keep_the_models(factory):
     torch.manual_seed(0)
-    source = noisy(factory())
+    source = noisy(factory()).eval()
     for buffer in source.constant_noise():
         buffer.normal_()  # as a converted network's noise
     target = factory().eval()
@@ -323,7 +313,7 @@ def test_the_constant_noise_loads_with_the_weights_and_state_dicts_without_it_ke
         torch.testing.assert_close(target(z, noise="const"), source(z, noise="const"), rtol=0, atol=0)
     # A checkpoint from before the constant noise (or an official PixelFolder one) has no noise keys.
     fresh = factory()
-    without = {k: v for k, v in source.state_dict().items() if not k.startswith("noises.")}
+    without = official_state(source.state_dict())
     assert len(without) < len(source.state_dict())
     kept = [n.clone() for n in fresh.constant_noise()]
     fresh.load_state_dict(without)

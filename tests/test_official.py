@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import models
-from helpers import blur, equal_conv, lrelu
+from helpers import blur, equal_conv, lrelu, official_state
 
 KEY_LIST = os.path.join(os.path.dirname(__file__), "data", "official_pixelfolder256_state_dict.txt")
 
@@ -30,7 +30,7 @@ def test_state_dicts_have_the_official_keys_and_shapes():
     with torch.device("meta"):
         ours = {"g": models.PixelFolder(256).state_dict(), "d": models.Discriminator(256).state_dict()}
     # The generator also keeps its constant noise (G(z, noise="const")), which official checkpoints lack.
-    ours["g"] = {k: v for k, v in ours["g"].items() if not k.startswith("noises.")}
+    ours["g"] = official_state(ours["g"])
     for part in ("g", "d"):
         assert {k: tuple(v.shape) for k, v in ours[part].items()} == shapes[part]
 
@@ -41,10 +41,8 @@ def random_checkpoint(size, seed=0):
     for module in g_ema.modules():  # non-zero noise strengths, so noise matters
         if isinstance(module, models.layers.NoiseInjection):
             module.weight.data.normal_()
-    def official(state):  # official checkpoints hold no constant noise
-        return {k: v for k, v in state.items() if not k.startswith("noises.")}
-    return {"g": official(g.state_dict()), "g_ema": official(g_ema.state_dict()), "d": d.state_dict(), "g_optim": {},
-            "d_optim": {}}
+    return {"g": official_state(g.state_dict()), "g_ema": official_state(g_ema.state_dict()), "d": d.state_dict(),
+            "g_optim": {}, "d_optim": {}}
 
 
 def test_load_official_round_trip(tmp_path):

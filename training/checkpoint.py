@@ -24,7 +24,7 @@ import torch
 from training import cli
 from models.architecture import DEFAULTS, complete
 from training.config import ARCHITECTURE_FIELDS, NETWORK_FIELDS, TrainConfig
-from models.formats import FormatError
+from models.formats import FormatError, unreadable
 from models.pretrained import Pretrained, pretrained_from, read_file
 from training.networks import build_discriminator, build_generator
 
@@ -188,8 +188,7 @@ def read_checkpoint(path, mmap=False):
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as error:  # torch.load raises many types for a damaged file
-        raise ValueError(f"checkpoint {path} cannot be read: it is truncated, corrupt or not a checkpoint "
-                         f"({cli.reason(error)}){way_back(path)}") from error
+        raise FormatError(f"{unreadable(path, cli.reason(error))}{way_back(path)}") from error
 
 
 def is_training_checkpoint(checkpoint):

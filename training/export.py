@@ -346,10 +346,11 @@ def parse_args(argv=None):
     return args
 
 
-def report_check(path, device=None):
-    error, tolerance, batches = check(path, device)
+def report_check(path, metadata):
+    """Checks the program at ``path`` (``metadata``: its check file's) and prints the verdict in one line."""
+    error, tolerance, batches = check(path)
     verdict = "matches" if error <= tolerance else "DOES NOT match"
-    measure = "normwise relative error" if tolerance_of(read_check_file(path)["metadata"])[0] else "relative error"
+    measure = "normwise relative error" if tolerance_of(metadata)[0] else "relative error"
     print(f"{path} {verdict} the eager generator's images: worst {measure} {error:.2e} (tolerance "
           f"{tolerance:.0e}) at batch sizes {', '.join(map(str, batches))}")
     return error <= tolerance
@@ -379,7 +380,7 @@ def main(argv=None):
         if metadata["needs_pixelfolder_ops"]:
             print(f"{args.check} calls {', '.join(metadata['requires'])}: pixelfolder_ops is imported to run it")
         try:
-            matched = report_check(args.check)
+            matched = report_check(args.check, metadata)
         except ProgramError as error:
             cli.fail(error)
         raise SystemExit(0 if matched else 1)
@@ -398,7 +399,7 @@ def main(argv=None):
                       backend=args.backend, aoti=args.aoti, device=device, dtype=DTYPES[args.dtype],
                       description=description, format=args.format, opset=args.opset)
     print(f"wrote {args.out}: {describe(metadata)}; its check file is {check_path(args.out)}")
-    if not report_check(args.out):
+    if not report_check(args.out, metadata):
         # torch 2.13's AOTInductor fixes the batch of a conv whose groups depend on it (the reference
         # backend's per-image grouped conv) and then ignores the input's batch: never leave such a program.
         for path in (args.out, check_path(args.out)):
