@@ -99,13 +99,19 @@ def read_pretrained(path, size=None):
 
 def pretrained_from(kind, content, path, size=None):
     """The Pretrained networks of a file ``read_file`` read."""
+    return built_networks(lambda: _pretrained_from(kind, content, path), path, size)
+
+
+def built_networks(build, path, size=None):
+    """``build()``'s Pretrained networks of the file at ``path``, whose resolution must be ``size`` when
+    given: FormatError naming the file where a part its layout claims is missing or does not fit."""
     try:
-        pretrained = _pretrained_from(kind, content, path)
+        pretrained = build()
     except FormatError:
         raise
-    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as error:  # a part is not there or misshapen
-        raise FormatError(f"{path}: its networks lack a part of the layout they claim ({type(error).__name__}: "
-                          f"{reason(error)})") from None
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError, RuntimeError) as error:
+        raise FormatError(f"{path}: its networks lack a part of the layout they claim, or a part does not fit "
+                          f"({type(error).__name__}: {reason(error)})") from None
     if size is not None and pretrained.architecture["size"] != size:
         raise FormatError(f"{path} holds {pretrained.architecture['size']}x{pretrained.architecture['size']} "
                           f"networks, not the --size {size} asked for")

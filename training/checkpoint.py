@@ -25,7 +25,7 @@ from training import cli
 from models.architecture import DEFAULTS, complete
 from training.config import ARCHITECTURE_FIELDS, NETWORK_FIELDS, TrainConfig
 from models.formats import FormatError, unreadable
-from models.pretrained import Pretrained, pretrained_from, read_file
+from models.pretrained import Pretrained, built_networks, pretrained_from, read_file
 from training.networks import build_discriminator, build_generator
 
 logger = logging.getLogger(__name__)
@@ -251,15 +251,7 @@ def load_networks(path, size=None):
         raise FormatError(f"{error}{way_back(path)}") from None
     if kind == "torch" and is_training_checkpoint(content):
         check_checkpoint(content, path)
-        try:
-            pretrained = networks_of(content)
-        except (KeyError, TypeError, ValueError, RuntimeError) as error:  # settings or weights that do not fit
-            raise FormatError(f"checkpoint {path}: its networks cannot be built from it "
-                              f"({type(error).__name__}: {cli.reason(error)})") from None
-        if size is not None and pretrained.architecture["size"] != size:
-            raise FormatError(f"checkpoint {path} holds {pretrained.architecture['size']} px networks, not the "
-                              f"--size {size} asked for")
-        return pretrained
+        return built_networks(lambda: networks_of(content), path, size)
     return pretrained_from(kind, content, path, size)
 
 
